@@ -1,0 +1,284 @@
+//! The six released YOLACT / YOLACT++ configurations (spec §1) and how to pick one.
+
+use crate::error::{Error, Result};
+
+/// Input normalisation (spec §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    /// (x - mean) / std with the BGR means/stds, then BGR -> RGB.
+    ResNet,
+    /// x / 255, then BGR -> RGB.
+    DarkNet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackboneKind {
+    /// Bottleneck ResNet with `blocks` per stage. `dcn_interval` is `Some(k)` for YOLACT++:
+    /// stages 1..=3 get deformable 3x3 convs per the rule of spec §2.3.
+    ResNet {
+        blocks: [usize; 4],
+        dcn_interval: Option<usize>,
+    },
+    /// DarkNet-53 with `blocks` per stage.
+    DarkNet { blocks: [usize; 5] },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct YolactConfig {
+    pub name: &'static str,
+    pub backbone: BackboneKind,
+    /// Backbone stage outputs fed to the FPN (C3, C4, C5).
+    pub selected_layers: [usize; 3],
+    pub transform: Transform,
+    pub max_size: usize,
+    /// Anchor scales in pixels, per prediction level P3..P7.
+    pub pred_scales: [Vec<f64>; 5],
+    pub aspect_ratios: [f64; 3],
+    /// The v1 "square anchor" quirk: h = w (spec §4).
+    pub use_square_anchors: bool,
+    /// YOLACT++: mask-IoU rescoring.
+    pub use_maskiou: bool,
+    pub num_classes: usize,
+    pub mask_dim: usize,
+    pub fpn_channels: usize,
+    pub nms_top_k: usize,
+    pub nms_conf_thresh: f32,
+    pub nms_thresh: f32,
+    pub max_num_detections: usize,
+}
+
+pub const CONFIG_NAMES: [&str; 6] = [
+    "yolact_base",
+    "yolact_resnet50",
+    "yolact_darknet53",
+    "yolact_im700",
+    "yolact_plus_base",
+    "yolact_plus_resnet50",
+];
+
+const V1_SCALES: [f64; 5] = [24.0, 48.0, 96.0, 192.0, 384.0];
+
+fn v1_scales(max_size: usize) -> [Vec<f64>; 5] {
+    // im700 uses int(s / 550 * 700).
+    V1_SCALES.map(|s| vec![(s / 550.0 * max_size as f64).trunc()])
+}
+
+fn plus_scales() -> [Vec<f64>; 5] {
+    V1_SCALES.map(|s| (0..3).map(|j| s * 2f64.powf(j as f64 / 3.0)).collect())
+}
+
+impl YolactConfig {
+    fn base(name: &'static str, backbone: BackboneKind) -> Self {
+        YolactConfig {
+            name,
+            backbone,
+            selected_layers: [1, 2, 3],
+            transform: Transform::ResNet,
+            max_size: 550,
+            pred_scales: v1_scales(550),
+            aspect_ratios: [1.0, 0.5, 2.0],
+            use_square_anchors: true,
+            use_maskiou: false,
+            num_classes: 81,
+            mask_dim: 32,
+            fpn_channels: 256,
+            nms_top_k: 200,
+            nms_conf_thresh: 0.05,
+            nms_thresh: 0.5,
+            max_num_detections: 100,
+        }
+    }
+
+    /// Looks a config up by its reference name (with or without the `_config` suffix).
+    pub fn by_name(name: &str) -> Result<Self> {
+        let name = name.strip_suffix("_config").unwrap_or(name);
+        let r101 = [3, 4, 23, 3];
+        let r50 = [3, 4, 6, 3];
+        let cfg = match name {
+            "yolact_base" => Self::base(
+                "yolact_base",
+                BackboneKind::ResNet {
+                    blocks: r101,
+                    dcn_interval: None,
+                },
+            ),
+            "yolact_resnet50" => Self::base(
+                "yolact_resnet50",
+                BackboneKind::ResNet {
+                    blocks: r50,
+                    dcn_interval: None,
+                },
+            ),
+            "yolact_darknet53" => Self {
+                selected_layers: [2, 3, 4],
+                transform: Transform::DarkNet,
+                ..Self::base(
+                    "yolact_darknet53",
+                    BackboneKind::DarkNet {
+                        blocks: [1, 2, 8, 8, 4],
+                    },
+                )
+            },
+            "yolact_im700" => Self {
+                max_size: 700,
+                pred_scales: v1_scales(700),
+                ..Self::base(
+                    "yolact_im700",
+                    BackboneKind::ResNet {
+                        blocks: r101,
+                        dcn_interval: None,
+                    },
+                )
+            },
+            "yolact_plus_base" => Self {
+                pred_scales: plus_scales(),
+                use_square_anchors: false,
+                use_maskiou: true,
+                ..Self::base(
+                    "yolact_plus_base",
+                    BackboneKind::ResNet {
+                        blocks: r101,
+                        dcn_interval: Some(3),
+                    },
+                )
+            },
+            "yolact_plus_resnet50" => Self {
+                pred_scales: plus_scales(),
+                use_square_anchors: false,
+                use_maskiou: true,
+                ..Self::base(
+                    "yolact_plus_resnet50",
+                    BackboneKind::ResNet {
+                        blocks: r50,
+                        dcn_interval: Some(1),
+                    },
+                )
+            },
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown config `{other}`; expected one of: {}",
+                    CONFIG_NAMES.join(", ")
+                )))
+            }
+        };
+        Ok(cfg)
+    }
+
+    /// Anchors per feature-map cell: scales x aspect ratios (3 for YOLACT, 9 for YOLACT++).
+    pub fn priors_per_cell(&self) -> usize {
+        self.pred_scales[0].len() * self.aspect_ratios.len()
+    }
+
+    /// Foreground classes (80 for COCO).
+    pub fn num_fg_classes(&self) -> usize {
+        self.num_classes - 1
+    }
+
+    /// Whether ResNet stage `stage` block `block` is a deformable conv (spec §2.3).
+    pub fn is_dcn_block(&self, stage: usize, block: usize) -> bool {
+        let BackboneKind::ResNet {
+            blocks,
+            dcn_interval: Some(interval),
+        } = &self.backbone
+        else {
+            return false;
+        };
+        if stage == 0 {
+            return false;
+        }
+        let n = blocks[stage];
+        let d = n; // dcn_layers equals the stage's block count for stages 1..=3
+        if block == 0 {
+            d >= n
+        } else {
+            block + d >= n && block % interval == 0
+        }
+    }
+
+    /// Picks the config from a checkpoint file name as eval.py does: `<name>_<epoch>_<iter>.pth`.
+    pub fn name_from_filename(path: &std::path::Path) -> Option<&'static str> {
+        let stem = path.file_stem()?.to_str()?;
+        // Longest match first so `yolact_plus_resnet50` is not taken for `yolact_plus_base`'s prefix.
+        let mut names = CONFIG_NAMES;
+        names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        names.into_iter().find(|n| {
+            stem == *n
+                || stem.strip_prefix(n).is_some_and(|rest| {
+                    rest.starts_with('_') || rest.starts_with('.') || rest.starts_with('-')
+                })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_resolves() {
+        for n in CONFIG_NAMES {
+            assert_eq!(YolactConfig::by_name(n).unwrap().name, n);
+            assert_eq!(
+                YolactConfig::by_name(&format!("{n}_config")).unwrap().name,
+                n
+            );
+        }
+        let err = YolactConfig::by_name("yolact_huge")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("yolact_plus_resnet50"), "{err}");
+    }
+
+    #[test]
+    fn dcn_blocks_follow_the_interval_rule() {
+        let count = |name: &str| {
+            let c = YolactConfig::by_name(name).unwrap();
+            let BackboneKind::ResNet { blocks, .. } = c.backbone else {
+                unreachable!()
+            };
+            (0..4)
+                .map(|s| (0..blocks[s]).filter(|&b| c.is_dcn_block(s, b)).count())
+                .sum::<usize>()
+        };
+        assert_eq!(count("yolact_plus_resnet50"), 13);
+        assert_eq!(count("yolact_plus_base"), 11);
+        assert_eq!(count("yolact_base"), 0);
+        let c = YolactConfig::by_name("yolact_plus_base").unwrap();
+        let r101: Vec<usize> = (0..23).filter(|&b| c.is_dcn_block(2, b)).collect();
+        assert_eq!(r101, vec![0, 3, 6, 9, 12, 15, 18, 21]);
+    }
+
+    #[test]
+    fn names_from_released_file_names() {
+        use std::path::Path;
+        let f = |s: &str| YolactConfig::name_from_filename(Path::new(s));
+        assert_eq!(
+            f("weights/yolact_plus_resnet50_54_800000.pth"),
+            Some("yolact_plus_resnet50")
+        );
+        assert_eq!(
+            f("yolact_plus_base_35_460000.pth"),
+            Some("yolact_plus_base")
+        );
+        assert_eq!(f("yolact_base_54_800000.pth"), Some("yolact_base"));
+        assert_eq!(f("yolact_im700_54_800000.pth"), Some("yolact_im700"));
+        assert_eq!(
+            f("yolact_darknet53_54_800000.pth"),
+            Some("yolact_darknet53")
+        );
+        assert_eq!(f("my_model.pth"), None);
+    }
+
+    #[test]
+    fn scales() {
+        let im700 = YolactConfig::by_name("yolact_im700").unwrap();
+        assert_eq!(
+            im700.pred_scales.iter().map(|s| s[0]).collect::<Vec<_>>(),
+            vec![30.0, 61.0, 122.0, 244.0, 488.0]
+        );
+        let plus = YolactConfig::by_name("yolact_plus_base").unwrap();
+        assert!((plus.pred_scales[0][1] - 30.238105197476955).abs() < 1e-12);
+        assert!((plus.pred_scales[4][2] - 609.5620).abs() < 1e-3);
+        assert_eq!(plus.priors_per_cell(), 9);
+    }
+}

@@ -1,0 +1,55 @@
+//! The library's error type. Binaries wrap it with `anyhow` context; library code never panics on
+//! input-derived data.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A checkpoint that cannot be read: wrong format, truncated, corrupt, or refused by the
+    /// restricted unpickler. `msg` says what is wrong and, where known, at which byte offset.
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint { path: PathBuf, msg: String },
+
+    /// The checkpoint's keys or shapes do not fit the chosen configuration.
+    #[error("weights do not match config `{config}`: {msg}")]
+    WeightsMismatch { config: String, msg: String },
+
+    /// Unknown config name, or a config that cannot be told from the checkpoint.
+    #[error("{0}")]
+    Config(String),
+
+    /// An image that cannot be decoded or used (size, encoding, channels).
+    #[error("image: {0}")]
+    Image(String),
+
+    /// Numerically invalid data (NaN/inf in inputs or outputs, wrong tensor shapes between stages).
+    #[error("invalid data: {0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
