@@ -1,1 +1,196 @@
-//! TODO
+//! The inference engine: one loaded model and the stages of a frame, in order.
+//!
+//! image -> [`preprocess`] -> backbone -> FPN -> protonet + heads -> decode -> NMS -> masks.
+//! [`Engine::infer_timed`] times each stage for `yolact bench`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use image::RgbImage;
+
+use crate::config::YolactConfig;
+use crate::decode::decode_boxes;
+use crate::detection::Detections;
+use crate::error::{Error, Result};
+use crate::fast_nms::{detect, NmsKind, NmsOptions};
+use crate::model::Yolact;
+use crate::postprocess::{postprocess, PostprocessOptions};
+use crate::preprocess::preprocess;
+use crate::priors::{conv_sizes, priors_tensor};
+use crate::weights::{self, StateDict};
+
+/// Per-frame options (the `yolact infer` flags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferOptions {
+    /// Detections need class score > threshold and final score >= threshold (eval.py --image).
+    pub score_threshold: f32,
+    /// At most this many detections, best first.
+    pub top_k: usize,
+    pub nms: NmsKind,
+    /// Crop masks to their boxes (the reference default; `--no_crop` there).
+    pub crop: bool,
+}
+
+impl Default for InferOptions {
+    fn default() -> Self {
+        InferOptions { score_threshold: 0.15, top_k: 100, nms: NmsKind::Fast, crop: true }
+    }
+}
+
+/// Eval-mode head outputs of one image (batch dimension removed).
+#[derive(Debug, Clone)]
+pub struct RawFrame {
+    /// (P, 4) raw box regressions.
+    pub loc: Tensor,
+    /// (P, 81) softmax class scores.
+    pub conf: Tensor,
+    /// (P, 32) tanh mask coefficients.
+    pub mask: Tensor,
+    /// (P, 4) priors (cx, cy, w, h), relative.
+    pub priors: Tensor,
+    /// (Hp, Wp, 32) prototypes.
+    pub proto: Tensor,
+}
+
+/// Wall time of each stage of one frame.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    pub preprocess: Duration,
+    pub backbone: Duration,
+    pub fpn: Duration,
+    pub protonet: Duration,
+    pub heads: Duration,
+    pub nms: Duration,
+    pub masks: Duration,
+}
+
+impl StageTimes {
+    pub const NAMES: [&'static str; 7] = ["preprocess", "backbone", "fpn", "protonet", "heads", "nms", "masks"];
+
+    pub fn as_array(&self) -> [Duration; 7] {
+        [self.preprocess, self.backbone, self.fpn, self.protonet, self.heads, self.nms, self.masks]
+    }
+
+    pub fn total(&self) -> Duration {
+        self.as_array().iter().sum()
+    }
+}
+
+/// A loaded model with its priors, ready to run frames.
+pub struct Engine {
+    cfg: YolactConfig,
+    model: Yolact,
+    priors: Tensor,
+    device: Device,
+}
+
+impl Engine {
+    /// Builds the engine from a state dict in the reference's key layout.
+    pub fn from_state_dict(sd: StateDict, cfg: YolactConfig, device: &Device) -> Result<Self> {
+        let tensors = weights::prepare(sd, &cfg)?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let model = Yolact::load(vb, &cfg)?;
+        let priors = priors_tensor(&cfg, &conv_sizes(&cfg), device)?;
+        Ok(Engine { cfg, model, priors, device: device.clone() })
+    }
+
+    /// Loads a checkpoint (legacy `.pth`, zip `.pth` or safetensors). The config is `config` when
+    /// given, else detected from the keys and the file name.
+    pub fn load(path: &Path, config: Option<&str>, device: &Device) -> Result<Self> {
+        let sd = weights::load_checkpoint(path)?;
+        let cfg = match config {
+            Some(name) => YolactConfig::by_name(name)?,
+            None => weights::detect_config(&sd, Some(path))?,
+        };
+        Self::from_state_dict(sd, cfg, device)
+    }
+
+    pub fn config(&self) -> &YolactConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn model(&self) -> &Yolact {
+        &self.model
+    }
+
+    /// The eval-mode head outputs for one image (what `--dump-raw` writes).
+    pub fn raw(&self, img: &RgbImage) -> Result<RawFrame> {
+        let x = preprocess(img, &self.cfg, &self.device)?;
+        let out = self.model.forward(&x)?;
+        Ok(RawFrame {
+            loc: out.loc.get(0)?,
+            conf: out.conf.get(0)?,
+            mask: out.mask.get(0)?,
+            priors: self.priors.clone(),
+            proto: out.proto.get(0)?,
+        })
+    }
+
+    pub fn infer(&self, img: &RgbImage, opts: &InferOptions) -> Result<Detections> {
+        Ok(self.infer_timed(img, opts)?.0)
+    }
+
+    /// Runs one frame and returns its detections and the time of each stage.
+    pub fn infer_timed(&self, img: &RgbImage, opts: &InferOptions) -> Result<(Detections, StageTimes)> {
+        let mut t = StageTimes::default();
+        let mut clock = Clock::new(&self.device);
+
+        let x = preprocess(img, &self.cfg, &self.device)?;
+        t.preprocess = clock.lap()?;
+        let c = self.model.backbone(&x)?;
+        t.backbone = clock.lap()?;
+        let p = self.model.fpn(&c)?;
+        t.fpn = clock.lap()?;
+        let proto = self.model.protonet(&p[0])?;
+        t.protonet = clock.lap()?;
+        let (loc, conf, coef) = self.model.heads(&p)?;
+        t.heads = clock.lap()?;
+
+        let boxes = decode_boxes(&loc.get(0)?, &self.priors)?;
+        let nms = NmsOptions { kind: opts.nms, ..NmsOptions::from_config(&self.cfg) };
+        let dets = detect(&boxes, &conf.get(0)?, &coef.get(0)?, &nms)?;
+        t.nms = clock.lap()?;
+
+        let (w, h) = img.dimensions();
+        let maskiou = |m: &Tensor| self.model.maskiou(m);
+        let maskiou_fn: Option<&dyn Fn(&Tensor) -> candle_core::Result<Tensor>> =
+            if self.cfg.use_maskiou { Some(&maskiou) } else { None };
+        let popts = PostprocessOptions { score_threshold: opts.score_threshold, top_k: opts.top_k, crop: opts.crop };
+        let items = postprocess(&dets, &proto.get(0)?, maskiou_fn, w as usize, h as usize, &popts)?;
+        t.masks = clock.lap()?;
+
+        if items.iter().any(|d| !d.score.is_finite() || d.bbox.iter().any(|v| !v.is_finite())) {
+            return Err(Error::Invalid(
+                "the network produced NaN or infinite scores or boxes; the weights are probably corrupt".into(),
+            ));
+        }
+        let dets = Detections { width: w as usize, height: h as usize, config: self.cfg.name.to_string(), items };
+        Ok((dets, t))
+    }
+}
+
+/// Wall-clock laps that wait for queued device work, so a lap is the stage's time and not its launch.
+struct Clock<'a> {
+    device: &'a Device,
+    last: Instant,
+}
+
+impl<'a> Clock<'a> {
+    fn new(device: &'a Device) -> Self {
+        Clock { device, last: Instant::now() }
+    }
+
+    fn lap(&mut self) -> Result<Duration> {
+        self.device.synchronize()?;
+        let now = Instant::now();
+        let d = now - self.last;
+        self.last = now;
+        Ok(d)
+    }
+}

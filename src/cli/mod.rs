@@ -1,0 +1,156 @@
+//! Command-line interface: one module per subcommand.
+
+mod bench;
+mod convert;
+mod infer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::{Parser, Subcommand, ValueEnum};
+use yolact_ros2::config::{YolactConfig, CONFIG_NAMES};
+use yolact_ros2::fast_nms::NmsKind;
+use yolact_ros2::pipeline::Engine;
+
+#[derive(Debug, Parser)]
+#[command(name = "yolact", version, about = "YOLACT / YOLACT++ instance segmentation in Rust", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Segment images: print detections, write JSON, overlays and raw head outputs.
+    Infer(infer::InferArgs),
+    /// Convert a checkpoint (legacy or zip .pth, safetensors) to safetensors.
+    Convert(convert::ConvertArgs),
+    /// Time each stage of a frame and print median and spread.
+    Bench(bench::BenchArgs),
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Infer(a) => infer::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}
+
+/// Where the model comes from and where it runs; shared by `infer` and `bench`.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Checkpoint: a released `.pth` (legacy or zip), or `.safetensors`. `synthetic[:SEED]` builds
+    /// deterministic random weights (needs --config), for trying the pipeline without a download.
+    #[arg(long, value_name = "W")]
+    pub weights: String,
+    /// Config name; detected from the checkpoint's keys and file name when omitted.
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(CONFIG_NAMES))]
+    pub config: Option<String>,
+    /// cpu, cuda[:N] or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Engine> {
+        let device = parse_device(&self.device)?;
+        if let Some(rest) = self.weights.strip_prefix("synthetic") {
+            let seed = match rest.strip_prefix(':') {
+                Some(s) => s.parse::<u64>().with_context(|| format!("bad seed `{s}` in --weights synthetic:SEED"))?,
+                None if rest.is_empty() => 0,
+                None => bail!("--weights `{}`: expected a file or `synthetic[:SEED]`", self.weights),
+            };
+            let Some(name) = &self.config else {
+                bail!("--weights synthetic needs --config NAME (one of: {})", CONFIG_NAMES.join(", "));
+            };
+            let cfg = YolactConfig::by_name(name)?;
+            let sd = yolact_ros2::synth::synth_state_dict(&cfg, seed)?;
+            return Ok(Engine::from_state_dict(sd, cfg, &device)?);
+        }
+        let path = PathBuf::from(&self.weights);
+        if !path.exists() {
+            bail!(
+                "weights file {} does not exist; the released checkpoints are in the Hugging Face repos \
+                 dbolya/yolact-{{resnet50,darknet53,base,im700,plus-resnet50,plus-base}}",
+                path.display()
+            );
+        }
+        Engine::load(&path, self.config.as_deref(), &device)
+            .with_context(|| format!("loading {}", path.display()))
+    }
+}
+
+/// Post-processing flags shared by `infer` and `bench`.
+#[derive(Debug, clap::Args)]
+pub struct DetectArgs {
+    /// Keep detections whose class score is above this and whose final score is at least this.
+    #[arg(long, default_value_t = 0.15)]
+    pub score_threshold: f32,
+    /// Keep at most this many detections per image.
+    #[arg(long, default_value_t = 100)]
+    pub top_k: usize,
+    /// Non-maximum suppression: the reference's class-wise Fast NMS, cross-class Fast NMS, or
+    /// traditional greedy NMS.
+    #[arg(long, value_enum, default_value_t = NmsArg::Fast)]
+    pub nms: NmsArg,
+    /// Do not crop masks to their boxes.
+    #[arg(long)]
+    pub no_crop: bool,
+}
+
+impl DetectArgs {
+    pub fn options(&self) -> Result<yolact_ros2::pipeline::InferOptions> {
+        if !(0.0..=1.0).contains(&self.score_threshold) {
+            bail!("--score-threshold must be within 0..=1, got {}", self.score_threshold);
+        }
+        Ok(yolact_ros2::pipeline::InferOptions {
+            score_threshold: self.score_threshold,
+            top_k: self.top_k,
+            nms: match self.nms {
+                NmsArg::Fast => NmsKind::Fast,
+                NmsArg::CrossClass => NmsKind::FastCrossClass,
+                NmsArg::Traditional => NmsKind::Traditional,
+            },
+            crop: !self.no_crop,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NmsArg {
+    Fast,
+    CrossClass,
+    Traditional,
+}
+
+/// `cpu`, `cuda`, `cuda:N` or `auto`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                Ok(Device::new_cuda(0)?)
+            } else {
+                log::info!("using the CPU: this binary was built without the `cuda` feature");
+                Ok(Device::Cpu)
+            }
+        }
+        _ => {
+            let ordinal = match s.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(n) => n
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .with_context(|| format!("--device `{s}`: expected cpu, cuda, cuda:N or auto"))?,
+                None => bail!("--device `{s}`: expected cpu, cuda, cuda:N or auto"),
+            };
+            if !candle_core::utils::cuda_is_available() {
+                bail!("--device {s}: this binary was built without the `cuda` feature; rebuild with `--features cuda` or use --device cpu");
+            }
+            Ok(Device::new_cuda(ordinal)?)
+        }
+    }
+}
