@@ -63,6 +63,18 @@ pub fn load_checkpoint_bytes(bytes: &[u8], path: &Path) -> Result<StateDict> {
                 .map_err(|e| Error::checkpoint(path, format!("safetensors: {e}")))?;
             Ok(m.into_iter().collect())
         }
+        None if bytes.len() <= torch_format::LEGACY_PREFIX.len()
+            && torch_format::LEGACY_PREFIX.starts_with(bytes)
+            && !bytes.is_empty() =>
+        {
+            Err(Error::checkpoint(
+                path,
+                format!(
+                    "truncated: the file ends after {} bytes, inside the legacy torch.save header",
+                    bytes.len()
+                ),
+            ))
+        }
         None if bytes.first() == Some(&0x80) => Err(Error::checkpoint(
             path,
             "a pickle stream, but with a bad magic number: not a torch.save file this reader knows",

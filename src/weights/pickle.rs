@@ -140,7 +140,7 @@ pub struct PickleError {
 
 impl std::fmt::Display for PickleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (pickle byte offset {})", self.msg, self.offset)
+        write!(f, "{} (at byte {})", self.msg, self.offset)
     }
 }
 
@@ -197,7 +197,10 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let rest = self.data.get(start..).unwrap_or(&[]);
         let Some(nl) = rest.iter().take(256).position(|&b| b == b'\n') else {
-            return self.err(start, "truncated or overlong text line in GLOBAL");
+            if rest.len() < 256 {
+                return self.err(start, "truncated: data ends inside a GLOBAL name");
+            }
+            return self.err(start, "GLOBAL name longer than 255 bytes");
         };
         self.pos = start + nl + 1;
         std::str::from_utf8(&rest[..nl]).or_else(|_| self.err(start, "GLOBAL name is not UTF-8"))

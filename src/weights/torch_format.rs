@@ -225,8 +225,15 @@ fn storage_dtypes(
 
 fn unpickle_at(path: &Path, bytes: &[u8], pos: usize, what: &str) -> Result<(Value, usize)> {
     let rest = bytes.get(pos..).unwrap_or(&[]);
-    let (v, n) = pickle::unpickle(rest, pos)
-        .map_err(|e| err(path, format!("legacy format, {what}: {e}")))?;
+    let (v, n) = pickle::unpickle(rest, pos).map_err(|e| {
+        err(
+            path,
+            format!(
+                "legacy torch.save file, {what}, at byte {} of the file: {}",
+                e.offset, e.msg
+            ),
+        )
+    })?;
     Ok((v, pos + n))
 }
 
@@ -342,8 +349,12 @@ fn read_entry(
 
 /// Reads the zip torch.save format (`<folder>/data.pkl` + `<folder>/data/<key>`).
 pub fn read_zip(path: &Path, bytes: &[u8]) -> Result<StateDict> {
-    let mut za = zip::ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| err(path, format!("not a readable zip archive: {e}")))?;
+    let mut za = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
+        err(
+            path,
+            format!("not a readable zip archive (truncated or corrupt?): {e}"),
+        )
+    })?;
     let pkl = za
         .file_names()
         .filter(|n| *n == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1))
@@ -359,8 +370,15 @@ pub fn read_zip(path: &Path, bytes: &[u8]) -> Result<StateDict> {
     }
     let data = read_entry(path, &mut za, &pkl, limit)?
         .ok_or_else(|| err(path, format!("zip entry `{pkl}` missing")))?;
-    let (main, _) =
-        pickle::unpickle(&data, 0).map_err(|e| err(path, format!("zip entry `{pkl}`: {e}")))?;
+    let (main, _) = pickle::unpickle(&data, 0).map_err(|e| {
+        err(
+            path,
+            format!(
+                "zip entry `{pkl}`, at byte {} of the entry: {}",
+                e.offset, e.msg
+            ),
+        )
+    })?;
     let entries = tensor_entries(path, &main)?;
     let dtypes = storage_dtypes(path, &entries)?;
     let mut storages = HashMap::new();
