@@ -1,1 +1,220 @@
-//! TODO
+//! Checkpoint loading: the released YOLACT `.pth` files (legacy torch.save), the zip torch.save
+//! format and safetensors, read without Python and without executing anything from the file;
+//! plus the load-time key rules of the reference `load_weights` (spec §2.9, §9.14).
+
+mod expected;
+pub mod pickle;
+mod torch_format;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::YolactConfig;
+use crate::error::{Error, Result};
+
+pub use expected::expected_shapes;
+
+/// Tensors by state-dict key, on the CPU, in the dtype the file stores.
+pub type StateDict = BTreeMap<String, Tensor>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    /// torch.save before PyTorch 1.6 (or `_use_new_zipfile_serialization=False`).
+    TorchLegacy,
+    /// torch.save's zip format (PyTorch >= 1.6 default).
+    TorchZip,
+    SafeTensors,
+}
+
+/// Tells the format from the first bytes, or None when it is none of the three.
+pub fn sniff_format(bytes: &[u8]) -> Option<CheckpointFormat> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Some(CheckpointFormat::TorchZip);
+    }
+    if bytes.starts_with(&torch_format::LEGACY_PREFIX) {
+        return Some(CheckpointFormat::TorchLegacy);
+    }
+    // safetensors: u64 LE header length, then a JSON object.
+    let header_len = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)?;
+    if bytes.get(8) == Some(&b'{') && header_len <= (bytes.len() - 8) as u64 {
+        return Some(CheckpointFormat::SafeTensors);
+    }
+    None
+}
+
+/// Loads a checkpoint in any of the three formats.
+pub fn load_checkpoint(path: &Path) -> Result<StateDict> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    load_checkpoint_bytes(&bytes, path)
+}
+
+/// As [`load_checkpoint`], from bytes already in memory; `path` is only used in messages.
+pub fn load_checkpoint_bytes(bytes: &[u8], path: &Path) -> Result<StateDict> {
+    match sniff_format(bytes) {
+        Some(CheckpointFormat::TorchLegacy) => torch_format::read_legacy(path, bytes),
+        Some(CheckpointFormat::TorchZip) => torch_format::read_zip(path, bytes),
+        Some(CheckpointFormat::SafeTensors) => {
+            let m = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
+                .map_err(|e| Error::checkpoint(path, format!("safetensors: {e}")))?;
+            Ok(m.into_iter().collect())
+        }
+        None if bytes.len() <= torch_format::LEGACY_PREFIX.len()
+            && torch_format::LEGACY_PREFIX.starts_with(bytes)
+            && !bytes.is_empty() =>
+        {
+            Err(Error::checkpoint(
+                path,
+                format!(
+                    "truncated: the file ends after {} bytes, inside the legacy torch.save header",
+                    bytes.len()
+                ),
+            ))
+        }
+        None if bytes.first() == Some(&0x80) => Err(Error::checkpoint(
+            path,
+            "a pickle stream, but with a bad magic number: not a torch.save file this reader knows",
+        )),
+        None => Err(Error::checkpoint(
+            path,
+            format!(
+                "unrecognised format (first bytes {:02x?}, file size {}): expected a legacy or zip \
+                 torch.save file, or safetensors",
+                &bytes[..bytes.len().min(8)],
+                bytes.len()
+            ),
+        )),
+    }
+}
+
+pub fn save_safetensors(tensors: &StateDict, out: &Path) -> Result<()> {
+    let m: HashMap<&str, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    candle_core::safetensors::save(&m, out)
+        .map_err(|e| Error::checkpoint(out, format!("writing safetensors: {e}")))
+}
+
+/// Writes `tensors` as torch.save would (each tensor in its own storage, location `cpu`).
+pub fn save_torch(tensors: &StateDict, out: &Path, format: CheckpointFormat) -> Result<()> {
+    let bytes = match format {
+        CheckpointFormat::TorchLegacy => torch_format::write_legacy(tensors, out)?,
+        CheckpointFormat::TorchZip => torch_format::write_zip(tensors, out)?,
+        CheckpointFormat::SafeTensors => return save_safetensors(tensors, out),
+    };
+    std::fs::write(out, bytes).map_err(|e| Error::io(out, e))
+}
+
+/// Keys the reference `load_weights` deletes, or that inference never uses.
+fn is_ignored(key: &str) -> bool {
+    if key.ends_with(".num_batches_tracked") || key.starts_with("semantic_seg_conv.") {
+        return true;
+    }
+    if key.starts_with("backbone.layer") && !key.starts_with("backbone.layers") {
+        return true;
+    }
+    if let Some(rest) = key.strip_prefix("fpn.downsample_layers.") {
+        let idx = rest.split('.').next().and_then(|s| s.parse::<usize>().ok());
+        return idx.is_some_and(|k| k >= 2);
+    }
+    false
+}
+
+/// Applies the load-time rules and checks the key set strictly against `cfg`.
+pub fn prepare(sd: StateDict, cfg: &YolactConfig) -> Result<HashMap<String, Tensor>> {
+    let mismatch = |msg: String| Error::WeightsMismatch {
+        config: cfg.name.to_owned(),
+        msg,
+    };
+    let mut sd: StateDict = sd.into_iter().filter(|(k, _)| !is_ignored(k)).collect();
+    let mut out = HashMap::with_capacity(sd.len());
+    for (key, shape) in expected_shapes(cfg) {
+        let Some(t) = sd.remove(&key) else {
+            return Err(mismatch(format!(
+                "missing key `{key}` (expected shape {shape:?})"
+            )));
+        };
+        if t.dims() != shape.as_slice() {
+            return Err(mismatch(format!(
+                "key `{key}`: expected shape {shape:?}, found {:?}",
+                t.dims()
+            )));
+        }
+        let t = match t.dtype() {
+            DType::F32 => t,
+            DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
+            other => {
+                return Err(mismatch(format!(
+                    "key `{key}`: expected a float tensor, found dtype {other:?}"
+                )))
+            }
+        };
+        out.insert(key, t);
+    }
+    if let Some((key, t)) = sd.iter().next() {
+        return Err(mismatch(format!(
+            "unexpected key `{key}` with shape {:?} ({} unexpected keys in all)",
+            t.dims(),
+            sd.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Picks the configuration from the checkpoint's keys (and the file name where keys cannot tell).
+pub fn detect_config(sd: &StateDict, path: Option<&Path>) -> Result<YolactConfig> {
+    let from_name = path.and_then(YolactConfig::name_from_filename);
+    let detected: &str = if sd.keys().any(|k| k.starts_with("backbone._preconv.")) {
+        "yolact_darknet53"
+    } else {
+        let blocks = sd
+            .keys()
+            .filter_map(|k| k.strip_prefix("backbone.layers.2."))
+            .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+            .max()
+            .map(|b| b + 1);
+        let plus = sd.keys().any(|k| k.contains(".conv_offset_mask."));
+        match (blocks, plus) {
+            (Some(23), false) => match from_name {
+                Some(n @ ("yolact_base" | "yolact_im700")) => n,
+                _ => {
+                    if from_name.is_none() {
+                        log::info!(
+                            "ResNet-101 YOLACT weights: yolact_base and yolact_im700 share keys; \
+                             assuming yolact_base (name the file yolact_im700_*.pth to choose im700)"
+                        );
+                    }
+                    "yolact_base"
+                }
+            },
+            (Some(6), false) => "yolact_resnet50",
+            (Some(23), true) => "yolact_plus_base",
+            (Some(6), true) => "yolact_plus_resnet50",
+            (Some(n), _) => {
+                return Err(Error::Config(format!(
+                    "backbone.layers.2 has {n} blocks; expected 6 (ResNet-50) or 23 (ResNet-101)"
+                )))
+            }
+            (None, _) => {
+                return Err(Error::Config(
+                    "cannot tell the config: the checkpoint has neither `backbone._preconv` \
+                     (DarkNet) nor `backbone.layers.2.*` (ResNet) keys"
+                        .into(),
+                ))
+            }
+        }
+    };
+    if let Some(n) = from_name {
+        if n != detected {
+            log::warn!(
+                "file name suggests config `{n}` but the weights are `{detected}`; using `{detected}`"
+            );
+        }
+    }
+    YolactConfig::by_name(detected)
+}

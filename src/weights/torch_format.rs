@@ -1,0 +1,637 @@
+//! PyTorch `torch.save` files: the legacy stream format (PyTorch < 1.6, what the released YOLACT
+//! checkpoints use) and the zip format, both read and written.
+
+use std::collections::HashMap;
+use std::io::{Cursor, Read, Write};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::pickle::{self, StorageDtype, StorageRef, TensorRef, Value};
+use super::StateDict;
+use crate::error::{Error, Result};
+
+/// `\x80\x02\x8a\x0a` + the 10-byte magic number: the start of every legacy file.
+pub const LEGACY_PREFIX: [u8; 14] = [
+    0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
+];
+const LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
+const LEGACY_PROTOCOL: i64 = 1001;
+
+/// Materialising views can legitimately produce more bytes than the file holds (shared storage),
+/// but not unboundedly more: this caps what a crafted file can make us allocate.
+fn output_budget(file_len: usize) -> usize {
+    file_len.saturating_mul(16).saturating_add(1 << 20)
+}
+
+fn err(path: &Path, msg: impl Into<String>) -> Error {
+    Error::checkpoint(path, msg)
+}
+
+/// The `(name, tensor reference)` pairs of a state dict, in file order.
+fn tensor_entries(path: &Path, v: &Value) -> Result<Vec<(String, TensorRef)>> {
+    let Value::Dict(d) = v else {
+        return Err(err(
+            path,
+            "top-level object is not a dict (expected a state dict)",
+        ));
+    };
+    let d = d.borrow();
+    // Training checkpoints wrap the weights; accept the two common wrappers.
+    if !d.iter().all(|(_, v)| matches!(v, Value::Tensor(_))) {
+        for (k, v) in d.iter() {
+            if let Value::Str(k) = k {
+                if (k == "state_dict" || k == "model") && matches!(v, Value::Dict(_)) {
+                    return tensor_entries(path, v);
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(d.len());
+    for (k, v) in d.iter() {
+        let Value::Str(name) = k else {
+            return Err(err(path, "state dict has a non-string key"));
+        };
+        match v {
+            Value::Tensor(t) => out.push((name.clone(), (**t).clone())),
+            _ => {
+                return Err(err(
+                    path,
+                    format!("state dict entry `{name}` is not a tensor"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn candle_dtype(d: StorageDtype) -> DType {
+    match d {
+        StorageDtype::F64 => DType::F64,
+        StorageDtype::F32 => DType::F32,
+        StorageDtype::F16 => DType::F16,
+        StorageDtype::BF16 => DType::BF16,
+        StorageDtype::I64 => DType::I64,
+        StorageDtype::I32 => DType::I32,
+        StorageDtype::I16 | StorageDtype::I8 => DType::I16,
+        StorageDtype::U8 | StorageDtype::Bool => DType::U8,
+    }
+}
+
+/// Gathers a strided tensor out of its storage bytes into a contiguous CPU tensor.
+fn materialise(
+    path: &Path,
+    name: &str,
+    t: &TensorRef,
+    storage: &[u8],
+    budget: &mut usize,
+) -> Result<Tensor> {
+    let dt = t.storage.dtype;
+    let es = dt.size_in_bytes();
+    let bad = |m: String| err(path, format!("tensor `{name}`: {m}"));
+    let numel = t
+        .size
+        .iter()
+        .try_fold(1usize, |a, &s| a.checked_mul(s))
+        .ok_or_else(|| bad(format!("size {:?} overflows", t.size)))?;
+    let storage_numel = storage.len() / es;
+    let view_offset = t.storage.view.as_ref().map_or(0, |v| v.1);
+    let start = view_offset
+        .checked_add(t.offset)
+        .ok_or_else(|| bad("storage offset overflows".into()))?;
+    let nbytes = numel
+        .checked_mul(es)
+        .ok_or_else(|| bad("byte size overflows".into()))?;
+    if nbytes > *budget {
+        return Err(bad(format!(
+            "{nbytes} bytes of tensor data is more than this file can describe"
+        )));
+    }
+    *budget -= nbytes;
+    let mut out = Vec::with_capacity(nbytes);
+    if numel > 0 {
+        let mut last = start;
+        for (&s, &st) in t.size.iter().zip(&t.stride) {
+            last = (s - 1)
+                .checked_mul(st)
+                .and_then(|x| x.checked_add(last))
+                .ok_or_else(|| bad("strides overflow".into()))?;
+        }
+        if last >= storage_numel {
+            return Err(bad(format!(
+                "size {:?} stride {:?} offset {} reach element {last}, but the storage `{}` holds {storage_numel}",
+                t.size, t.stride, t.offset, t.storage.key
+            )));
+        }
+        let rank = t.size.len();
+        let contiguous = {
+            let mut expect = 1usize;
+            let mut ok = true;
+            for i in (0..rank).rev() {
+                if t.size[i] != 1 && t.stride[i] != expect {
+                    ok = false;
+                }
+                expect = expect.saturating_mul(t.size[i]);
+            }
+            ok
+        };
+        if contiguous {
+            out.extend_from_slice(&storage[start * es..(start + numel) * es]);
+        } else {
+            // Odometer over the multi-index; every position was bounds-checked via `last` above.
+            let mut idx = vec![0usize; rank];
+            let mut pos = start;
+            for _ in 0..numel {
+                out.extend_from_slice(&storage[pos * es..(pos + 1) * es]);
+                for d in (0..rank).rev() {
+                    idx[d] += 1;
+                    // Wrapping: a size-1 dim may carry any stride; `pos` is only read in bounds.
+                    pos = pos.wrapping_add(t.stride[d]);
+                    if idx[d] < t.size[d] {
+                        break;
+                    }
+                    pos = pos.wrapping_sub(t.stride[d].wrapping_mul(t.size[d]));
+                    idx[d] = 0;
+                }
+            }
+        }
+    }
+    let out = match dt {
+        StorageDtype::I8 => out
+            .iter()
+            .flat_map(|&b| (b as i8 as i16).to_le_bytes())
+            .collect(),
+        StorageDtype::Bool => out.iter().map(|&b| (b != 0) as u8).collect(),
+        _ => out,
+    };
+    Ok(Tensor::from_raw_buffer(
+        &out,
+        candle_dtype(dt),
+        &t.size,
+        &Device::Cpu,
+    )?)
+}
+
+fn build_state_dict(
+    path: &Path,
+    entries: Vec<(String, TensorRef)>,
+    storages: &HashMap<String, Vec<u8>>,
+    file_len: usize,
+) -> Result<StateDict> {
+    let mut budget = output_budget(file_len);
+    let mut sd = StateDict::new();
+    for (name, t) in entries {
+        let key = root_key(&t.storage);
+        let Some(bytes) = storages.get(key) else {
+            return Err(err(
+                path,
+                format!("tensor `{name}`: storage `{key}` has no data"),
+            ));
+        };
+        let tensor = materialise(path, &name, &t, bytes, &mut budget)?;
+        if sd.insert(name.clone(), tensor).is_some() {
+            return Err(err(path, format!("duplicate key `{name}`")));
+        }
+    }
+    Ok(sd)
+}
+
+fn root_key(s: &StorageRef) -> &str {
+    s.view.as_ref().map_or(s.key.as_str(), |v| v.0.as_str())
+}
+
+/// The dtype each storage key is declared with; conflicting declarations are an error.
+fn storage_dtypes(
+    path: &Path,
+    entries: &[(String, TensorRef)],
+) -> Result<HashMap<String, StorageDtype>> {
+    let mut m: HashMap<String, StorageDtype> = HashMap::new();
+    for (name, t) in entries {
+        let k = root_key(&t.storage);
+        match m.get(k) {
+            Some(d) if *d != t.storage.dtype => {
+                return Err(err(
+                    path,
+                    format!("tensor `{name}`: storage `{k}` is used with two dtypes"),
+                ))
+            }
+            _ => {
+                m.insert(k.to_owned(), t.storage.dtype);
+            }
+        }
+    }
+    Ok(m)
+}
+
+fn unpickle_at(path: &Path, bytes: &[u8], pos: usize, what: &str) -> Result<(Value, usize)> {
+    let rest = bytes.get(pos..).unwrap_or(&[]);
+    let (v, n) = pickle::unpickle(rest, pos).map_err(|e| {
+        err(
+            path,
+            format!(
+                "legacy torch.save file, {what}, at byte {} of the file: {}",
+                e.offset, e.msg
+            ),
+        )
+    })?;
+    Ok((v, pos + n))
+}
+
+/// Reads the legacy (pre-1.6, non-zip) torch.save stream.
+pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<StateDict> {
+    if !bytes.starts_with(&LEGACY_PREFIX) || pickle::read_long1(bytes) != Some(LEGACY_MAGIC) {
+        return Err(err(path, "bad magic number: not a legacy torch.save file"));
+    }
+    let (_, pos) = unpickle_at(path, bytes, 0, "magic number")?;
+    let (proto, pos) = unpickle_at(path, bytes, pos, "protocol version")?;
+    if !matches!(proto, Value::Int(LEGACY_PROTOCOL)) {
+        return Err(err(
+            path,
+            format!("unsupported legacy protocol version {proto:?}"),
+        ));
+    }
+    let (sys_info, pos) = unpickle_at(path, bytes, pos, "sys_info")?;
+    if let Value::Dict(d) = &sys_info {
+        let little = d.borrow().iter().find_map(|(k, v)| match (k, v) {
+            (Value::Str(k), Value::Bool(b)) if k == "little_endian" => Some(*b),
+            _ => None,
+        });
+        if little == Some(false) {
+            return Err(err(path, "big-endian checkpoints are not supported"));
+        }
+    }
+    let main_at = pos;
+    let (main, pos) = unpickle_at(path, bytes, pos, "main pickle")?;
+    let entries = tensor_entries(path, &main)?;
+    let dtypes = storage_dtypes(path, &entries)?;
+    let (keys, mut pos) = unpickle_at(path, bytes, pos, "storage key list")?;
+    let Value::List(keys) = keys else {
+        return Err(err(
+            path,
+            format!("storage key list after the main pickle (at byte {main_at}) is not a list"),
+        ));
+    };
+    let keys = keys.borrow();
+    let mut storages = HashMap::new();
+    for k in keys.iter() {
+        let Value::Str(k) = k else {
+            return Err(err(path, "storage key list holds a non-string"));
+        };
+        let Some(dt) = dtypes.get(k) else {
+            return Err(err(
+                path,
+                format!("storage `{k}` is not used by any tensor"),
+            ));
+        };
+        let rec_at = pos;
+        let count = bytes
+            .get(pos..pos + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(i64::from_le_bytes)
+            .ok_or_else(|| {
+                err(
+                    path,
+                    format!("truncated: storage `{k}` size record at byte {rec_at} is past the end ({} bytes)", bytes.len()),
+                )
+            })?;
+        pos += 8;
+        let n = usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(dt.size_in_bytes()))
+            .ok_or_else(|| {
+                err(
+                    path,
+                    format!("storage `{k}` at byte {rec_at}: bad element count {count}"),
+                )
+            })?;
+        let data = pos
+            .checked_add(n)
+            .and_then(|end| bytes.get(pos..end))
+            .ok_or_else(|| {
+                err(
+                    path,
+                    format!(
+                        "truncated: storage `{k}` needs {n} bytes at byte {pos}, file has {}",
+                        bytes.len()
+                    ),
+                )
+            })?;
+        storages.insert(k.clone(), data.to_vec());
+        pos += n;
+    }
+    build_state_dict(path, entries, &storages, bytes.len())
+}
+
+fn read_entry(
+    path: &Path,
+    za: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &str,
+    limit: usize,
+) -> Result<Option<Vec<u8>>> {
+    let mut f = match za.by_name(name) {
+        Ok(f) => f,
+        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+        Err(e) => return Err(err(path, format!("zip entry `{name}`: {e}"))),
+    };
+    if f.size() > limit as u64 {
+        return Err(err(
+            path,
+            format!("zip entry `{name}` is implausibly large"),
+        ));
+    }
+    let mut out = Vec::with_capacity(f.size() as usize);
+    f.by_ref()
+        .take(limit as u64)
+        .read_to_end(&mut out)
+        .map_err(|e| err(path, format!("zip entry `{name}`: {e}")))?;
+    Ok(Some(out))
+}
+
+/// Reads the zip torch.save format (`<folder>/data.pkl` + `<folder>/data/<key>`).
+pub fn read_zip(path: &Path, bytes: &[u8]) -> Result<StateDict> {
+    let mut za = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
+        err(
+            path,
+            format!("not a readable zip archive (truncated or corrupt?): {e}"),
+        )
+    })?;
+    let pkl = za
+        .file_names()
+        .filter(|n| *n == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1))
+        .min()
+        .map(str::to_owned)
+        .ok_or_else(|| err(path, "zip archive has no `<folder>/data.pkl` entry"))?;
+    let prefix = &pkl[..pkl.len() - "data.pkl".len()];
+    let limit = output_budget(bytes.len());
+    if let Some(order) = read_entry(path, &mut za, &format!("{prefix}byteorder"), 64)? {
+        if order.trim_ascii() != b"little" {
+            return Err(err(path, "big-endian checkpoints are not supported"));
+        }
+    }
+    let data = read_entry(path, &mut za, &pkl, limit)?
+        .ok_or_else(|| err(path, format!("zip entry `{pkl}` missing")))?;
+    let (main, _) = pickle::unpickle(&data, 0).map_err(|e| {
+        err(
+            path,
+            format!(
+                "zip entry `{pkl}`, at byte {} of the entry: {}",
+                e.offset, e.msg
+            ),
+        )
+    })?;
+    let entries = tensor_entries(path, &main)?;
+    let dtypes = storage_dtypes(path, &entries)?;
+    let mut storages = HashMap::new();
+    let mut keys: Vec<&String> = dtypes.keys().collect();
+    keys.sort();
+    for k in keys {
+        let name = format!("{prefix}data/{k}");
+        let d = read_entry(path, &mut za, &name, limit)?
+            .ok_or_else(|| err(path, format!("zip entry `{name}` missing (storage `{k}`)")))?;
+        storages.insert(k.clone(), d);
+    }
+    build_state_dict(path, entries, &storages, bytes.len())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer
+
+fn storage_dtype_of(path: &Path, name: &str, d: DType) -> Result<StorageDtype> {
+    Ok(match d {
+        DType::F64 => StorageDtype::F64,
+        DType::F32 => StorageDtype::F32,
+        DType::F16 => StorageDtype::F16,
+        DType::BF16 => StorageDtype::BF16,
+        DType::I64 => StorageDtype::I64,
+        DType::I32 => StorageDtype::I32,
+        DType::I16 => StorageDtype::I16,
+        DType::U8 => StorageDtype::U8,
+        other => {
+            return Err(err(
+                path,
+                format!("tensor `{name}`: dtype {other:?} has no torch storage type here"),
+            ))
+        }
+    })
+}
+
+fn raw_le_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    let t = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::F64 => t
+            .to_vec1::<f64>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        DType::F32 => t
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        DType::F16 => t
+            .to_vec1::<half::f16>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        DType::BF16 => t
+            .to_vec1::<half::bf16>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        DType::I64 => t
+            .to_vec1::<i64>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        DType::I32 => t
+            .to_vec1::<i32>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        DType::I16 => t
+            .to_vec1::<i16>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        DType::U8 => t.to_vec1::<u8>()?,
+        other => return Err(Error::Invalid(format!("cannot serialise dtype {other:?}"))),
+    })
+}
+
+/// Emits pickle opcodes (protocol 2, no memo: every object is written out in full).
+struct Pickler(Vec<u8>);
+
+impl Pickler {
+    fn new() -> Self {
+        Pickler(vec![0x80, 2])
+    }
+    fn op(&mut self, b: u8) {
+        self.0.push(b);
+    }
+    fn str(&mut self, s: &str) {
+        self.0.push(b'X');
+        self.0.extend((s.len() as u32).to_le_bytes());
+        self.0.extend(s.as_bytes());
+    }
+    fn int(&mut self, v: usize) {
+        if let Ok(v) = i32::try_from(v) {
+            self.0.push(b'J');
+            self.0.extend(v.to_le_bytes());
+        } else {
+            self.0.extend([0x8a, 8]);
+            self.0.extend((v as i64).to_le_bytes());
+        }
+    }
+    fn global(&mut self, module: &str, name: &str) {
+        self.0.push(b'c');
+        self.0.extend(module.as_bytes());
+        self.0.push(b'\n');
+        self.0.extend(name.as_bytes());
+        self.0.push(b'\n');
+    }
+    fn usize_tuple(&mut self, v: &[usize]) {
+        self.op(b'(');
+        for &x in v {
+            self.int(x);
+        }
+        self.op(b't');
+    }
+    fn finish(mut self) -> Vec<u8> {
+        self.0.push(b'.');
+        self.0
+    }
+}
+
+/// The main pickle of a state dict whose tensor `i` lives alone in storage key `i`.
+fn state_dict_pickle(
+    path: &Path,
+    tensors: &StateDict,
+    location: &str,
+    legacy: bool,
+) -> Result<Vec<u8>> {
+    let mut p = Pickler::new();
+    p.global("collections", "OrderedDict");
+    p.op(b')');
+    p.op(b'R');
+    p.op(b'(');
+    for (i, (name, t)) in tensors.iter().enumerate() {
+        let sd = storage_dtype_of(path, name, t.dtype())?;
+        let dims = t.dims();
+        let mut stride = vec![1usize; dims.len()];
+        for d in (0..dims.len().saturating_sub(1)).rev() {
+            stride[d] = stride[d + 1] * dims[d + 1];
+        }
+        p.str(name);
+        p.global("torch._utils", "_rebuild_tensor_v2");
+        p.op(b'(');
+        // persistent id
+        p.op(b'(');
+        p.str("storage");
+        p.global("torch", sd.storage_name());
+        p.str(&i.to_string());
+        p.str(location);
+        p.int(t.elem_count());
+        if legacy {
+            p.op(b'N');
+        }
+        p.op(b't');
+        p.op(b'Q');
+        p.int(0);
+        p.usize_tuple(dims);
+        p.usize_tuple(&stride);
+        p.op(0x89);
+        p.global("collections", "OrderedDict");
+        p.op(b')');
+        p.op(b'R');
+        p.op(b't');
+        p.op(b'R');
+    }
+    p.op(b'u');
+    Ok(p.finish())
+}
+
+fn storage_keys(tensors: &StateDict) -> Vec<(String, &Tensor)> {
+    let mut keys: Vec<(String, &Tensor)> = tensors
+        .values()
+        .enumerate()
+        .map(|(i, t)| (i.to_string(), t))
+        .collect();
+    // torch.save writes the legacy key list sorted as strings; keep that convention.
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    keys
+}
+
+pub fn write_legacy(tensors: &StateDict, out: &Path) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    buf.extend(LEGACY_PREFIX);
+    buf.push(b'.');
+    let mut p = Pickler::new();
+    p.0.push(b'M');
+    p.0.extend((LEGACY_PROTOCOL as u16).to_le_bytes());
+    buf.extend(p.finish());
+    let mut p = Pickler::new();
+    p.op(b'}');
+    p.op(b'(');
+    p.str("protocol_version");
+    p.int(LEGACY_PROTOCOL as usize);
+    p.str("little_endian");
+    p.op(0x88);
+    p.str("type_sizes");
+    p.op(b'}');
+    p.op(b'(');
+    for (k, v) in [("short", 2), ("int", 4), ("long", 4)] {
+        p.str(k);
+        p.int(v);
+    }
+    p.op(b'u');
+    p.op(b'u');
+    buf.extend(p.finish());
+    buf.extend(state_dict_pickle(out, tensors, "cpu", true)?);
+    let keys = storage_keys(tensors);
+    let mut p = Pickler::new();
+    p.op(b']');
+    p.op(b'(');
+    for (k, _) in &keys {
+        p.str(k);
+    }
+    p.op(b'e');
+    buf.extend(p.finish());
+    for (_, t) in keys {
+        buf.extend((t.elem_count() as i64).to_le_bytes());
+        buf.extend(raw_le_bytes(t)?);
+    }
+    Ok(buf)
+}
+
+pub fn write_zip(tensors: &StateDict, out: &Path) -> Result<Vec<u8>> {
+    let folder = out
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty() && s.is_ascii() && !s.contains(['/', '\\']))
+        .unwrap_or("archive");
+    let mut cur = Cursor::new(Vec::new());
+    {
+        let mut zw = zip::ZipWriter::new(&mut cur);
+        // Stored and 64-byte aligned, as torch writes them (torch can mmap the records).
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .with_alignment(64);
+        let zerr = |e: zip::result::ZipError| err(out, format!("writing zip: {e}"));
+        let ioerr = |e: std::io::Error| err(out, format!("writing zip: {e}"));
+        let mut put = |name: String, data: &[u8]| -> Result<()> {
+            zw.start_file(name, opts).map_err(zerr)?;
+            zw.write_all(data).map_err(ioerr)
+        };
+        put(
+            format!("{folder}/data.pkl"),
+            &state_dict_pickle(out, tensors, "cpu", false)?,
+        )?;
+        put(format!("{folder}/byteorder"), b"little")?;
+        for (k, t) in storage_keys(tensors) {
+            put(format!("{folder}/data/{k}"), &raw_le_bytes(t)?)?;
+        }
+        put(format!("{folder}/version"), b"3\n")?;
+        zw.finish().map_err(zerr)?;
+    }
+    Ok(cur.into_inner())
+}
