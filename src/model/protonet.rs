@@ -1,0 +1,45 @@
+//! Prototype branch (spec §2.5, §5.3): 3x (conv3x3 + ReLU), bilinear x2, conv3x3 + ReLU, 1x1 to 32,
+//! ReLU (the prototype activation), NHWC.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::layers::Conv2d;
+use crate::ops::interp::resize_bilinear;
+
+#[derive(Debug, Clone)]
+pub struct ProtoNet {
+    pre: Vec<Conv2d>,
+    post: Conv2d,
+    out: Conv2d,
+}
+
+impl ProtoNet {
+    /// `vb` is the `proto_net` prefix (Sequential indices 0, 2, 4, 8, 10 carry the weights).
+    pub fn load(vb: VarBuilder, f: usize, mask_dim: usize) -> Result<Self> {
+        let pre = [0, 2, 4]
+            .iter()
+            .map(|&i| Conv2d::load(vb.pp(i), f, f, 3, 1, 1, true))
+            .collect::<Result<Vec<_>>>()?;
+        let post = Conv2d::load(vb.pp(8), f, f, 3, 1, 1, true)?;
+        let out = Conv2d::load(vb.pp(10), f, mask_dim, 1, 1, 0, true)?;
+        Ok(Self { pre, post, out })
+    }
+
+    /// P3 (N, F, H, W) -> prototypes (N, 2H, 2W, mask_dim), contiguous, ReLU applied.
+    pub fn forward(&self, p3: &Tensor) -> Result<Tensor> {
+        let mut x = p3.clone();
+        for conv in &self.pre {
+            x = conv.forward(&x)?.relu()?;
+        }
+        let (_, _, h, w) = x.dims4()?;
+        // The ReLU the reference applies after the upsample is a no-op on non-negative input.
+        let x = resize_bilinear(&x, 2 * h, 2 * w)?;
+        let x = self.post.forward(&x)?.relu()?;
+        self.out
+            .forward(&x)?
+            .relu()?
+            .permute((0, 2, 3, 1))?
+            .contiguous()
+    }
+}
