@@ -103,3 +103,72 @@ impl DarkNet {
         Ok(outs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_util::{self as tu, Nd, Weights};
+
+    fn leaky(x: &Nd) -> Nd {
+        x.map(|v| if v > 0.0 { v } else { 0.1 * v })
+    }
+
+    #[test]
+    fn dark_block_and_strided_conv_match_naive_composition() {
+        let c = 4;
+        let mut w = Weights::default();
+        let dw = w.conv("down.0", 2 * c, 3, 3);
+        let db = w.bn("down.1", 2 * c);
+        let c1 = w.conv("blk.conv1.0", c, 2 * c, 1);
+        let b1 = w.bn("blk.conv1.1", c);
+        let c2 = w.conv("blk.conv2.0", 2 * c, c, 3);
+        let b2 = w.bn("blk.conv2.1", 2 * c);
+        let vb = w.vb();
+        let down = DarkConv::load(vb.pp("down"), 3, 2 * c, 3, 2).unwrap();
+        let block = DarkBlock::load(vb.pp("blk"), c).unwrap();
+
+        let x = tu::rand_input(2, 3, 11, 10);
+        let d = down.forward(&x).unwrap();
+        let got = block.forward(&d).unwrap();
+
+        let dn = leaky(&tu::bn(
+            &tu::conv(&Nd::from_tensor(&x), &dw, None, 2, 1),
+            &db,
+        ));
+        let y = leaky(&tu::bn(&tu::conv(&dn, &c1, None, 1, 0), &b1));
+        let want = leaky(&tu::bn(&tu::conv(&y, &c2, None, 1, 1), &b2)).add(&dn);
+        assert_eq!(d.dims(), &[2, 2 * c, 6, 5]);
+        assert!(tu::rel_err(&d, &dn) < 1e-5);
+        // The block output keeps negatives: there is no activation after the residual add.
+        assert!(want.data.iter().any(|&v| v < 0.0));
+        let err = tu::rel_err(&got, &want);
+        assert!(err < 1e-5, "{err}");
+    }
+
+    #[test]
+    fn darknet_stage_outputs_have_the_reference_channels_and_strides() {
+        let mut w = Weights::default();
+        w.conv("_preconv.0", 32, 3, 3);
+        w.bn("_preconv.1", 32);
+        let mut c_in = 32;
+        for s in 0..5 {
+            let c = 32 << s;
+            w.conv(&format!("layers.{s}.0.0"), 2 * c, c_in, 3);
+            w.bn(&format!("layers.{s}.0.1"), 2 * c);
+            w.conv(&format!("layers.{s}.1.conv1.0"), c, 2 * c, 1);
+            w.bn(&format!("layers.{s}.1.conv1.1"), c);
+            w.conv(&format!("layers.{s}.1.conv2.0"), 2 * c, c, 3);
+            w.bn(&format!("layers.{s}.1.conv2.1"), 2 * c);
+            c_in = 2 * c;
+        }
+        let net = DarkNet::load(w.vb(), &[1; 5]).unwrap();
+        let out = net
+            .forward(&tu::rand_input(1, 3, 70, 70), &[2, 3, 4])
+            .unwrap();
+        let dims: Vec<Vec<usize>> = out.iter().map(|t| t.dims().to_vec()).collect();
+        assert_eq!(
+            dims,
+            vec![vec![1, 256, 9, 9], vec![1, 512, 5, 5], vec![1, 1024, 3, 3]]
+        );
+    }
+}

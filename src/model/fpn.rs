@@ -66,3 +66,59 @@ impl Fpn {
         Ok(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_util::{self as tu, Nd, Weights};
+
+    #[test]
+    fn fpn_matches_naive_top_down_composition() {
+        let f = 4;
+        let c_ch = [6, 8, 10]; // C3, C4, C5
+        let mut w = Weights::default();
+        let lat: Vec<_> = (0..3)
+            .map(|i| {
+                let name = format!("lat_layers.{i}");
+                (w.conv(&name, f, c_ch[2 - i], 1), w.bias(&name, f))
+            })
+            .collect();
+        let pred: Vec<_> = (0..3)
+            .map(|i| {
+                let name = format!("pred_layers.{i}");
+                (w.conv(&name, f, f, 3), w.bias(&name, f))
+            })
+            .collect();
+        let down: Vec<_> = (0..2)
+            .map(|i| {
+                let name = format!("downsample_layers.{i}");
+                (w.conv(&name, f, f, 3), w.bias(&name, f))
+            })
+            .collect();
+        let fpn = Fpn::load(w.vb(), c_ch, f).unwrap();
+        // Non-integer ratios (3 -> 5 -> 9), as at 550 (18 -> 35 -> 69).
+        let c: Vec<Tensor> = [(6, 9, 10), (8, 5, 5), (10, 3, 3)]
+            .iter()
+            .map(|&(ch, h, wd)| tu::rand_input(1, ch, h, wd))
+            .collect();
+        let got = fpn.forward(&c).unwrap();
+
+        let cn: Vec<Nd> = c.iter().map(Nd::from_tensor).collect();
+        let l5 = tu::conv(&cn[2], &lat[0].0, Some(&lat[0].1), 1, 0);
+        let l4 = tu::bilinear(&l5, 5, 5).add(&tu::conv(&cn[1], &lat[1].0, Some(&lat[1].1), 1, 0));
+        let l3 = tu::bilinear(&l4, 9, 10).add(&tu::conv(&cn[0], &lat[2].0, Some(&lat[2].1), 1, 0));
+        let p5 = tu::conv(&l5, &pred[0].0, Some(&pred[0].1), 1, 1).relu();
+        let p4 = tu::conv(&l4, &pred[1].0, Some(&pred[1].1), 1, 1).relu();
+        let p3 = tu::conv(&l3, &pred[2].0, Some(&pred[2].1), 1, 1).relu();
+        let p6 = tu::conv(&p5, &down[0].0, Some(&down[0].1), 2, 1);
+        let p7 = tu::conv(&p6, &down[1].0, Some(&down[1].1), 2, 1);
+        // P6/P7 carry no ReLU.
+        assert!(p6.data.iter().chain(&p7.data).any(|&v| v < 0.0));
+        for (i, (g, wnt)) in got.iter().zip([p3, p4, p5, p6, p7]).enumerate() {
+            assert_eq!(g.dims(), &[1, f, wnt.h, wnt.w], "P{}", i + 3);
+            let err = tu::rel_err(g, &wnt);
+            assert!(err < 1e-5, "P{}: {err}", i + 3);
+        }
+        assert!(fpn.forward(&c[..2]).is_err());
+    }
+}

@@ -94,3 +94,67 @@ impl PredictionHead {
         Ok((loc, conf, mask))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_util::{self as tu, Nd, Weights};
+
+    #[test]
+    fn head_rows_follow_the_reference_layout() {
+        let (f, a, nc, md) = (4, 3, 5, 2);
+        let mut w = Weights::default();
+        let up = (w.conv("upfeature.0", f, f, 3), w.bias("upfeature.0", f));
+        let parts: Vec<_> = [("bbox_layer", 4), ("conf_layer", nc), ("mask_layer", md)]
+            .iter()
+            .map(|&(n, k)| (w.conv(n, k * a, f, 3), w.bias(n, k * a), k))
+            .collect();
+        let head = PredictionHead::load(w.vb(), f, a, nc, md).unwrap();
+        let levels = vec![tu::rand_input(2, f, 3, 4), tu::rand_input(2, f, 2, 2)];
+        let (loc, conf, mask) = head.forward(&levels).unwrap();
+        let rows = (12 + 4) * a;
+        assert_eq!(loc.dims(), &[2, rows, 4]);
+        assert_eq!(conf.dims(), &[2, rows, nc]);
+        assert_eq!(mask.dims(), &[2, rows, md]);
+        let got = [tu::vec1(&loc), tu::vec1(&conf), tu::vec1(&mask)];
+
+        let mut row0 = 0;
+        for p in &levels {
+            let y = tu::conv(&Nd::from_tensor(p), &up.0, Some(&up.1), 1, 1).relu();
+            let outs: Vec<Nd> = parts
+                .iter()
+                .map(|(cw, cb, _)| tu::conv(&y, cw, Some(cb), 1, 1))
+                .collect();
+            for n in 0..2 {
+                for yy in 0..y.h {
+                    for xx in 0..y.w {
+                        for ai in 0..a {
+                            let row = row0 + (yy * y.w + xx) * a + ai;
+                            let logits: Vec<f64> = (0..nc)
+                                .map(|c| outs[1].at(n, ai * nc + c, yy, xx))
+                                .collect();
+                            let mx = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                            let z: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
+                            for (pi, (_, _, k)) in parts.iter().enumerate() {
+                                for comp in 0..*k {
+                                    let raw = outs[pi].at(n, ai * k + comp, yy, xx);
+                                    let want = match pi {
+                                        0 => raw,
+                                        1 => (raw - mx).exp() / z,
+                                        _ => raw.tanh(),
+                                    };
+                                    let g = got[pi][(n * rows + row) * k + comp];
+                                    assert!(
+                                        (g - want).abs() < 1e-5,
+                                        "part {pi} row {row} comp {comp}: {g} vs {want}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            row0 += y.h * y.w * a;
+        }
+    }
+}

@@ -208,3 +208,85 @@ pub fn conv_out(size: usize, k: usize, stride: usize, padding: usize) -> usize {
 pub fn global_max_pool(x: &Tensor) -> Result<Tensor> {
     x.flatten_from(2)?.max(D::Minus1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_util::{self as tu, Nd, Weights};
+
+    #[test]
+    fn conv_bn_fold_equals_conv_then_explicit_bn() {
+        let mut w = Weights::default();
+        w.conv("c", 6, 8, 3);
+        w.bn("bn", 6);
+        let vb = w.vb();
+        let conv = Conv2d::load_bn(vb.pp("c"), vb.pp("bn"), 8, 6, 3, 2, 1).unwrap();
+        let x = tu::rand_input(2, 8, 9, 7);
+        let got = conv.forward(&x).unwrap();
+
+        // Unfolded path in candle ops: conv, then (y - mean) / sqrt(var + eps) * gamma + beta.
+        let get = |k: &str| w.map[k].reshape((1, (), 1, 1)).unwrap();
+        let y = x.conv2d(&w.map["c.weight"], 1, 2, 1, 1).unwrap();
+        let want = y
+            .broadcast_sub(&get("bn.running_mean"))
+            .unwrap()
+            .broadcast_div(&(get("bn.running_var") + BN_EPS).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&get("bn.weight"))
+            .unwrap()
+            .broadcast_add(&get("bn.bias"))
+            .unwrap();
+        assert_eq!(got.dims(), &[2, 6, 5, 4]);
+        let err = tu::rel_err(&got, &Nd::from_tensor(&want));
+        assert!(err < 1e-5, "fold error {err}");
+    }
+
+    #[test]
+    fn fold_keeps_a_conv_bias() {
+        // DCN convs carry a learned bias that must survive folding.
+        let mut w = Weights::default();
+        let wn = w.conv("c", 5, 3, 3);
+        let b = w.bias("c", 5);
+        let bnp = w.bn("bn", 5);
+        let bn = BatchNorm::load(w.vb().pp("bn"), 5).unwrap();
+        let (fw, fb) = fold_bn(&w.map["c.weight"], Some(&w.map["c.bias"]), &bn).unwrap();
+        let conv = Conv2d::new(fw, Some(fb), 1, 1).unwrap();
+        let x = tu::rand_input(1, 3, 6, 6);
+        let want = tu::bn(&tu::conv(&Nd::from_tensor(&x), &wn, Some(&b), 1, 1), &bnp);
+        let err = tu::rel_err(&conv.forward(&x).unwrap(), &want);
+        assert!(err < 1e-5, "fold error {err}");
+    }
+
+    #[test]
+    fn plain_conv_matches_naive_conv() {
+        let mut w = Weights::default();
+        let wn = w.conv("c", 4, 3, 3);
+        let b = w.bias("c", 4);
+        let conv = Conv2d::load(w.vb().pp("c"), 3, 4, 3, 2, 0, true).unwrap();
+        let x = tu::rand_input(1, 3, 11, 8);
+        let want = tu::conv(&Nd::from_tensor(&x), &wn, Some(&b), 2, 0);
+        let got = conv.forward(&x).unwrap();
+        assert_eq!(got.dims(), &[1, 4, 5, 3]);
+        assert!(tu::rel_err(&got, &want) < 1e-5);
+        assert_eq!(conv_out(11, 3, 2, 0), 5);
+        assert_eq!(conv_out(550, 7, 2, 3), 275);
+    }
+
+    #[test]
+    fn global_max_pool_takes_the_spatial_max() {
+        let x = tu::rand_input(2, 3, 4, 5);
+        let got = tu::vec1(&global_max_pool(&x).unwrap());
+        let xn = Nd::from_tensor(&x);
+        for n in 0..2 {
+            for c in 0..3 {
+                let mut m = f64::NEG_INFINITY;
+                for y in 0..4 {
+                    for xx in 0..5 {
+                        m = m.max(xn.at(n, c, y, xx));
+                    }
+                }
+                assert_eq!(got[n * 3 + c], m);
+            }
+        }
+    }
+}

@@ -200,3 +200,6 @@ pub fn conv_sizes(cfg: &YolactConfig, h: usize, w: usize) -> [(usize, usize); 5]
     let p7 = (half(p6.0), half(p6.1));
     [p3, p4, p5, p6, p7]
 }
+
+#[cfg(test)]
+mod test_util;

@@ -43,3 +43,42 @@ impl ProtoNet {
             .contiguous()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_util::{self as tu, Nd, Weights};
+
+    #[test]
+    fn protonet_matches_naive_composition_in_nhwc() {
+        let (f, k) = (4, 3);
+        let mut w = Weights::default();
+        let convs: Vec<_> = [0, 2, 4, 8]
+            .iter()
+            .map(|i| (w.conv(&i.to_string(), f, f, 3), w.bias(&i.to_string(), f)))
+            .collect();
+        let last = (w.conv("10", k, f, 1), w.bias("10", k));
+        let net = ProtoNet::load(w.vb(), f, k).unwrap();
+        let p3 = tu::rand_input(1, f, 5, 6);
+        let got = net.forward(&p3).unwrap();
+        assert_eq!(got.dims(), &[1, 10, 12, k]);
+
+        let mut x = Nd::from_tensor(&p3);
+        for (cw, cb) in &convs[..3] {
+            x = tu::conv(&x, cw, Some(cb), 1, 1).relu();
+        }
+        x = tu::bilinear(&x, 10, 12);
+        x = tu::conv(&x, &convs[3].0, Some(&convs[3].1), 1, 1).relu();
+        let want = tu::conv(&x, &last.0, Some(&last.1), 1, 0).relu();
+        let g = tu::vec1(&got);
+        let scale = want.data.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        for y in 0..10 {
+            for xx in 0..12 {
+                for c in 0..k {
+                    let d = (g[(y * 12 + xx) * k + c] - want.at(0, c, y, xx)).abs();
+                    assert!(d / scale < 1e-5, "({y},{xx},{c}) off by {d}");
+                }
+            }
+        }
+    }
+}

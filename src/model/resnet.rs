@@ -148,3 +148,127 @@ impl ResNet {
         Ok(outs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackboneKind;
+    use crate::model::test_util::{self as tu, Nd, Weights};
+
+    /// Registers a bottleneck's weights under `p` and returns its naive f64 forward.
+    fn naive_bottleneck(
+        w: &mut Weights,
+        p: &str,
+        c_in: usize,
+        planes: usize,
+        stride: usize,
+    ) -> impl Fn(&Nd) -> Nd {
+        let c1 = w.conv(&format!("{p}.conv1"), planes, c_in, 1);
+        let b1 = w.bn(&format!("{p}.bn1"), planes);
+        let c2 = w.conv(&format!("{p}.conv2"), planes, planes, 3);
+        let b2 = w.bn(&format!("{p}.bn2"), planes);
+        let c3 = w.conv(&format!("{p}.conv3"), 4 * planes, planes, 1);
+        let b3 = w.bn(&format!("{p}.bn3"), 4 * planes);
+        let ds = (stride != 1 || c_in != 4 * planes).then(|| {
+            (
+                w.conv(&format!("{p}.downsample.0"), 4 * planes, c_in, 1),
+                w.bn(&format!("{p}.downsample.1"), 4 * planes),
+            )
+        });
+        move |x: &Nd| {
+            let y = tu::bn(&tu::conv(x, &c1, None, 1, 0), &b1).relu();
+            let y = tu::bn(&tu::conv(&y, &c2, None, stride, 1), &b2).relu();
+            let y = tu::bn(&tu::conv(&y, &c3, None, 1, 0), &b3);
+            let sc = match &ds {
+                Some((dc, db)) => tu::bn(&tu::conv(x, dc, None, stride, 0), db),
+                None => x.clone(),
+            };
+            y.add(&sc).relu()
+        }
+    }
+
+    #[test]
+    fn bottleneck_matches_naive_composition() {
+        for (c_in, planes, stride) in [(8, 4, 2), (16, 4, 1), (8, 4, 1)] {
+            let mut w = Weights::default();
+            let naive = naive_bottleneck(&mut w, "b", c_in, planes, stride);
+            let block = Bottleneck::load(w.vb().pp("b"), c_in, planes, stride, false).unwrap();
+            let x = tu::rand_input(2, c_in, 9, 7);
+            let got = block.forward(&x).unwrap();
+            let err = tu::rel_err(&got, &naive(&Nd::from_tensor(&x)));
+            assert!(err < 1e-5, "({c_in},{planes},{stride}): {err}");
+        }
+    }
+
+    /// Max pool 3x3 / 2 with -inf padding, as PyTorch does it.
+    fn naive_maxpool(x: &Nd) -> Nd {
+        let (ho, wo) = ((x.h - 1) / 2 + 1, (x.w - 1) / 2 + 1);
+        let mut out = Nd::zeros(x.n, x.c, ho, wo);
+        for n in 0..x.n {
+            for c in 0..x.c {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut m = f64::NEG_INFINITY;
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) =
+                                    ((oy * 2 + ky) as isize - 1, (ox * 2 + kx) as isize - 1);
+                                if iy >= 0 && ix >= 0 && (iy as usize) < x.h && (ix as usize) < x.w
+                                {
+                                    m = m.max(x.at(n, c, iy as usize, ix as usize));
+                                }
+                            }
+                        }
+                        let i = out.idx(n, c, oy, ox);
+                        out.data[i] = m;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn one_block_resnet_matches_naive_stem_pool_and_stages() {
+        let mut cfg = YolactConfig::by_name("yolact_resnet50").unwrap();
+        cfg.backbone = BackboneKind::ResNet {
+            blocks: [1, 1, 1, 1],
+            dcn_interval: None,
+        };
+        let mut w = Weights::default();
+        let stem = w.conv("conv1", 64, 3, 7);
+        let stem_bn = w.bn("bn1", 64);
+        let mut stages = Vec::new();
+        let mut c_in = 64;
+        for s in 0..4 {
+            let stride = if s == 0 { 1 } else { 2 };
+            let planes = 64 << s;
+            stages.push(naive_bottleneck(
+                &mut w,
+                &format!("layers.{s}.0"),
+                c_in,
+                planes,
+                stride,
+            ));
+            c_in = 4 * planes;
+        }
+        let net = ResNet::load(w.vb(), &[1, 1, 1, 1], &cfg).unwrap();
+        let x = tu::rand_input(1, 3, 29, 22);
+        let got = net.forward(&x, &[1, 2, 3]).unwrap();
+
+        let mut y = naive_maxpool(
+            &tu::bn(&tu::conv(&Nd::from_tensor(&x), &stem, None, 2, 3), &stem_bn).relu(),
+        );
+        let mut want = Vec::new();
+        for f in &stages {
+            y = f(&y);
+            want.push(y.clone());
+        }
+        assert_eq!(got.len(), 3);
+        for (g, wnt) in got.iter().zip(&want[1..]) {
+            assert_eq!(g.dims(), &[wnt.n, wnt.c, wnt.h, wnt.w]);
+            let err = tu::rel_err(g, wnt);
+            assert!(err < 1e-5, "{err}");
+        }
+    }
+}
