@@ -1,0 +1,274 @@
+//! Bottleneck ResNet-50/101 backbone (torchvision "v1.5": stride on the 3x3), with the YOLACT++
+//! deformable 3x3 convs in the blocks chosen by `YolactConfig::is_dcn_block` (spec §2.1, §2.3).
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::layers::{Conv2d, DeformConv2d};
+use crate::config::YolactConfig;
+
+/// Channels of stage `s` outputs: 256, 512, 1024, 2048.
+pub const STAGE_CHANNELS: [usize; 4] = [256, 512, 1024, 2048];
+
+#[derive(Debug, Clone)]
+enum Conv3x3 {
+    Plain(Conv2d),
+    Deform(DeformConv2d),
+}
+
+impl Conv3x3 {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Conv3x3::Plain(c) => c.forward(x),
+            Conv3x3::Deform(c) => c.forward(x),
+        }
+    }
+}
+
+/// 1x1 -> 3x3 (stride, maybe deformable) -> 1x1 x4, plus an identity or projected shortcut.
+#[derive(Debug, Clone)]
+pub struct Bottleneck {
+    conv1: Conv2d,
+    conv2: Conv3x3,
+    conv3: Conv2d,
+    downsample: Option<Conv2d>,
+}
+
+impl Bottleneck {
+    pub fn load(
+        vb: VarBuilder,
+        c_in: usize,
+        planes: usize,
+        stride: usize,
+        dcn: bool,
+    ) -> Result<Self> {
+        let c_out = planes * 4;
+        let conv1 = Conv2d::load_bn(vb.pp("conv1"), vb.pp("bn1"), c_in, planes, 1, 1, 0)?;
+        let conv2 = if dcn {
+            Conv3x3::Deform(DeformConv2d::load_bn(
+                vb.pp("conv2"),
+                vb.pp("bn2"),
+                planes,
+                planes,
+                stride,
+            )?)
+        } else {
+            Conv3x3::Plain(Conv2d::load_bn(
+                vb.pp("conv2"),
+                vb.pp("bn2"),
+                planes,
+                planes,
+                3,
+                stride,
+                1,
+            )?)
+        };
+        let conv3 = Conv2d::load_bn(vb.pp("conv3"), vb.pp("bn3"), planes, c_out, 1, 1, 0)?;
+        let downsample = if stride != 1 || c_in != c_out {
+            let ds = vb.pp("downsample");
+            Some(Conv2d::load_bn(
+                ds.pp("0"),
+                ds.pp("1"),
+                c_in,
+                c_out,
+                1,
+                stride,
+                0,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1,
+            conv2,
+            conv3,
+            downsample,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.conv1.forward(x)?.relu()?;
+        let y = self.conv2.forward(&y)?.relu()?;
+        let y = self.conv3.forward(&y)?;
+        let shortcut = match &self.downsample {
+            Some(ds) => ds.forward(x)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ResNet {
+    stem: Conv2d,
+    stages: Vec<Vec<Bottleneck>>,
+}
+
+impl ResNet {
+    /// `vb` is the `backbone` prefix.
+    pub fn load(vb: VarBuilder, blocks: &[usize; 4], cfg: &YolactConfig) -> Result<Self> {
+        let stem = Conv2d::load_bn(vb.pp("conv1"), vb.pp("bn1"), 3, 64, 7, 2, 3)?;
+        let mut c_in = 64;
+        let mut stages = Vec::with_capacity(4);
+        for (s, &n) in blocks.iter().enumerate() {
+            let planes = 64 << s;
+            let vbs = vb.pp("layers").pp(s);
+            let mut stage = Vec::with_capacity(n);
+            for b in 0..n {
+                let stride = if b == 0 && s > 0 { 2 } else { 1 };
+                let dcn = cfg.is_dcn_block(s, b);
+                stage.push(Bottleneck::load(vbs.pp(b), c_in, planes, stride, dcn)?);
+                c_in = planes * 4;
+            }
+            stages.push(stage);
+        }
+        Ok(Self { stem, stages })
+    }
+
+    /// Runs the stem and stages up to the highest index in `keep`, returning the outputs of the
+    /// stages listed in `keep` (in stage order).
+    pub fn forward(&self, x: &Tensor, keep: &[usize]) -> Result<Vec<Tensor>> {
+        let x = self.stem.forward(x)?.relu()?;
+        // MaxPool 3x3 / 2 / pad 1. Its input is post-ReLU (>= 0) and every window holds at least one
+        // real pixel, so zero padding gives the same maxima as the reference's -inf padding.
+        let mut x = x
+            .pad_with_zeros(2, 1, 1)?
+            .pad_with_zeros(3, 1, 1)?
+            .max_pool2d_with_stride(3, 2)?;
+        let last = keep.iter().copied().max().unwrap_or(0);
+        let mut outs = Vec::with_capacity(keep.len());
+        for (s, stage) in self.stages.iter().enumerate().take(last + 1) {
+            for block in stage {
+                x = block.forward(&x)?;
+            }
+            if keep.contains(&s) {
+                outs.push(x.clone());
+            }
+        }
+        Ok(outs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackboneKind;
+    use crate::model::test_util::{self as tu, Nd, Weights};
+
+    /// Registers a bottleneck's weights under `p` and returns its naive f64 forward.
+    fn naive_bottleneck(
+        w: &mut Weights,
+        p: &str,
+        c_in: usize,
+        planes: usize,
+        stride: usize,
+    ) -> impl Fn(&Nd) -> Nd {
+        let c1 = w.conv(&format!("{p}.conv1"), planes, c_in, 1);
+        let b1 = w.bn(&format!("{p}.bn1"), planes);
+        let c2 = w.conv(&format!("{p}.conv2"), planes, planes, 3);
+        let b2 = w.bn(&format!("{p}.bn2"), planes);
+        let c3 = w.conv(&format!("{p}.conv3"), 4 * planes, planes, 1);
+        let b3 = w.bn(&format!("{p}.bn3"), 4 * planes);
+        let ds = (stride != 1 || c_in != 4 * planes).then(|| {
+            (
+                w.conv(&format!("{p}.downsample.0"), 4 * planes, c_in, 1),
+                w.bn(&format!("{p}.downsample.1"), 4 * planes),
+            )
+        });
+        move |x: &Nd| {
+            let y = tu::bn(&tu::conv(x, &c1, None, 1, 0), &b1).relu();
+            let y = tu::bn(&tu::conv(&y, &c2, None, stride, 1), &b2).relu();
+            let y = tu::bn(&tu::conv(&y, &c3, None, 1, 0), &b3);
+            let sc = match &ds {
+                Some((dc, db)) => tu::bn(&tu::conv(x, dc, None, stride, 0), db),
+                None => x.clone(),
+            };
+            y.add(&sc).relu()
+        }
+    }
+
+    #[test]
+    fn bottleneck_matches_naive_composition() {
+        for (c_in, planes, stride) in [(8, 4, 2), (16, 4, 1), (8, 4, 1)] {
+            let mut w = Weights::default();
+            let naive = naive_bottleneck(&mut w, "b", c_in, planes, stride);
+            let block = Bottleneck::load(w.vb().pp("b"), c_in, planes, stride, false).unwrap();
+            let x = tu::rand_input(2, c_in, 9, 7);
+            let got = block.forward(&x).unwrap();
+            let err = tu::rel_err(&got, &naive(&Nd::from_tensor(&x)));
+            assert!(err < 1e-5, "({c_in},{planes},{stride}): {err}");
+        }
+    }
+
+    /// Max pool 3x3 / 2 with -inf padding, as PyTorch does it.
+    fn naive_maxpool(x: &Nd) -> Nd {
+        let (ho, wo) = ((x.h - 1) / 2 + 1, (x.w - 1) / 2 + 1);
+        let mut out = Nd::zeros(x.n, x.c, ho, wo);
+        for n in 0..x.n {
+            for c in 0..x.c {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut m = f64::NEG_INFINITY;
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) =
+                                    ((oy * 2 + ky) as isize - 1, (ox * 2 + kx) as isize - 1);
+                                if iy >= 0 && ix >= 0 && (iy as usize) < x.h && (ix as usize) < x.w
+                                {
+                                    m = m.max(x.at(n, c, iy as usize, ix as usize));
+                                }
+                            }
+                        }
+                        let i = out.idx(n, c, oy, ox);
+                        out.data[i] = m;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn one_block_resnet_matches_naive_stem_pool_and_stages() {
+        let mut cfg = YolactConfig::by_name("yolact_resnet50").unwrap();
+        cfg.backbone = BackboneKind::ResNet {
+            blocks: [1, 1, 1, 1],
+            dcn_interval: None,
+        };
+        let mut w = Weights::default();
+        let stem = w.conv("conv1", 64, 3, 7);
+        let stem_bn = w.bn("bn1", 64);
+        let mut stages = Vec::new();
+        let mut c_in = 64;
+        for s in 0..4 {
+            let stride = if s == 0 { 1 } else { 2 };
+            let planes = 64 << s;
+            stages.push(naive_bottleneck(
+                &mut w,
+                &format!("layers.{s}.0"),
+                c_in,
+                planes,
+                stride,
+            ));
+            c_in = 4 * planes;
+        }
+        let net = ResNet::load(w.vb(), &[1, 1, 1, 1], &cfg).unwrap();
+        let x = tu::rand_input(1, 3, 29, 22);
+        let got = net.forward(&x, &[1, 2, 3]).unwrap();
+
+        let mut y = naive_maxpool(
+            &tu::bn(&tu::conv(&Nd::from_tensor(&x), &stem, None, 2, 3), &stem_bn).relu(),
+        );
+        let mut want = Vec::new();
+        for f in &stages {
+            y = f(&y);
+            want.push(y.clone());
+        }
+        assert_eq!(got.len(), 3);
+        for (g, wnt) in got.iter().zip(&want[1..]) {
+            assert_eq!(g.dims(), &[wnt.n, wnt.c, wnt.h, wnt.w]);
+            let err = tu::rel_err(g, wnt);
+            assert!(err < 1e-5, "{err}");
+        }
+    }
+}
