@@ -5,10 +5,11 @@
 //! formula is written out here as a custom op.
 
 use candle_core::{
-    backend::BackendStorage, bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor,
-    WithDType,
+    backend::BackendStorage, bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType,
 };
 use rayon::prelude::*;
+
+use super::{copy_contiguous, Acc};
 
 /// Resizes an (N, C, H, W) tensor to (N, C, out_h, out_w) exactly like
 /// `F.interpolate(x, size=(out_h, out_w), mode='bilinear', align_corners=False)`.
@@ -38,49 +39,6 @@ pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor>
 pub struct ResizeBilinear {
     pub out_h: usize,
     pub out_w: usize,
-}
-
-/// Arithmetic type in which the interpolation is evaluated (PyTorch's "opmath" type).
-pub(crate) trait Acc:
-    Copy
-    + Send
-    + Sync
-    + PartialOrd
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Div<Output = Self>
-{
-    const ZERO: Self;
-    const ONE: Self;
-    const HALF: Self;
-    fn from_usize(v: usize) -> Self;
-    /// `floor` converted to an index; only called on values >= 0.
-    fn floor_index(self) -> usize;
-}
-
-impl Acc for f32 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const HALF: Self = 0.5;
-    fn from_usize(v: usize) -> Self {
-        v as f32
-    }
-    fn floor_index(self) -> usize {
-        self.floor() as usize
-    }
-}
-
-impl Acc for f64 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const HALF: Self = 0.5;
-    fn from_usize(v: usize) -> Self {
-        v as f64
-    }
-    fn floor_index(self) -> usize {
-        self.floor() as usize
-    }
 }
 
 /// Source indices and weights for one output coordinate along one axis.
@@ -227,28 +185,10 @@ impl CustomOp1 for ResizeBilinear {
     }
 }
 
-/// Copies a strided CPU view into a fresh contiguous buffer.
-fn copy_contiguous(storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Layout)> {
-    let dtype: DType = storage.dtype();
-    let mut dst = zeros_of(dtype, layout.shape().elem_count())?;
-    storage.copy_strided_src(&mut dst, 0, layout)?;
-    Ok((dst, Layout::contiguous(layout.shape().clone())))
-}
-
-fn zeros_of(dtype: DType, n: usize) -> Result<CpuStorage> {
-    Ok(match dtype {
-        DType::F32 => CpuStorage::F32(vec![0.0; n]),
-        DType::F64 => CpuStorage::F64(vec![0.0; n]),
-        DType::F16 => CpuStorage::F16(vec![half::f16::ZERO; n]),
-        DType::BF16 => CpuStorage::BF16(vec![half::bf16::ZERO; n]),
-        other => bail!("resize_bilinear: unsupported dtype {other:?} (float types only)"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     /// Independent float64 evaluation of the spec §9.3 formula, with the scale and source index
     /// rounded to f32 at the same points PyTorch does for f32 tensors.
