@@ -459,3 +459,28 @@ fn resize_matches_torch_fixtures() {
         );
     }
 }
+
+/// Timing of the resizes the pipeline runs; run with
+/// `cargo test --release --test ops resize_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn resize_timing() {
+    for (n, c, h, w, oh, ow) in [
+        (1usize, 3usize, 480usize, 640usize, 550usize, 550usize),
+        (1, 256, 35, 35, 69, 69),
+        (1, 256, 69, 69, 138, 138),
+        (1, 20, 138, 138, 427, 640),
+    ] {
+        let x = Tensor::from_vec(gen_input(n * c * h * w), (n, c, h, w), &Device::Cpu).unwrap();
+        resize_bilinear(&x, oh, ow).unwrap();
+        let reps = 5;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            resize_bilinear(&x, oh, ow).unwrap();
+        }
+        println!(
+            "resize ({n},{c},{h},{w}) -> {oh}x{ow}: {:.2} ms",
+            t.elapsed().as_secs_f64() / reps as f64 * 1e3
+        );
+    }
+}
