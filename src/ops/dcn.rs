@@ -1,21 +1,256 @@
 //! Modulated deformable convolution (DCNv2), spec §3.
+//!
+//! Split in two so that only the gather needs a device kernel: [`DeformIm2col`] builds the
+//! modulated columns as a custom op, and the GEMM + bias use ordinary candle ops, which already run
+//! on every device.
 
-use candle_core::{Result, Tensor};
+use candle_core::{
+    backend::BackendStorage, bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor,
+};
+use rayon::prelude::*;
+
+use super::{copy_contiguous, Acc};
+
+/// Kernel size, padding and number of taps of the only DCN variant YOLACT++ uses.
+const K: usize = 3;
+const PAD: usize = 1;
+const TAPS: usize = K * K;
 
 /// out = bias + weight · deform_im2col(x, offset, mask)
 ///
 /// * `x`: (N, C, H, W); `offset`: (N, 18, Ho, Wo) interleaved (dy, dx) per tap; `mask`: (N, 9, Ho, Wo),
 ///   already passed through a sigmoid; `weight`: (O, C, 3, 3); `bias`: (O,).
-/// * kernel 3x3, padding 1, dilation 1, `stride` 1 or 2.
-///
-/// STUB: the real implementation lands with the DCN work.
+/// * kernel 3x3, padding 1, dilation 1, `stride` >= 1; Ho = (H - 1) / stride + 1.
 pub fn modulated_deform_conv2d(
-    _x: &Tensor,
-    _offset: &Tensor,
-    _mask: &Tensor,
-    _weight: &Tensor,
-    _bias: &Tensor,
-    _stride: usize,
+    x: &Tensor,
+    offset: &Tensor,
+    mask: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
 ) -> Result<Tensor> {
-    candle_core::bail!("modulated_deform_conv2d: not implemented yet")
+    let geo = Geometry::new(x.dims(), offset.dims(), mask.dims(), stride)?;
+    let (o, wc, kh, kw) = match *weight.dims() {
+        [o, c, kh, kw] => (o, c, kh, kw),
+        _ => bail!(
+            "modulated_deform_conv2d: weight must be (O, C, 3, 3), got {:?}",
+            weight.dims()
+        ),
+    };
+    if wc != geo.c || kh != K || kw != K {
+        bail!(
+            "modulated_deform_conv2d: weight {:?} does not fit input channels {} and a 3x3 kernel",
+            weight.dims(),
+            geo.c
+        );
+    }
+    if bias.dims() != [o] {
+        bail!(
+            "modulated_deform_conv2d: bias must be ({o},), got {:?}",
+            bias.dims()
+        );
+    }
+    let cols = x.apply_op3_no_bwd(offset, mask, &DeformIm2col { stride })?;
+    let wmat = weight.reshape((o, geo.c * TAPS))?;
+    // One GEMM per image keeps the weight un-broadcast (N is 1 in practice).
+    let per_image = (0..geo.n)
+        .map(|b| wmat.matmul(&cols.get(b)?))
+        .collect::<Result<Vec<_>>>()?;
+    let out = Tensor::stack(&per_image, 0)?;
+    out.broadcast_add(&bias.reshape((1, o, 1))?)?
+        .reshape((geo.n, o, geo.ho, geo.wo))
+}
+
+/// Deformable, modulated im2col: (x, offset, mask) -> columns (N, C·9, Ho·Wo), row c·9 + k.
+///
+/// Sampling rule (spec §3): tap k = i·3 + j reads x at h = ho·s − 1 + i + Δy, w = wo·s − 1 + j + Δx
+/// bilinearly, with zero outside (h ≤ −1, w ≤ −1, h ≥ H, w ≥ W) and per-corner zero padding, and
+/// multiplies by mask[k].
+#[derive(Debug, Clone, Copy)]
+pub struct DeformIm2col {
+    pub stride: usize,
+}
+
+/// Validated sizes shared by the wrapper and the custom op.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    stride: usize,
+}
+
+impl Geometry {
+    fn new(x: &[usize], offset: &[usize], mask: &[usize], stride: usize) -> Result<Self> {
+        let (n, c, h, w) = match *x {
+            [n, c, h, w] => (n, c, h, w),
+            _ => bail!("deform conv: x must be (N, C, H, W), got {x:?}"),
+        };
+        if stride == 0 {
+            bail!("deform conv: stride must be >= 1");
+        }
+        if h == 0 || w == 0 {
+            bail!("deform conv: empty spatial size {h}x{w}");
+        }
+        let ho = (h + 2 * PAD - K) / stride + 1;
+        let wo = (w + 2 * PAD - K) / stride + 1;
+        if offset != [n, 2 * TAPS, ho, wo] {
+            bail!(
+                "deform conv: offset must be ({n}, {}, {ho}, {wo}) for x {x:?} and stride {stride}, got {offset:?}",
+                2 * TAPS
+            );
+        }
+        if mask != [n, TAPS, ho, wo] {
+            bail!(
+                "deform conv: mask must be ({n}, {TAPS}, {ho}, {wo}) for x {x:?} and stride {stride}, got {mask:?}"
+            );
+        }
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            ho,
+            wo,
+            stride,
+        })
+    }
+}
+
+/// One bilinear sample, shared by every channel: four plane offsets and their weights (zero for
+/// corners outside the image), plus the modulation scalar.
+#[derive(Debug, Clone, Copy)]
+struct Sample<A> {
+    idx: [u32; 4],
+    wt: [A; 4],
+    m: A,
+}
+
+/// Sampling positions and weights for all (tap, output pixel) pairs of image `b`, in row-major
+/// (k, ho, wo) order, i.e. the column order within one channel.
+fn build_samples<A: Acc>(off: &[A], mask: &[A], g: &Geometry, b: usize) -> Vec<Sample<A>> {
+    let p = g.ho * g.wo;
+    let (h, w) = (g.h as isize, g.w as isize);
+    let off = &off[b * 2 * TAPS * p..(b + 1) * 2 * TAPS * p];
+    let mask = &mask[b * TAPS * p..(b + 1) * TAPS * p];
+    (0..TAPS * p)
+        .into_par_iter()
+        .map(|kp| {
+            let (k, pix) = (kp / p, kp % p);
+            let (i, j) = (k / K, k % K);
+            let (oy, ox) = (pix / g.wo, pix % g.wo);
+            let dy = off[2 * k * p + pix];
+            let dx = off[(2 * k + 1) * p + pix];
+            let m = mask[k * p + pix];
+            // Integer part first, then the offset, as the reference kernels do.
+            let y = A::from_isize((oy * g.stride + i) as isize - PAD as isize) + dy;
+            let x = A::from_isize((ox * g.stride + j) as isize - PAD as isize) + dx;
+            let mut s = Sample {
+                idx: [0; 4],
+                wt: [A::ZERO; 4],
+                m,
+            };
+            let neg_one = A::ZERO - A::ONE;
+            // Written so that NaN coordinates fall through to the zero sample too.
+            let inside = y > neg_one && x > neg_one && y < A::from_isize(h) && x < A::from_isize(w);
+            if !inside {
+                return s;
+            }
+            let y0 = y.floor_isize();
+            let x0 = x.floor_isize();
+            let ly = y - A::from_isize(y0);
+            let lx = x - A::from_isize(x0);
+            let (hy, hx) = (A::ONE - ly, A::ONE - lx);
+            let corners = [
+                (y0, x0, hy * hx),
+                (y0, x0 + 1, hy * lx),
+                (y0 + 1, x0, ly * hx),
+                (y0 + 1, x0 + 1, ly * lx),
+            ];
+            for (q, &(cy, cx, cw)) in corners.iter().enumerate() {
+                if cy >= 0 && cx >= 0 && cy < h && cx < w {
+                    // The plane is at most u32::MAX elements (checked by the caller).
+                    s.idx[q] = (cy * w + cx) as u32;
+                    s.wt[q] = cw;
+                }
+            }
+            s
+        })
+        .collect()
+}
+
+/// Columns for one dtype whose storage type is also its arithmetic type.
+fn im2col<A: Acc + Default>(x: &[A], off: &[A], mask: &[A], g: &Geometry) -> Vec<A> {
+    let p = g.ho * g.wo;
+    let plane = g.h * g.w;
+    let mut cols = vec![A::ZERO; g.n * g.c * TAPS * p];
+    for b in 0..g.n {
+        let samples = build_samples(off, mask, g, b);
+        let x_img = &x[b * g.c * plane..(b + 1) * g.c * plane];
+        let cols_img = &mut cols[b * g.c * TAPS * p..(b + 1) * g.c * TAPS * p];
+        // Rows c·9 .. c·9+9 of one channel are contiguous, so each channel is one chunk.
+        cols_img
+            .par_chunks_mut(TAPS * p)
+            .zip(x_img.par_chunks(plane))
+            .for_each(|(out, xp)| {
+                for (o, s) in out.iter_mut().zip(samples.iter()) {
+                    // Zero-weight corners point at index 0, which always exists.
+                    let v = s.wt[0] * xp[s.idx[0] as usize]
+                        + s.wt[1] * xp[s.idx[1] as usize]
+                        + s.wt[2] * xp[s.idx[2] as usize]
+                        + s.wt[3] * xp[s.idx[3] as usize];
+                    *o = s.m * v;
+                }
+            });
+    }
+    cols
+}
+
+impl CustomOp3 for DeformIm2col {
+    fn name(&self) -> &'static str {
+        "deform-im2col-3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(l1.dims(), l2.dims(), l3.dims(), self.stride)?;
+        if g.h * g.w > u32::MAX as usize {
+            bail!("deform conv: plane {}x{} too large", g.h, g.w);
+        }
+        let shape = Shape::from((g.n, g.c * TAPS, g.ho * g.wo));
+        let ((xs, xo), (os, oo), (ms, mo)) = (contig(s1, l1)?, contig(s2, l2)?, contig(s3, l3)?);
+        let out = match (xs.as_ref(), os.as_ref(), ms.as_ref()) {
+            (CpuStorage::F32(x), CpuStorage::F32(o), CpuStorage::F32(m)) => {
+                CpuStorage::F32(im2col(&x[xo..], &o[oo..], &m[mo..], &g))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(o), CpuStorage::F64(m)) => {
+                CpuStorage::F64(im2col(&x[xo..], &o[oo..], &m[mo..], &g))
+            }
+            _ => bail!(
+                "deform conv: x, offset and mask must all be f32 or all f64, got {:?}, {:?}, {:?}",
+                s1.dtype(),
+                s2.dtype(),
+                s3.dtype()
+            ),
+        };
+        Ok((out, shape))
+    }
+}
+
+/// A contiguous version of a CPU operand and the start offset of its data.
+fn contig<'a>(s: &'a CpuStorage, l: &Layout) -> Result<(std::borrow::Cow<'a, CpuStorage>, usize)> {
+    match l.contiguous_offsets() {
+        Some((start, _)) => Ok((std::borrow::Cow::Borrowed(s), start)),
+        None => Ok((std::borrow::Cow::Owned(copy_contiguous(s, l)?.0), 0)),
+    }
 }

@@ -1,10 +1,303 @@
 //! Bilinear resize with PyTorch's `align_corners=False`, no-antialias semantics (spec §9.3).
+//!
+//! candle's own `upsample_bilinear2d` is not guaranteed to follow PyTorch's half-pixel rule, edge
+//! clamping and rounding order, and the mask threshold at 0.5 is sensitive to all three, so the
+//! formula is written out here as a custom op.
 
-use candle_core::{Result, Tensor};
+use candle_core::{
+    backend::BackendStorage, bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType,
+};
+use rayon::prelude::*;
 
-/// Resizes an (N, C, H, W) tensor to (N, C, out_h, out_w).
+use super::{copy_contiguous, Acc};
+
+/// Resizes an (N, C, H, W) tensor to (N, C, out_h, out_w) exactly like
+/// `F.interpolate(x, size=(out_h, out_w), mode='bilinear', align_corners=False)`.
 ///
-/// STUB: delegates to candle until the exact half-pixel custom op lands.
+/// f32 and f64 are computed in their own precision; f16 and bf16 are computed in f32 and rounded
+/// once, as PyTorch's opmath does.
 pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
-    x.upsample_bilinear2d(out_h, out_w, false)
+    if x.rank() != 4 {
+        bail!(
+            "resize_bilinear: expected an (N, C, H, W) tensor, got shape {:?}",
+            x.dims()
+        );
+    }
+    if out_h == 0 || out_w == 0 {
+        bail!("resize_bilinear: output size must be positive, got {out_h}x{out_w}");
+    }
+    let (_, _, h, w) = x.dims4()?;
+    if h == 0 || w == 0 {
+        bail!("resize_bilinear: input has an empty spatial size {h}x{w}");
+    }
+    x.apply_op1_no_bwd(&ResizeBilinear { out_h, out_w })
+}
+
+/// The custom op behind [`resize_bilinear`]; exposed so a device kernel can be added later without
+/// touching callers.
+#[derive(Debug, Clone, Copy)]
+pub struct ResizeBilinear {
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+/// Source indices and weights for one output coordinate along one axis.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tap<A> {
+    pub i0: usize,
+    pub i1: usize,
+    pub l0: A,
+    pub l1: A,
+}
+
+/// Per-axis source taps, PyTorch's `area_pixel_compute_scale` / `area_pixel_compute_source_index`
+/// / `guard_index_and_lambda` for `align_corners=False` in size mode:
+/// scale = in / out (in the opmath type), src = max(scale·(dst + 0.5) − 0.5, 0),
+/// i0 = min(⌊src⌋, in − 1), i1 = i0 + (i0 < in − 1), λ1 = clamp(src − i0, 0, 1), λ0 = 1 − λ1.
+pub(crate) fn axis_taps<A: Acc>(in_size: usize, out_size: usize) -> Vec<Tap<A>> {
+    let scale = A::from_usize(in_size) / A::from_usize(out_size);
+    (0..out_size)
+        .map(|dst| {
+            let src = scale * (A::from_usize(dst) + A::HALF) - A::HALF;
+            let src = if src < A::ZERO { A::ZERO } else { src };
+            let i0 = src.floor_index().min(in_size - 1);
+            let i1 = if i0 < in_size - 1 { i0 + 1 } else { i0 };
+            let mut l1 = src - A::from_usize(i0);
+            if l1 < A::ZERO {
+                l1 = A::ZERO;
+            }
+            if l1 > A::ONE {
+                l1 = A::ONE;
+            }
+            Tap {
+                i0,
+                i1,
+                l0: A::ONE - l1,
+                l1,
+            }
+        })
+        .collect()
+}
+
+/// Resizes `planes` contiguous (h, w) planes from `src` into a new buffer of
+/// planes × out_h × out_w, converting each element to the accumulation type `A` and back.
+fn resize_planes<T, A>(
+    src: &[T],
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    to: impl Fn(T) -> A + Sync,
+    from: impl Fn(A) -> T + Sync,
+) -> Vec<T>
+where
+    T: Copy + Send + Sync + Default,
+    A: Acc,
+{
+    let ys = axis_taps::<A>(h, out_h);
+    let xs = axis_taps::<A>(w, out_w);
+    let mut dst = vec![T::default(); (src.len() / (h * w)) * out_h * out_w];
+    dst.par_chunks_mut(out_h * out_w)
+        .zip(src.par_chunks(h * w))
+        .for_each(|(out, plane)| {
+            for (out_row, ty) in out.chunks_mut(out_w).zip(ys.iter()) {
+                let r0 = &plane[ty.i0 * w..(ty.i0 + 1) * w];
+                let r1 = &plane[ty.i1 * w..(ty.i1 + 1) * w];
+                for (o, tx) in out_row.iter_mut().zip(xs.iter()) {
+                    // Same association as PyTorch: x within each row first, then y.
+                    let t0 = to(r0[tx.i0]) * tx.l0 + to(r0[tx.i1]) * tx.l1;
+                    let t1 = to(r1[tx.i0]) * tx.l0 + to(r1[tx.i1]) * tx.l1;
+                    *o = from(t0 * ty.l0 + t1 * ty.l1);
+                }
+            }
+        });
+    dst
+}
+
+/// Returns the contiguous slice of a CPU buffer described by `layout`, or an error for strided
+/// layouts (the public wrapper makes the input contiguous first).
+fn contiguous_slice<'a, T: WithDType>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("resize_bilinear: input must be contiguous"),
+    }
+}
+
+impl CustomOp1 for ResizeBilinear {
+    fn name(&self) -> &'static str {
+        "resize-bilinear-half-pixel"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = layout.shape().dims4()?;
+        let (oh, ow) = (self.out_h, self.out_w);
+        if h == 0 || w == 0 || oh == 0 || ow == 0 {
+            bail!("resize_bilinear: empty size {h}x{w} -> {oh}x{ow}");
+        }
+        let shape = Shape::from((n, c, oh, ow));
+        // The op reads the buffer as packed planes, so strided views are copied once up front.
+        let owned;
+        let (storage, layout) = if layout.is_contiguous() {
+            (storage, layout)
+        } else {
+            owned = copy_contiguous(storage, layout)?;
+            (&owned.0, &owned.1)
+        };
+        let out = match storage {
+            CpuStorage::F32(v) => {
+                let s = contiguous_slice(v, layout)?;
+                CpuStorage::F32(resize_planes::<f32, f32>(s, h, w, oh, ow, |x| x, |x| x))
+            }
+            CpuStorage::F64(v) => {
+                let s = contiguous_slice(v, layout)?;
+                CpuStorage::F64(resize_planes::<f64, f64>(s, h, w, oh, ow, |x| x, |x| x))
+            }
+            CpuStorage::F16(v) => {
+                let s = contiguous_slice(v, layout)?;
+                CpuStorage::F16(resize_planes::<half::f16, f32>(
+                    s,
+                    h,
+                    w,
+                    oh,
+                    ow,
+                    |x| x.to_f32(),
+                    half::f16::from_f32,
+                ))
+            }
+            CpuStorage::BF16(v) => {
+                let s = contiguous_slice(v, layout)?;
+                CpuStorage::BF16(resize_planes::<half::bf16, f32>(
+                    s,
+                    h,
+                    w,
+                    oh,
+                    ow,
+                    |x| x.to_f32(),
+                    half::bf16::from_f32,
+                ))
+            }
+            other => bail!(
+                "resize_bilinear: unsupported dtype {:?} (float types only)",
+                other.dtype()
+            ),
+        };
+        Ok((out, shape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// Independent float64 evaluation of the spec §9.3 formula, with the scale and source index
+    /// rounded to f32 at the same points PyTorch does for f32 tensors.
+    fn naive(x: &[f32], n_planes: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<f64> {
+        let src_index = |dst: usize, insz: usize, outsz: usize| -> (usize, usize, f64) {
+            let scale = insz as f32 / outsz as f32;
+            let s = (scale * (dst as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (s.floor() as usize).min(insz - 1);
+            let i1 = if i0 + 1 < insz { i0 + 1 } else { i0 };
+            (i0, i1, (s - i0 as f32) as f64)
+        };
+        let mut out = Vec::with_capacity(n_planes * oh * ow);
+        for p in 0..n_planes {
+            for oy in 0..oh {
+                let (y0, y1, ly) = src_index(oy, h, oh);
+                for ox in 0..ow {
+                    let (x0, x1, lx) = src_index(ox, w, ow);
+                    let at = |y: usize, xx: usize| x[p * h * w + y * w + xx] as f64;
+                    let v = (1.0 - ly) * ((1.0 - lx) * at(y0, x0) + lx * at(y0, x1))
+                        + ly * ((1.0 - lx) * at(y1, x0) + lx * at(y1, x1));
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    fn check(n: usize, c: usize, h: usize, w: usize, oh: usize, ow: usize) {
+        let data = pseudo_random(n * c * h * w, (h * 131 + w) as u64);
+        let x = Tensor::from_vec(data.clone(), (n, c, h, w), &Device::Cpu).unwrap();
+        let y = resize_bilinear(&x, oh, ow).unwrap();
+        assert_eq!(y.dims(), &[n, c, oh, ow]);
+        let got = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = naive(&data, n * c, h, w, oh, ow);
+        let max = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        assert!(max <= 4e-6 * 4.0, "{h}x{w}->{oh}x{ow}: max diff {max}");
+    }
+
+    #[test]
+    fn matches_naive_up_down_and_odd_sizes() {
+        check(2, 3, 18, 18, 35, 35);
+        check(1, 2, 35, 35, 69, 69);
+        check(1, 2, 69, 69, 138, 138);
+        check(1, 3, 48, 64, 55, 55);
+        check(1, 1, 7, 9, 13, 4);
+        check(1, 1, 1, 1, 3, 5);
+        check(1, 2, 5, 3, 5, 3);
+        check(1, 1, 10, 11, 1, 1);
+    }
+
+    #[test]
+    fn identity_when_same_size() {
+        let data = pseudo_random(2 * 7 * 9, 3);
+        let x = Tensor::from_vec(data.clone(), (1, 2, 7, 9), &Device::Cpu).unwrap();
+        let y = resize_bilinear(&x, 7, 9).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), data);
+    }
+
+    #[test]
+    fn strided_input_and_f64() {
+        let data = pseudo_random(2 * 6 * 8, 5);
+        let x = Tensor::from_vec(data, (1, 2, 6, 8), &Device::Cpu).unwrap();
+        let xt = x.transpose(2, 3).unwrap(); // (1,2,8,6), non-contiguous
+        let a = resize_bilinear(&xt, 11, 5).unwrap();
+        let b = resize_bilinear(&xt.contiguous().unwrap(), 11, 5).unwrap();
+        let d = (a - &b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(d, 0.0);
+        let c = resize_bilinear(&xt.to_dtype(DType::F64).unwrap(), 11, 5).unwrap();
+        let d = (c.to_dtype(DType::F32).unwrap() - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-5, "f64 vs f32 {d}");
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let x = Tensor::zeros((2, 3, 4), DType::F32, &Device::Cpu).unwrap();
+        assert!(resize_bilinear(&x, 4, 4).is_err());
+        let x = Tensor::zeros((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        assert!(resize_bilinear(&x, 0, 4).is_err());
+        let x = Tensor::zeros((1, 1, 4, 4), DType::U8, &Device::Cpu).unwrap();
+        assert!(resize_bilinear(&x, 2, 2).is_err());
+    }
 }
