@@ -1,1 +1,36 @@
-//! TODO
+//! SSD-style box decoding (spec §6.1).
+
+use candle_core::{DType, Tensor, D};
+
+use crate::error::{Error, Result};
+
+/// Decodes raw regressions `loc` (P, 4) against `priors` (P, 4, cx cy w h) into (P, 4) boxes
+/// (x1, y1, x2, y2), relative to the image and unclipped.
+///
+/// The operation order follows the reference so rounding matches: the variances are multiplied
+/// into `loc` first, and x2 = x1 + w rather than cx + w / 2.
+pub fn decode_boxes(loc: &Tensor, priors: &Tensor) -> Result<Tensor> {
+    if loc.dims() != priors.dims() || loc.rank() != 2 || loc.dim(1)? != 4 {
+        return Err(Error::Invalid(format!(
+            "decode: loc {:?} and priors {:?} must both be (P, 4)",
+            loc.dims(),
+            priors.dims()
+        )));
+    }
+    let loc = loc.to_dtype(DType::F32)?;
+    let priors = priors.to_dtype(DType::F32)?;
+    let p_xy = priors.narrow(D::Minus1, 0, 2)?;
+    let p_wh = priors.narrow(D::Minus1, 2, 2)?;
+    let l_xy = loc.narrow(D::Minus1, 0, 2)?;
+    let l_wh = loc.narrow(D::Minus1, 2, 2)?;
+    // `affine` computes x * mul + add in f64 then casts; scaling by the f32 constant directly keeps
+    // the reference's single f32 rounding.
+    let var0 = Tensor::new(&[0.1f32], loc.device())?;
+    let var1 = Tensor::new(&[0.2f32], loc.device())?;
+    let cxy = p_xy.add(&l_xy.broadcast_mul(&var0)?.mul(&p_wh)?)?;
+    let wh = p_wh.mul(&l_wh.broadcast_mul(&var1)?.exp()?)?;
+    let half = Tensor::new(&[2f32], loc.device())?;
+    let xy1 = cxy.sub(&wh.broadcast_div(&half)?)?;
+    let xy2 = xy1.add(&wh)?;
+    Ok(Tensor::cat(&[&xy1, &xy2], D::Minus1)?)
+}

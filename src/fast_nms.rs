@@ -1,1 +1,404 @@
-//! TODO
+//! Candidate filtering and non-maximum suppression (spec §6.2-6.4).
+//!
+//! The maths runs on host vectors in stages that each have a tensor-shaped contract, so a device
+//! kernel can replace one stage at a time: [`candidates`] (P, 81) -> (C, P') scores,
+//! [`fast_nms_keep`] (C, P') scores + (P', 4) boxes -> per-class keep lists, [`merge_top`] keep
+//! lists -> globally sorted detections.
+
+use std::cmp::Ordering;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::YolactConfig;
+use crate::error::{Error, Result};
+
+/// Which suppression the reference's eval flags select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NmsKind {
+    /// `--fast_nms=True` (default): class-wise Fast NMS.
+    Fast,
+    /// `--fast_nms=True --cross_class_nms=True`.
+    FastCrossClass,
+    /// `--fast_nms=False`: greedy per-class NMS in pixels with the +1 convention.
+    Traditional,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NmsOptions {
+    pub kind: NmsKind,
+    /// A prior is a candidate iff its best foreground score is strictly above this.
+    pub conf_thresh: f32,
+    pub iou_thresh: f32,
+    /// Candidates per class (per image for cross-class) entering the IoU matrix.
+    pub top_k: usize,
+    /// Global cap after merging classes (not applied by cross-class Fast NMS).
+    pub max_num_detections: usize,
+    /// Box scale for traditional NMS, whose +1-pixel areas only make sense in pixels.
+    pub max_size: usize,
+}
+
+impl NmsOptions {
+    pub fn from_config(cfg: &YolactConfig) -> Self {
+        NmsOptions {
+            kind: NmsKind::Fast,
+            conf_thresh: cfg.nms_conf_thresh,
+            iou_thresh: cfg.nms_thresh,
+            top_k: cfg.nms_top_k,
+            max_num_detections: cfg.max_num_detections,
+            max_size: cfg.max_size,
+        }
+    }
+}
+
+impl Default for NmsOptions {
+    fn default() -> Self {
+        NmsOptions {
+            kind: NmsKind::Fast,
+            conf_thresh: 0.05,
+            iou_thresh: 0.5,
+            top_k: 200,
+            max_num_detections: 100,
+            max_size: 550,
+        }
+    }
+}
+
+/// Detections after NMS, sorted by score descending.
+#[derive(Debug, Clone)]
+pub struct Dets {
+    /// (n, 4) x1 y1 x2 y2, relative to the image.
+    pub boxes: Tensor,
+    /// (n, mask_dim) mask coefficients.
+    pub coefs: Tensor,
+    /// 0-based foreground class.
+    pub classes: Vec<u32>,
+    /// Softmax probability of `classes[i]`.
+    pub scores: Vec<f32>,
+}
+
+impl Dets {
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    pub fn empty(mask_dim: usize, device: &Device) -> candle_core::Result<Self> {
+        Ok(Dets {
+            boxes: Tensor::zeros((0, 4), DType::F32, device)?,
+            coefs: Tensor::zeros((0, mask_dim), DType::F32, device)?,
+            classes: Vec::new(),
+            scores: Vec::new(),
+        })
+    }
+
+    /// Keeps the rows listed in `idx`, in that order.
+    pub fn select(&self, idx: &[usize]) -> Result<Self> {
+        let mut classes = Vec::with_capacity(idx.len());
+        let mut scores = Vec::with_capacity(idx.len());
+        for &i in idx {
+            match (self.classes.get(i), self.scores.get(i)) {
+                (Some(&c), Some(&s)) => {
+                    classes.push(c);
+                    scores.push(s);
+                }
+                _ => return Err(Error::Invalid(format!("Dets::select: row {i} out of range"))),
+            }
+        }
+        let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+        let rows = Tensor::from_vec(rows, idx.len(), self.boxes.device())?;
+        Ok(Dets {
+            boxes: self.boxes.index_select(&rows, 0)?,
+            coefs: self.coefs.index_select(&rows, 0)?,
+            classes,
+            scores,
+        })
+    }
+}
+
+/// One kept (prior, class) pair.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Kept {
+    /// Index into the candidate list (the P' axis).
+    pub cand: usize,
+    pub class: u32,
+    pub score: f32,
+}
+
+/// Sort key that is total and treats NaN as the lowest score and -0 as +0.
+fn key(x: f32) -> f32 {
+    if x.is_nan() {
+        f32::NEG_INFINITY
+    } else {
+        x + 0.0
+    }
+}
+
+/// Descending by score, ascending by position on ties: what a stable descending sort gives.
+fn desc(scores: &[f32], a: usize, b: usize) -> Ordering {
+    key(scores[b])
+        .total_cmp(&key(scores[a]))
+        .then_with(|| a.cmp(&b))
+}
+
+/// Indices of `scores` in stable descending order.
+pub fn stable_desc_order(scores: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_unstable_by(|&a, &b| desc(scores, a, b));
+    idx
+}
+
+/// The first `k` indices of [`stable_desc_order`] without sorting the tail.
+pub fn stable_desc_top_k(scores: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    if k < idx.len() && k > 0 {
+        idx.select_nth_unstable_by(k - 1, |&a, &b| desc(scores, a, b));
+    }
+    idx.truncate(k);
+    idx.sort_unstable_by(|&a, &b| desc(scores, a, b));
+    idx
+}
+
+/// IoU of two (x1, y1, x2, y2) boxes in f32, without the +1 convention (reference `jaccard`).
+/// Two empty boxes give NaN, as in the reference.
+#[inline]
+pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area_a = (a[2] - a[0]) * (a[3] - a[1]);
+    let area_b = (b[2] - b[0]) * (b[3] - b[1]);
+    inter / (area_a + area_b - inter)
+}
+
+/// Host copy of the candidates: `scores` is (C, P') row-major.
+#[derive(Debug, Clone)]
+pub struct Candidates {
+    /// Original prior index of each candidate, ascending.
+    pub priors: Vec<u32>,
+    pub num_classes: usize,
+    pub scores: Vec<f32>,
+}
+
+impl Candidates {
+    pub fn len(&self) -> usize {
+        self.priors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.priors.is_empty()
+    }
+
+    pub fn class_scores(&self, c: usize) -> &[f32] {
+        let n = self.priors.len();
+        &self.scores[c * n..(c + 1) * n]
+    }
+}
+
+/// Candidate filter (§6.2): drops the background column and keeps priors whose best foreground
+/// score is strictly above `conf_thresh`. NaN scores are rejected, since no ordering of them would
+/// match the reference.
+pub fn candidates(conf: &Tensor, conf_thresh: f32) -> Result<Candidates> {
+    let (p, c1) = conf.dims2()?;
+    if c1 < 2 {
+        return Err(Error::Invalid(format!(
+            "conf must be (P, 1 + classes), got {:?}",
+            conf.dims()
+        )));
+    }
+    let flat = conf.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    if flat.iter().any(|v| v.is_nan()) {
+        return Err(Error::Invalid("NaN in class confidences".into()));
+    }
+    let nc = c1 - 1;
+    let mut priors = Vec::new();
+    for (i, row) in flat.chunks_exact(c1).enumerate() {
+        let best = row[1..].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if best > conf_thresh {
+            priors.push(i as u32);
+        }
+    }
+    let n = priors.len();
+    let mut scores = vec![0f32; nc * n];
+    for (j, &pi) in priors.iter().enumerate() {
+        let row = &flat[pi as usize * c1 + 1..(pi as usize + 1) * c1];
+        for (c, &s) in row.iter().enumerate() {
+            scores[c * n + j] = s;
+        }
+    }
+    debug_assert_eq!(p * c1, flat.len());
+    Ok(Candidates {
+        priors,
+        num_classes: nc,
+        scores,
+    })
+}
+
+/// Fast NMS of one ranked list: `ranked` boxes in descending score order; returns, per position,
+/// whether it survives. A box is dropped when any higher-ranked box (suppressed or not) overlaps it
+/// by more than `iou_thresh`; a NaN IoU also drops it, as the reference's max propagates NaN.
+pub fn fast_nms_ranked(ranked: &[[f32; 4]], iou_thresh: f32) -> Vec<bool> {
+    (0..ranked.len())
+        .map(|j| {
+            ranked[..j]
+                .iter()
+                .all(|bi| iou(bi, &ranked[j]) <= iou_thresh)
+        })
+        .collect()
+}
+
+/// Class-wise Fast NMS core (§6.3 steps 1-5): `scores` (C, P') row-major and `boxes` (P') in;
+/// per class, the kept candidates in rank order.
+pub fn fast_nms_keep(
+    scores: &[f32],
+    num_classes: usize,
+    boxes: &[[f32; 4]],
+    top_k: usize,
+    iou_thresh: f32,
+) -> Result<Vec<Vec<Kept>>> {
+    let n = boxes.len();
+    if scores.len() != num_classes * n {
+        return Err(Error::Invalid(format!(
+            "fast_nms: {} scores for {num_classes} classes x {n} boxes",
+            scores.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(num_classes);
+    for c in 0..num_classes {
+        let s = &scores[c * n..(c + 1) * n];
+        let order = stable_desc_top_k(s, top_k.min(n));
+        let ranked: Vec<[f32; 4]> = order.iter().map(|&i| boxes[i]).collect();
+        let keep = fast_nms_ranked(&ranked, iou_thresh);
+        out.push(
+            order
+                .iter()
+                .zip(keep)
+                .filter(|(_, k)| *k)
+                .map(|(&i, _)| Kept {
+                    cand: i,
+                    class: c as u32,
+                    score: s[i],
+                })
+                .collect(),
+        );
+    }
+    Ok(out)
+}
+
+/// Flattens per-class keep lists class-major, sorts them stably by score descending and keeps the
+/// first `max_det` (§6.3 step 7).
+pub fn merge_top(per_class: Vec<Vec<Kept>>, max_det: usize) -> Vec<Kept> {
+    let flat: Vec<Kept> = per_class.into_iter().flatten().collect();
+    let scores: Vec<f32> = flat.iter().map(|k| k.score).collect();
+    stable_desc_top_k(&scores, max_det.min(flat.len()))
+        .into_iter()
+        .map(|i| flat[i])
+        .collect()
+}
+
+/// Cross-class Fast NMS (§6.4): one score per candidate (its best class; first on ties), top
+/// `top_k`, triu IoU, keep IoU max <= thresh. No global cap.
+pub fn cross_class_fast_nms(
+    cands: &Candidates,
+    boxes: &[[f32; 4]],
+    top_k: usize,
+    iou_thresh: f32,
+) -> Vec<Kept> {
+    let n = cands.len();
+    let mut best = vec![f32::NEG_INFINITY; n];
+    let mut cls = vec![0u32; n];
+    for c in 0..cands.num_classes {
+        for (j, &s) in cands.class_scores(c).iter().enumerate() {
+            if s > best[j] {
+                best[j] = s;
+                cls[j] = c as u32;
+            }
+        }
+    }
+    let order = stable_desc_top_k(&best, top_k.min(n));
+    let ranked: Vec<[f32; 4]> = order.iter().map(|&i| boxes[i]).collect();
+    order
+        .iter()
+        .zip(fast_nms_ranked(&ranked, iou_thresh))
+        .filter(|(_, k)| *k)
+        .map(|(&i, _)| Kept {
+            cand: i,
+            class: cls[i],
+            score: best[i],
+        })
+        .collect()
+}
+
+fn boxes_to_host(boxes: &Tensor) -> Result<Vec<[f32; 4]>> {
+    let v = boxes.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(v.chunks_exact(4)
+        .map(|c| [c[0], c[1], c[2], c[3]])
+        .collect())
+}
+
+/// Runs the candidate filter and the selected NMS on one image.
+///
+/// `boxes` (P, 4) decoded relative boxes, `conf` (P, 1 + classes) softmax scores, `coefs`
+/// (P, mask_dim). Returns detections sorted by score descending.
+pub fn detect(boxes: &Tensor, conf: &Tensor, coefs: &Tensor, opts: &NmsOptions) -> Result<Dets> {
+    let (p, four) = boxes.dims2()?;
+    let (pc, _) = conf.dims2()?;
+    let (pm, mask_dim) = coefs.dims2()?;
+    if four != 4 || pc != p || pm != p {
+        return Err(Error::Invalid(format!(
+            "detect: boxes {:?}, conf {:?}, coefs {:?} disagree on P",
+            boxes.dims(),
+            conf.dims(),
+            coefs.dims()
+        )));
+    }
+    let device = boxes.device();
+    let cands = candidates(conf, opts.conf_thresh)?;
+    if cands.is_empty() {
+        return Ok(Dets::empty(mask_dim, device)?);
+    }
+    let all_boxes = boxes_to_host(boxes)?;
+    let cand_boxes: Vec<[f32; 4]> = cands
+        .priors
+        .iter()
+        .map(|&i| all_boxes[i as usize])
+        .collect();
+    let kept = match opts.kind {
+        NmsKind::Fast => merge_top(
+            fast_nms_keep(
+                &cands.scores,
+                cands.num_classes,
+                &cand_boxes,
+                opts.top_k,
+                opts.iou_thresh,
+            )?,
+            opts.max_num_detections,
+        ),
+        NmsKind::FastCrossClass => {
+            cross_class_fast_nms(&cands, &cand_boxes, opts.top_k, opts.iou_thresh)
+        }
+        NmsKind::Traditional => crate::nms::traditional_nms(&cands, &cand_boxes, opts),
+    };
+    let rows: Vec<u32> = kept.iter().map(|k| cands.priors[k.cand]).collect();
+    let n = rows.len();
+    let rows_t = Tensor::from_vec(rows, n, device)?;
+    let out_boxes = if opts.kind == NmsKind::Traditional {
+        // The reference scales to pixels and back, which rounds in f32.
+        let s = opts.max_size as f32;
+        let v: Vec<f32> = kept
+            .iter()
+            .flat_map(|k| cand_boxes[k.cand].map(|x| (x * s) / s))
+            .collect();
+        Tensor::from_vec(v, (n, 4), device)?
+    } else {
+        boxes.to_dtype(DType::F32)?.index_select(&rows_t, 0)?
+    };
+    Ok(Dets {
+        boxes: out_boxes,
+        coefs: coefs.index_select(&rows_t, 0)?,
+        classes: kept.iter().map(|k| k.class).collect(),
+        scores: kept.iter().map(|k| k.score).collect(),
+    })
+}
