@@ -78,7 +78,7 @@ impl BoxMask {
         if bx0 == u32::MAX {
             return Ok(Self::empty());
         }
-        Ok(Self::pack(bx0, by0, bx1, by1, |x, y| pixel(x, y)))
+        Ok(Self::pack(bx0, by0, bx1, by1, pixel))
     }
 
     /// A filled axis-aligned rectangle `[x0, x1) x [y0, y1)`.
@@ -149,15 +149,45 @@ impl BoxMask {
         Self::from_mask_bounds(mask, bx0, by0, bx1, by1)
     }
 
+    /// Packs the full-frame mask's pixels inside the given tight bounds, a row slice at a time
+    /// (this conversion dominates the per-frame cost when masks arrive as full-frame bitmaps).
     fn from_mask_bounds(mask: &Mask, x0: usize, y0: usize, x1: usize, y1: usize) -> Result<Self> {
         let to_u32 = |v: usize| {
             u32::try_from(v).map_err(|_| Error::Invalid(format!("mask dimension {v} exceeds u32")))
         };
-        let (x0, y0, x1, y1) = (to_u32(x0)?, to_u32(y0)?, to_u32(x1)?, to_u32(y1)?);
-        let w = mask.width;
-        Ok(Self::pack(x0, y0, x1, y1, |x, y| {
-            mask.data[y as usize * w + x as usize] != 0
-        }))
+        let (ux0, uy0, ux1, uy1) = (to_u32(x0)?, to_u32(y0)?, to_u32(x1)?, to_u32(y1)?);
+        let first_word = ux0 / WORD;
+        let words_per_row = ((ux1 - 1) / WORD - first_word + 1) as usize;
+        let mut bits = vec![0u64; (y1 - y0) * words_per_row];
+        let mut area = 0u64;
+        let base = first_word as usize * WORD as usize;
+        for (y, out) in (y0..y1).zip(bits.chunks_exact_mut(words_per_row)) {
+            let row = &mask.data[y * mask.width..][..mask.width];
+            // Walk whole 64-column words in absolute coordinates, clipped to [x0, x1).
+            for (k, word) in out.iter_mut().enumerate() {
+                let c0 = (base + k * WORD as usize).max(x0);
+                let c1 = (base + (k + 1) * WORD as usize).min(x1);
+                let mut w = 0u64;
+                for (c, &v) in row[c0..c1].iter().enumerate() {
+                    w |= u64::from(v != 0) << ((c0 + c) % WORD as usize);
+                }
+                area += u64::from(w.count_ones());
+                *word = w;
+            }
+        }
+        if area == 0 {
+            return Ok(Self::empty());
+        }
+        Ok(BoxMask {
+            x0: ux0,
+            y0: uy0,
+            x1: ux1,
+            y1: uy1,
+            first_word,
+            words_per_row: words_per_row as u32,
+            bits,
+            area,
+        })
     }
 
     /// Packs pixels of `[x0, x1) x [y0, y1)` (non-empty); the bounds are taken as given.
