@@ -107,7 +107,7 @@ mod tests {
     fn blending_follows_the_reference_formula() {
         let img = RgbImage::from_pixel(20, 20, Rgb([100, 150, 200]));
         let mut data = vec![0u8; 400];
-        data[10 * 20 + 10] = 1;
+        data[17 * 20 + 10] = 1;
         let d = Detection {
             class_id: 0,
             score: 0.9,
@@ -125,7 +125,7 @@ mod tests {
                 ((v * (1.0 - ALPHA) + ALPHA * c[k] as f32 / 255.0) * 255.0) as u8
             })
             .collect();
-        assert_eq!(out.get_pixel(10, 10).0.to_vec(), expect);
+        assert_eq!(out.get_pixel(10, 17).0.to_vec(), expect);
         // outside the mask and the box: untouched
         assert_eq!(out.get_pixel(0, 0), &Rgb([100, 150, 200]));
         // the box outline uses the detection colour
