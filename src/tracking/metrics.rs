@@ -206,7 +206,7 @@ impl StabilityMetrics {
         if self
             .window
             .back()
-            .is_some_and(|b| !(frame.stamp >= b.stamp) || !frame.stamp.is_finite())
+            .is_some_and(|b| !frame.stamp.is_finite() || frame.stamp < b.stamp)
         {
             self.window.clear();
         }
