@@ -256,13 +256,20 @@ impl BoxMask {
         let b_off = (w0 - other.first_word) as usize;
         let a_stride = self.words_per_row as usize;
         let b_stride = other.words_per_row as usize;
+        let rows = (y1 - y0) as usize;
+        let a_rows = self
+            .bits
+            .chunks_exact(a_stride)
+            .skip((y0 - self.y0) as usize);
+        let b_rows = other
+            .bits
+            .chunks_exact(b_stride)
+            .skip((y0 - other.y0) as usize);
         let mut total = 0u64;
-        for y in y0..y1 {
-            let a = &self.bits[(y - self.y0) as usize * a_stride + a_off..][..n];
-            let b = &other.bits[(y - other.y0) as usize * b_stride + b_off..][..n];
-            total += a
+        for (a, b) in a_rows.zip(b_rows).take(rows) {
+            total += a[a_off..a_off + n]
                 .iter()
-                .zip(b)
+                .zip(&b[b_off..b_off + n])
                 .map(|(p, q)| u64::from((p & q).count_ones()))
                 .sum::<u64>();
         }
