@@ -89,9 +89,11 @@ fn summary(name: &str, mut t: Vec<Duration>) {
     );
 }
 
-fn main() {
+/// Tracks `instances` moving objects for `WARMUP + FRAMES` frames, prints the timings and returns
+/// the last frame's inputs.
+fn run_case(instances: usize) -> Vec<TrackInput> {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
-    let mut objects: Vec<Object> = (0..INSTANCES)
+    let mut objects: Vec<Object> = (0..instances)
         .map(|_| {
             let rx = rng.uniform(15.0, 75.0);
             let ry = rng.uniform(15.0, 75.0);
@@ -137,15 +139,25 @@ fn main() {
                 report.run.flicker_per_100_track_frames,
                 tracker.live_tracks()
             );
-            mask_words = frame.iter().map(|i| i.mask.area() as usize).sum::<usize>() / INSTANCES;
+            mask_words = frame.iter().map(|i| i.mask.area() as usize).sum::<usize>() / instances;
             last_frame = frame;
         }
     }
     println!(
-        "{INSTANCES} instances per frame at {W}x{H}, mean mask area {mask_words} px, {FRAMES} timed frames"
+        "{instances} instances per frame at {W}x{H}, mean mask area {mask_words} px, {FRAMES} timed frames"
     );
     summary("Tracker::update", t_update);
     summary("StabilityMetrics::observe + snapshot", t_metrics);
+    last_frame
+}
+
+fn main() {
+    // Scaling first, the headline case (100) last.
+    for n in [25, 50, 200] {
+        run_case(n);
+        println!();
+    }
+    let last_frame = run_case(INSTANCES);
 
     // Conversion from the pipeline's full-frame masks, timed over the same count of repetitions.
     let detections: Vec<Detection> = last_frame

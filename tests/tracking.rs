@@ -443,3 +443,24 @@ fn many_instances_keep_their_ids() {
     assert!(ids.iter().all(|f| f == &ids[0]));
     assert_eq!(m.snapshot().run.births, 100);
 }
+
+#[test]
+fn stream_bundle_tracks_reports_and_survives_a_time_jump() {
+    use yolact_ros2::tracking::StreamStability;
+    let mut s = StreamStability::new(TrackerConfig::default(), MetricsConfig::default()).unwrap();
+    let frame = vec![square(0, 0.5, 10, 10, 20), square(1, 0.5, 60, 10, 20)];
+    let first = s.update(1.0, &frame).unwrap();
+    assert_eq!(s.update(1.1, &frame).unwrap(), first);
+    assert!(s.update(0.5, &frame).is_err(), "stamp going backwards");
+    s.reset();
+    let after = s.update(0.5, &frame).unwrap();
+    assert!(
+        after.iter().all(|id| !first.contains(id)),
+        "IDs are not reused"
+    );
+    let r = s.snapshot();
+    assert_eq!(r.window.frames, 1);
+    assert_eq!(r.run.frames, 3);
+    assert_eq!(r.run.births, 4);
+    assert_eq!(s.tracker().live_tracks(), 2);
+}

@@ -189,8 +189,27 @@ impl StabilityMetrics {
         self.run = RunTotals::default();
     }
 
-    /// Adds one frame's association.
+    /// Call after [`super::Tracker::reset`]: the tracker's live tracks ended without a recorded
+    /// death, so their score statistics are closed here and the window restarts.
+    pub fn on_tracker_reset(&mut self) {
+        for (_, w) in self.run.live_scores.drain() {
+            if w.n >= 2 {
+                self.run.score_std_done.push(w.std());
+            }
+        }
+        self.window.clear();
+    }
+
+    /// Adds one frame's association. A stamp older than the newest windowed frame (or not finite)
+    /// means a time jump, so the window restarts; the run totals continue.
     pub fn observe(&mut self, frame: &FrameAssociation) {
+        if self
+            .window
+            .back()
+            .is_some_and(|b| !frame.stamp.is_finite() || frame.stamp < b.stamp)
+        {
+            self.window.clear();
+        }
         let k = u64::from(self.cfg.flicker_max_gap);
         let mut s = FrameSample {
             stamp: frame.stamp,
@@ -405,4 +424,75 @@ pub fn box_jitter(prev: &[f32; 4], cur: &[f32; 4]) -> Option<(f64, f64)> {
     let centre = ((cx - px).powi(2) + (cy - py).powi(2)).sqrt() / ps;
     let size = (cs - ps).abs() / ps;
     Some((centre, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracking::tracker::TrackObservation;
+
+    fn frame(stamp: f64, n: usize) -> FrameAssociation {
+        FrameAssociation {
+            frame_index: 0,
+            stamp,
+            observations: (0..n)
+                .map(|i| TrackObservation {
+                    track_id: i as u32,
+                    input_index: i,
+                    class_id: 0,
+                    score: 0.5,
+                    bbox: [0.0, 0.0, 10.0, 10.0],
+                    frames_since_seen: 1,
+                    iou_with_last: Some(0.5),
+                    last_bbox: Some([1.0, 0.0, 11.0, 10.0]),
+                    last_score: Some(0.5),
+                })
+                .collect(),
+            deaths: vec![],
+            live_tracks: n,
+        }
+    }
+
+    #[test]
+    fn time_jump_restarts_the_window_only() {
+        let mut m = StabilityMetrics::new(MetricsConfig {
+            window: MetricsWindow::Seconds(10.0),
+            flicker_max_gap: 3,
+        })
+        .unwrap();
+        for k in 0..5 {
+            m.observe(&frame(100.0 + k as f64, 2));
+        }
+        m.observe(&frame(3.0, 4));
+        let r = m.snapshot();
+        assert_eq!(r.window.frames, 1);
+        assert_eq!(r.window.instances_per_frame_mean, 4.0);
+        assert_eq!(r.run.frames, 6);
+        assert_eq!(r.run.track_frames, 14);
+        assert!((r.run.box_centre_jitter_mean - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rejects_empty_windows() {
+        for window in [
+            MetricsWindow::Frames(0),
+            MetricsWindow::Seconds(0.0),
+            MetricsWindow::Seconds(f64::NAN),
+        ] {
+            let cfg = MetricsConfig {
+                window,
+                flicker_max_gap: 1,
+            };
+            assert!(StabilityMetrics::new(cfg).is_err());
+        }
+    }
+
+    #[test]
+    fn box_jitter_definition() {
+        // Centre moves by (3, 4) -> 5 px; previous box 10 x 40 -> scale 20; new box 20 x 20.
+        let (c, s) = box_jitter(&[0.0, 0.0, 10.0, 40.0], &[-2.0, 14.0, 18.0, 34.0]).unwrap();
+        assert!((c - 5.0 / 20.0).abs() < 1e-12);
+        assert!(s.abs() < 1e-12);
+        assert!(box_jitter(&[5.0, 5.0, 5.0, 9.0], &[0.0, 0.0, 1.0, 1.0]).is_none());
+    }
 }

@@ -50,7 +50,8 @@ impl TrackerConfig {
     }
 }
 
-/// The tracker's compact view of one detection.
+/// The tracker's compact view of one detection. An instance with an empty mask can never be
+/// matched (its IoU with anything is 0), so it starts a new track.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrackInput {
     pub class_id: usize,
@@ -274,7 +275,7 @@ impl Tracker {
         for (inp, obs) in inputs.iter().zip(observations.iter_mut()) {
             if obs.is_new() {
                 let id = self.next_id;
-                // Wrapping after 4e9 births is harmless: the old holder of the ID is long dead.
+                // Wrapping after 4e9 births could only collide with a track alive all that time.
                 self.next_id = self.next_id.wrapping_add(1);
                 obs.track_id = id;
                 self.tracks.push(Track {
