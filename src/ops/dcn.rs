@@ -24,6 +24,10 @@ const SAMPLE_BLOCK: usize = 256;
 /// * `x`: (N, C, H, W); `offset`: (N, 18, Ho, Wo) interleaved (dy, dx) per tap; `mask`: (N, 9, Ho, Wo),
 ///   already passed through a sigmoid; `weight`: (O, C, 3, 3); `bias`: (O,).
 /// * kernel 3x3, padding 1, dilation 1, `stride` >= 1; Ho = (H - 1) / stride + 1.
+/// * f32 or f64 on the CPU (x, offset and mask of one dtype); other devices need a `cuda_fwd`.
+///
+/// Out-of-image samples are computed as 0 · x[0], so a non-finite x[0] (a broken input anyway)
+/// leaks NaN where the reference kernels give 0.
 pub fn modulated_deform_conv2d(
     x: &Tensor,
     offset: &Tensor,
