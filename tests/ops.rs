@@ -506,3 +506,42 @@ fn im2col_only() {
             .unwrap();
     }
 }
+
+/// Real-size cases against torchvision (too large to commit); see tools/make_ops_fixtures.py
+/// `--big`. Skips when YOLACT_OPS_BIG is unset.
+#[test]
+#[ignore]
+fn dcn_matches_torchvision_big() {
+    let Ok(path) = std::env::var("YOLACT_OPS_BIG") else {
+        eprintln!("YOLACT_OPS_BIG not set; skipping");
+        return;
+    };
+    let fx = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let mut cases: Vec<&str> = fx.keys().filter_map(|k| k.strip_suffix(".out")).collect();
+    cases.sort();
+    assert!(!cases.is_empty());
+    for case in cases {
+        let g = |k: &str| fx.get(&format!("{case}.{k}")).unwrap();
+        let stride = g("stride").to_vec1::<i64>().unwrap()[0] as usize;
+        let y = modulated_deform_conv2d(
+            g("x"),
+            g("offset"),
+            g("mask"),
+            g("weight"),
+            g("bias"),
+            stride,
+        )
+        .unwrap();
+        let want = g("out");
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let d = max_abs_diff(&y, want);
+        eprintln!("dcn big {case}: max |diff| {d:e}, max |out| {scale}");
+        assert!(d <= 1e-5 * scale.max(1.0) * 10.0, "{case}: {d}");
+    }
+}
