@@ -340,6 +340,33 @@ mod tests {
     }
 
     #[test]
+    fn half_types_round_once_from_f32() {
+        let data = pseudo_random(3 * 9 * 7, 9);
+        let x = Tensor::from_vec(data, (1, 3, 9, 7), &Device::Cpu).unwrap();
+        for dt in [DType::F16, DType::BF16] {
+            // Inputs exactly representable in the half type, so only the output rounding differs.
+            let xh = x.to_dtype(dt).unwrap();
+            let want = resize_bilinear(&xh.to_dtype(DType::F32).unwrap(), 16, 5)
+                .unwrap()
+                .to_dtype(dt)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+            let got = resize_bilinear(&xh, 16, 5).unwrap();
+            assert_eq!(got.dtype(), dt);
+            let d = (got.to_dtype(DType::F32).unwrap() - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d, 0.0, "{dt:?}");
+        }
+    }
+
+    #[test]
     fn rejects_bad_input() {
         let x = Tensor::zeros((2, 3, 4), DType::F32, &Device::Cpu).unwrap();
         assert!(resize_bilinear(&x, 4, 4).is_err());
