@@ -2,6 +2,10 @@
 """Writes the reference fixtures for tests/ops.rs (DCNv2 im2col and the half-pixel bilinear resize).
 
 Run from the repository root:  python3 tools/make_ops_fixtures.py
+Optionally `--big PATH` also writes real-size DCN cases (x of 128 channels at 69x69 stride 1 and
+138x138 stride 2, about 30 MB, not committed) for the ignored test `dcn_matches_torchvision_big`:
+    python3 tools/make_ops_fixtures.py --big /tmp/dcn_big.safetensors
+    YOLACT_OPS_BIG=/tmp/dcn_big.safetensors cargo test --release --test ops big -- --ignored
 Needs torch, torchvision and safetensors. Everything is float32 on the CPU, deterministic (fixed
 seed), and small enough to commit.
 
@@ -35,8 +39,8 @@ def gen_input(n):
     return v.astype(np.float32)
 
 
-def dcn_fixtures(g):
-    cases = {
+def dcn_fixtures(g, cases=None, path=None):
+    cases = cases or {
         # name: (N, C, H, W, O, stride, far fraction)
         "s1_odd": (2, 3, 7, 9, 4, 1, 0.3),
         "s2_odd": (2, 3, 7, 9, 4, 2, 0.3),
@@ -63,7 +67,7 @@ def dcn_fixtures(g):
         for k, v in dict(x=x, offset=offset, mask=mask, weight=weight, bias=bias, out=out).items():
             t[f"{name}.{k}"] = v.contiguous().float()
         t[f"{name}.stride"] = torch.tensor([s], dtype=torch.int64)
-    save_file(t, os.path.join(OUT_DIR, "dcn.safetensors"))
+    save_file(t, path or os.path.join(OUT_DIR, "dcn.safetensors"))
 
 
 def subset(size, step, limit):
@@ -104,11 +108,23 @@ def interp_fixtures():
 
 
 def main():
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--big", help="also write real-size DCN cases to this path")
+    args = ap.parse_args()
     torch.set_num_threads(1)
     os.makedirs(OUT_DIR, exist_ok=True)
     g = torch.Generator().manual_seed(20240611)
     dcn_fixtures(g)
     interp_fixtures()
+    if args.big:
+        torch.set_num_threads(os.cpu_count() or 1)
+        big = {
+            "c128_69_s1": (1, 128, 69, 69, 128, 1, 0.05),
+            "c128_138_s2": (1, 128, 138, 138, 128, 2, 0.05),
+        }
+        dcn_fixtures(torch.Generator().manual_seed(7), big, args.big)
     print("torch", torch.__version__, "torchvision", torchvision.__version__)
 
 

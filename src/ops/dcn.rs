@@ -15,12 +15,19 @@ use super::{copy_contiguous, Acc};
 const K: usize = 3;
 const PAD: usize = 1;
 const TAPS: usize = K * K;
+/// Channels per parallel task, and samples per cache block (36 B each: 9 KiB).
+const CH_BLOCK: usize = 8;
+const SAMPLE_BLOCK: usize = 256;
 
 /// out = bias + weight · deform_im2col(x, offset, mask)
 ///
 /// * `x`: (N, C, H, W); `offset`: (N, 18, Ho, Wo) interleaved (dy, dx) per tap; `mask`: (N, 9, Ho, Wo),
 ///   already passed through a sigmoid; `weight`: (O, C, 3, 3); `bias`: (O,).
 /// * kernel 3x3, padding 1, dilation 1, `stride` >= 1; Ho = (H - 1) / stride + 1.
+/// * f32 or f64 on the CPU (x, offset and mask of one dtype); other devices need a `cuda_fwd`.
+///
+/// Out-of-image samples are computed as 0 · x[0], so a non-finite x[0] (a broken input anyway)
+/// leaks NaN where the reference kernels give 0.
 pub fn modulated_deform_conv2d(
     x: &Tensor,
     offset: &Tensor,
@@ -191,18 +198,27 @@ fn im2col<A: Acc + Default>(x: &[A], off: &[A], mask: &[A], g: &Geometry) -> Vec
         let samples = build_samples(off, mask, g, b);
         let x_img = &x[b * g.c * plane..(b + 1) * g.c * plane];
         let cols_img = &mut cols[b * g.c * TAPS * p..(b + 1) * g.c * TAPS * p];
-        // Rows c·9 .. c·9+9 of one channel are contiguous, so each channel is one chunk.
+        // Rows c·9 .. c·9+9 of one channel are contiguous, so a group of channels is one chunk.
+        // Within a group, a block of samples is reused for every channel while it is in L1.
         cols_img
-            .par_chunks_mut(TAPS * p)
-            .zip(x_img.par_chunks(plane))
-            .for_each(|(out, xp)| {
-                for (o, s) in out.iter_mut().zip(samples.iter()) {
-                    // Zero-weight corners point at index 0, which always exists.
-                    let v = s.wt[0] * xp[s.idx[0] as usize]
-                        + s.wt[1] * xp[s.idx[1] as usize]
-                        + s.wt[2] * xp[s.idx[2] as usize]
-                        + s.wt[3] * xp[s.idx[3] as usize];
-                    *o = s.m * v;
+            .par_chunks_mut(CH_BLOCK * TAPS * p)
+            .zip(x_img.par_chunks(CH_BLOCK * plane))
+            .for_each(|(out, xs)| {
+                let mut start = 0;
+                while start < samples.len() {
+                    let end = (start + SAMPLE_BLOCK).min(samples.len());
+                    let block = &samples[start..end];
+                    for (och, xp) in out.chunks_mut(TAPS * p).zip(xs.chunks(plane)) {
+                        for (o, s) in och[start..end].iter_mut().zip(block) {
+                            // Zero-weight corners point at index 0, which always exists.
+                            let v = s.wt[0] * xp[s.idx[0] as usize]
+                                + s.wt[1] * xp[s.idx[1] as usize]
+                                + s.wt[2] * xp[s.idx[2] as usize]
+                                + s.wt[3] * xp[s.idx[3] as usize];
+                            *o = s.m * v;
+                        }
+                    }
+                    start = end;
                 }
             });
     }
