@@ -104,7 +104,11 @@ impl Dets {
                     classes.push(c);
                     scores.push(s);
                 }
-                _ => return Err(Error::Invalid(format!("Dets::select: row {i} out of range"))),
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "Dets::select: row {i} out of range"
+                    )))
+                }
             }
         }
         let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
@@ -332,7 +336,10 @@ pub fn cross_class_fast_nms(
 }
 
 fn boxes_to_host(boxes: &Tensor) -> Result<Vec<[f32; 4]>> {
-    let v = boxes.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let v = boxes
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     Ok(v.chunks_exact(4)
         .map(|c| [c[0], c[1], c[2], c[3]])
         .collect())

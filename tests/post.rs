@@ -70,7 +70,10 @@ fn priors_match_float64_reference() {
             assert_eq!(pri[i], [v[1], v[2], v[3], v[4]], "{name} prior {i}");
         }
         if cfg.use_square_anchors {
-            assert!(pri.iter().all(|p| p[2] == p[3]), "{name}: v1 anchors are square");
+            assert!(
+                pri.iter().all(|p| p[2] == p[3]),
+                "{name}: v1 anchors are square"
+            );
         }
         let t = priors_tensor(&cfg, &conv_sizes(&cfg), &Device::Cpu).unwrap();
         assert_eq!(t.dims(), &[pri.len(), 4]);
@@ -115,10 +118,18 @@ fn decode_matches_numpy() {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    for (g, w) in got.iter().zip(f32s(&fx["boxes"])) {
-        // exp may differ by an ulp between libms.
-        assert!((g - w).abs() <= 2e-6 * w.abs().max(1.0), "{g} vs {w}");
+    let want = f32s(&fx["boxes"]);
+    let mut exact = 0;
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        // exp may differ by an ulp between libms; rows with zero size regressions have exp(0) = 1.
+        if i / 4 >= n / 2 {
+            assert_eq!(g, w, "row {}", i / 4);
+            exact += 1;
+        } else {
+            assert!((g - w).abs() <= 2e-6 * w.abs().max(1.0), "{g} vs {w}");
+        }
     }
+    assert_eq!(exact, 2 * n);
     let bad = Tensor::zeros((n, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(decode_boxes(&bad, &t("priors")).is_err());
 }
@@ -234,7 +245,11 @@ fn naive_nms(
         }
     }
     let s: Vec<f32> = kept.iter().map(|k| k.2).collect();
-    naive_order(&s).into_iter().take(100).map(|i| kept[i]).collect()
+    naive_order(&s)
+        .into_iter()
+        .take(100)
+        .map(|i| kept[i])
+        .collect()
 }
 
 struct Case {
@@ -299,7 +314,13 @@ fn random_case(rng: &mut Rng, p: usize, nc: usize, peak: f64) -> Case {
 #[test]
 fn nms_matches_naive_reference_on_random_inputs() {
     let mut rng = Rng(0x9e3779b97f4a7c15);
-    for (p, nc, peak) in [(50, 5, 1.5), (400, 4, 1.0), (700, 3, 0.3), (300, 80, 2.5), (60, 80, 0.5)] {
+    for (p, nc, peak) in [
+        (50, 5, 1.5),
+        (400, 4, 1.0),
+        (700, 3, 0.3),
+        (300, 80, 2.5),
+        (60, 80, 0.5),
+    ] {
         let case = random_case(&mut rng, p, nc, peak);
         for kind in [NmsKind::Fast, NmsKind::FastCrossClass, NmsKind::Traditional] {
             let opts = NmsOptions {
@@ -346,7 +367,10 @@ fn fast_nms_lets_suppressed_boxes_suppress() {
 #[test]
 fn iou_of_exactly_one_half() {
     // Fast NMS keeps IoU <= 0.5; traditional suppresses IoU >= 0.5 (+1 px, boxes x 512).
-    let fast = one_class(vec![[0.0, 0.0, 0.5, 0.25], [0.0, 0.0, 0.25, 0.25]], &[0.9, 0.8]);
+    let fast = one_class(
+        vec![[0.0, 0.0, 0.5, 0.25], [0.0, 0.0, 0.25, 0.25]],
+        &[0.9, 0.8],
+    );
     assert_eq!(fast.run(&NmsOptions::default()).len(), 2);
     let px = |v: f32| v / 512.0;
     let trad = one_class(
@@ -371,7 +395,11 @@ fn ties_keep_index_order_and_duplicates_suppress_later() {
             kind,
             ..NmsOptions::default()
         });
-        assert_eq!(got.iter().map(|k| k.0).collect::<Vec<_>>(), vec![0, 1], "{kind:?}");
+        assert_eq!(
+            got.iter().map(|k| k.0).collect::<Vec<_>>(),
+            vec![0, 1],
+            "{kind:?}"
+        );
     }
 }
 
@@ -381,7 +409,16 @@ fn no_candidates_and_strict_conf_threshold() {
     let case = one_class(vec![[0.0, 0.0, 0.1, 0.1]; 3], &[0.05, 0.01, 0.0]);
     for kind in [NmsKind::Fast, NmsKind::FastCrossClass, NmsKind::Traditional] {
         let (b, c, m) = case.tensors();
-        let d = detect(&b, &c, &m, &NmsOptions { kind, ..Default::default() }).unwrap();
+        let d = detect(
+            &b,
+            &c,
+            &m,
+            &NmsOptions {
+                kind,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(d.is_empty());
         assert_eq!(d.boxes.dims(), &[0, 4]);
         assert_eq!(d.coefs.dims(), &[0, 2]);
@@ -421,6 +458,41 @@ fn fast_nms_has_no_second_threshold_and_caps_at_100() {
     });
     assert_eq!(all.len(), 300);
     assert!(all[150..].iter().all(|k| k.1 == 1 && k.2 == 0.001));
+}
+
+#[test]
+fn per_class_top_k_limits_fast_nms_only() {
+    // 300 disjoint boxes of one class: nothing overlaps, so only the top-200 cut removes any.
+    let boxes: Vec<[f32; 4]> = (0..300)
+        .map(|i| {
+            let x = (i % 20) as f32 / 20.0;
+            let y = (i / 20) as f32 / 15.0;
+            [x, y, x + 0.01, y + 0.01]
+        })
+        .collect();
+    let scores: Vec<f32> = (0..300).map(|i| 0.1 + (i % 7) as f32 * 0.1).collect();
+    let case = one_class(boxes, &scores);
+    let big = |kind| NmsOptions {
+        kind,
+        max_num_detections: 1000,
+        ..Default::default()
+    };
+    let fast = case.run(&big(NmsKind::Fast));
+    assert_eq!(fast.len(), 200);
+    assert_eq!(case.run(&big(NmsKind::FastCrossClass)).len(), 200);
+    assert_eq!(case.run(&big(NmsKind::Traditional)).len(), 300);
+    // The kept 200 are the best scores, ties broken by prior index.
+    let want: Vec<usize> = naive_order(&scores).into_iter().take(200).collect();
+    assert_eq!(fast.iter().map(|k| k.0).collect::<Vec<_>>(), want);
+}
+
+#[test]
+fn display_cut_is_inclusive_after_top_k() {
+    use yolact_ros2::postprocess::rank_and_cut;
+    let s = [0.2, 0.5, 0.3, 0.3, 0.1];
+    assert_eq!(rank_and_cut(&s, 10, 0.3), vec![1, 2, 3]);
+    assert_eq!(rank_and_cut(&s, 2, 0.0), vec![1, 2]);
+    assert_eq!(rank_and_cut(&s, 10, 0.6), Vec::<usize>::new());
 }
 
 #[test]
@@ -476,7 +548,10 @@ fn crop_matches_direct_loop() {
     }
     assert!(kept > 0 && kept < n * hp * wp);
     // Box 1 covers columns 3..7 and rows 2..9, padded by 1 on each side: 6 x 9 pixels.
-    let nz = got[hp * wp..2 * hp * wp].iter().filter(|&&v| v != 0.0).count();
+    let nz = got[hp * wp..2 * hp * wp]
+        .iter()
+        .filter(|&&v| v != 0.0)
+        .count();
     assert_eq!(nz, 6 * 9);
 }
 
@@ -615,7 +690,13 @@ fn postprocess_matches_torch_reference() {
                 counts: rle::from_string(e["counts"].as_str().unwrap()).unwrap(),
             };
             let wm = rle::decode(&r).unwrap();
-            let diff = g.mask.data.iter().zip(&wm.data).filter(|(a, b)| a != b).count();
+            let diff = g
+                .mask
+                .data
+                .iter()
+                .zip(&wm.data)
+                .filter(|(a, b)| a != b)
+                .count();
             worst = worst.max(diff);
             // Only pixels whose upsampled value sits within rounding of 0.5 may flip.
             assert!(diff <= 2, "{name}: {diff} mask pixels differ");
