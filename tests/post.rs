@@ -6,7 +6,7 @@ use serde_json::Value;
 use yolact_ros2::decode::decode_boxes;
 use yolact_ros2::detection::Mask;
 use yolact_ros2::fast_nms::{detect, Dets, NmsKind, NmsOptions};
-use yolact_ros2::postprocess::{crop_masks, postprocess, PostprocessOptions};
+use yolact_ros2::postprocess::{crop_masks, postprocess, MaskIouFn, PostprocessOptions};
 use yolact_ros2::priors::{conv_sizes, make_priors, priors_tensor};
 use yolact_ros2::rle;
 use yolact_ros2::YolactConfig;
@@ -529,8 +529,7 @@ fn crop_matches_direct_loop() {
         .to_vec1::<f32>()
         .unwrap();
     let mut kept = 0;
-    for i in 0..n {
-        let b = boxes[i];
+    for (i, b) in boxes.iter().enumerate() {
         for r in 0..hp {
             for q in 0..wp {
                 let (xa, xb) = (b[0] * wp as f32, b[2] * wp as f32);
@@ -609,7 +608,9 @@ fn rle_matches_pycocotools() {
             }
         }
     }
-    assert!(rle::from_string("0a").is_err() || rle::from_string("\x7f").is_err());
+    // A continuation bit on the last byte, and a byte outside pycocotools' alphabet.
+    assert!(rle::from_string("0a").is_err());
+    assert!(rle::from_string("1\x7f").is_err());
     assert!(rle::decode(&rle::Rle {
         size: [2, 2],
         counts: vec![1, 2]
@@ -662,12 +663,11 @@ fn postprocess_matches_torch_reference() {
             top_k: case["top_k"].as_u64().unwrap() as usize,
             crop: case["crop"].as_bool().unwrap(),
         };
-        let f: Option<&dyn Fn(&Tensor) -> candle_core::Result<Tensor>> =
-            if case["maskiou"].as_bool().unwrap() {
-                Some(&head)
-            } else {
-                None
-            };
+        let f: Option<MaskIouFn> = if case["maskiou"].as_bool().unwrap() {
+            Some(&head)
+        } else {
+            None
+        };
         let got = postprocess(&dets, &proto, f, w, h, &opts).unwrap();
         let want = case["expected"].as_array().unwrap();
         assert_eq!(got.len(), want.len(), "{name}");
@@ -704,4 +704,47 @@ fn postprocess_matches_torch_reference() {
         }
     }
     eprintln!("postprocess: worst mask pixel difference {worst}");
+}
+
+/// Timing on full-size inputs: `cargo test --release --test post -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn timing_full_size() {
+    use std::time::Instant;
+    let cfg = YolactConfig::by_name("yolact_plus_base").unwrap();
+    let pri = priors_tensor(&cfg, &conv_sizes(&cfg), &Device::Cpu).unwrap();
+    let p = pri.dim(0).unwrap();
+    let mut rng = Rng(5);
+    let loc: Vec<f32> = (0..p * 4).map(|_| rng.normal() as f32).collect();
+    let loc = Tensor::from_vec(loc, (p, 4), &Device::Cpu).unwrap();
+    for (label, bg) in [
+        ("typical (background-heavy)", 6.0),
+        ("worst (all candidates)", 0.0),
+    ] {
+        let logits: Vec<f32> = (0..p * 81)
+            .map(|i| (rng.normal() * 1.5 + if i % 81 == 0 { bg } else { 0.0 }) as f32)
+            .collect();
+        let conf = Tensor::from_vec(logits, (p, 81), &Device::Cpu).unwrap();
+        let conf = candle_nn::ops::softmax_last_dim(&conf).unwrap();
+        let coefs = Tensor::zeros((p, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let t = Instant::now();
+        let boxes = decode_boxes(&loc, &pri).unwrap();
+        let t_dec = t.elapsed();
+        let t = Instant::now();
+        let d = detect(&boxes, &conf, &coefs, &NmsOptions::default()).unwrap();
+        let t_nms = t.elapsed();
+        let proto = Tensor::ones((138, 138, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let t = Instant::now();
+        let opts = PostprocessOptions {
+            top_k: 100,
+            ..Default::default()
+        };
+        let out = postprocess(&d, &proto, None, 640, 480, &opts).unwrap();
+        let t_pp = t.elapsed();
+        eprintln!(
+            "{label}: decode {t_dec:?}, detect {t_nms:?} ({} dets), postprocess {t_pp:?} ({} masks 640x480)",
+            d.len(),
+            out.len()
+        );
+    }
 }
