@@ -748,3 +748,41 @@ fn timing_full_size() {
         );
     }
 }
+
+#[test]
+fn postprocess_edge_cases() {
+    let dev = Device::Cpu;
+    let proto = Tensor::ones((6, 5, 4), candle_core::DType::F32, &dev).unwrap();
+    let empty = Dets::empty(4, &dev).unwrap();
+    let opts = PostprocessOptions::default();
+    assert!(postprocess(&empty, &proto, None, 10, 8, &opts)
+        .unwrap()
+        .is_empty());
+    let dets = Dets {
+        boxes: Tensor::from_vec(vec![0.1f32, 0.2, 0.6, 0.9], (1, 4), &dev).unwrap(),
+        coefs: Tensor::ones((1, 4), candle_core::DType::F32, &dev).unwrap(),
+        classes: vec![79],
+        scores: vec![0.7],
+    };
+    // A mask-IoU head with too few classes, or the wrong row count, is an error, not a panic.
+    let narrow = |m: &Tensor| Tensor::ones((m.dim(0)?, 10), candle_core::DType::F32, &dev);
+    assert!(postprocess(&dets, &proto, Some(&narrow), 10, 8, &opts).is_err());
+    let rows = |_: &Tensor| Tensor::ones((3, 80), candle_core::DType::F32, &dev);
+    assert!(postprocess(&dets, &proto, Some(&rows), 10, 8, &opts).is_err());
+    // Mismatched prototype depth and a zero-sized image are errors too.
+    let proto3 = Tensor::ones((6, 5, 3), candle_core::DType::F32, &dev).unwrap();
+    assert!(postprocess(&dets, &proto3, None, 10, 8, &opts).is_err());
+    assert!(postprocess(&dets, &proto, None, 0, 8, &opts).is_err());
+    // A score exactly at the threshold is dropped before masks (strict >).
+    let at = PostprocessOptions {
+        score_threshold: 0.7,
+        ..opts
+    };
+    assert!(postprocess(&dets, &proto, None, 10, 8, &at)
+        .unwrap()
+        .is_empty());
+    let out = postprocess(&dets, &proto, None, 10, 8, &opts).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].bbox, [1.0, 1.6, 6.0, 7.2]);
+    assert_eq!(out[0].class_id, 79);
+}
