@@ -50,6 +50,12 @@ impl NmsOptions {
     }
 }
 
+impl From<&YolactConfig> for NmsOptions {
+    fn from(cfg: &YolactConfig) -> Self {
+        Self::from_config(cfg)
+    }
+}
+
 impl Default for NmsOptions {
     fn default() -> Self {
         NmsOptions {
@@ -104,7 +110,11 @@ impl Dets {
                     classes.push(c);
                     scores.push(s);
                 }
-                _ => return Err(Error::Invalid(format!("Dets::select: row {i} out of range"))),
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "Dets::select: row {i} out of range"
+                    )))
+                }
             }
         }
         let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
@@ -287,6 +297,29 @@ pub fn fast_nms_keep(
     Ok(out)
 }
 
+/// [`fast_nms_keep`] on tensors: `scores` (C, P'), `boxes` (P', 4). This is the contract a device
+/// kernel replaces.
+pub fn fast_nms_keep_tensor(
+    scores: &Tensor,
+    boxes: &Tensor,
+    top_k: usize,
+    iou_thresh: f32,
+) -> Result<Vec<Vec<Kept>>> {
+    let (c, n) = scores.dims2()?;
+    if boxes.dims() != [n, 4] {
+        return Err(Error::Invalid(format!(
+            "fast_nms: scores {:?} and boxes {:?}",
+            scores.dims(),
+            boxes.dims()
+        )));
+    }
+    let s = scores
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    fast_nms_keep(&s, c, &boxes_to_host(boxes)?, top_k, iou_thresh)
+}
+
 /// Flattens per-class keep lists class-major, sorts them stably by score descending and keeps the
 /// first `max_det` (§6.3 step 7).
 pub fn merge_top(per_class: Vec<Vec<Kept>>, max_det: usize) -> Vec<Kept> {
@@ -332,7 +365,10 @@ pub fn cross_class_fast_nms(
 }
 
 fn boxes_to_host(boxes: &Tensor) -> Result<Vec<[f32; 4]>> {
-    let v = boxes.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let v = boxes
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     Ok(v.chunks_exact(4)
         .map(|c| [c[0], c[1], c[2], c[3]])
         .collect())
@@ -401,4 +437,46 @@ pub fn detect(boxes: &Tensor, conf: &Tensor, coefs: &Tensor, opts: &NmsOptions) 
         classes: kept.iter().map(|k| k.class).collect(),
         scores: kept.iter().map(|k| k.score).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_is_the_prefix_of_the_full_stable_order() {
+        let mut x = 12345u64;
+        for len in [0usize, 1, 2, 7, 50, 300] {
+            let s: Vec<f32> = (0..len)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    match x >> 61 {
+                        0 => f32::NAN,
+                        1 => -0.0,
+                        2 => 0.0,
+                        v => (v as f32) / 8.0, // few distinct values: many ties
+                    }
+                })
+                .collect();
+            let full = stable_desc_order(&s);
+            // Independent check of the full order: descending, NaN last, ties by index.
+            for w in full.windows(2) {
+                let (a, b) = (key(s[w[0]]), key(s[w[1]]));
+                assert!(a > b || (a == b && w[0] < w[1]), "{s:?}");
+            }
+            for k in [0, 1, 3, len / 2, len, len + 5] {
+                assert_eq!(stable_desc_top_k(&s, k), full[..k.min(len)].to_vec());
+            }
+        }
+    }
+
+    #[test]
+    fn iou_of_empty_boxes_is_nan_and_suppresses() {
+        let e = [0.5f32, 0.5, 0.5, 0.5];
+        assert!(iou(&e, &e).is_nan());
+        assert_eq!(fast_nms_ranked(&[e, e], 0.5), vec![true, false]);
+        assert_eq!(iou(&[0.0, 0.0, 2.0, 1.0], &[0.0, 0.0, 1.0, 1.0]), 0.5);
+    }
 }

@@ -39,7 +39,9 @@ pub fn traditional_nms(cands: &Candidates, boxes: &[[f32; 4]], opts: &NmsOptions
     let mut per_class = Vec::with_capacity(cands.num_classes);
     for c in 0..cands.num_classes {
         let cs = cands.class_scores(c);
-        let idx: Vec<usize> = (0..cs.len()).filter(|&i| cs[i] > opts.conf_thresh).collect();
+        let idx: Vec<usize> = (0..cs.len())
+            .filter(|&i| cs[i] > opts.conf_thresh)
+            .collect();
         if idx.is_empty() {
             continue;
         }

@@ -160,8 +160,13 @@ pub fn rank_and_cut(scores: &[f32], top_k: usize, score_threshold: f32) -> Vec<u
 }
 
 fn boxes_host(boxes: &Tensor) -> candle_core::Result<Vec<[f32; 4]>> {
-    let v = boxes.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    Ok(v.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect())
+    let v = boxes
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok(v.chunks_exact(4)
+        .map(|c| [c[0], c[1], c[2], c[3]])
+        .collect())
 }
 
 /// Full `--image` post-processing of one image's NMS output.

@@ -97,7 +97,12 @@ pub fn decode(rle: &Rle) -> Result<Mask> {
 
 /// Foreground pixel count.
 pub fn area(rle: &Rle) -> u64 {
-    rle.counts.iter().skip(1).step_by(2).map(|&c| c as u64).sum()
+    rle.counts
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|&c| c as u64)
+        .sum()
 }
 
 /// pycocotools' compressed string (`rleToString`): each count, minus the count two places back

@@ -72,6 +72,8 @@ def make_decode():
         [rng.uniform(0, 1, n), rng.uniform(0, 1, n), rng.uniform(0.01, 1, n), rng.uniform(0.01, 1, n)], 1
     ).astype(np.float32)
     loc = rng.normal(0, 2, (n, 4)).astype(np.float32)
+    # exp(0) = 1 exactly, so these rows must match bit for bit (they pin the x2 = x1 + w order).
+    loc[n // 2 :, 2:] = 0
     v0, v1 = np.float32(0.1), np.float32(0.2)
     cxy = pri[:, :2] + (loc[:, :2] * v0) * pri[:, 2:]
     wh = pri[:, 2:] * np.exp(loc[:, 2:] * v1)
