@@ -30,6 +30,10 @@ fn err(path: &Path, msg: impl Into<String>) -> Error {
 
 /// The `(name, tensor reference)` pairs of a state dict, in file order.
 fn tensor_entries(path: &Path, v: &Value) -> Result<Vec<(String, TensorRef)>> {
+    tensor_entries_at(path, v, true)
+}
+
+fn tensor_entries_at(path: &Path, v: &Value, top: bool) -> Result<Vec<(String, TensorRef)>> {
     let Value::Dict(d) = v else {
         return Err(err(
             path,
@@ -38,11 +42,11 @@ fn tensor_entries(path: &Path, v: &Value) -> Result<Vec<(String, TensorRef)>> {
     };
     let d = d.borrow();
     // Training checkpoints wrap the weights; accept the two common wrappers.
-    if !d.iter().all(|(_, v)| matches!(v, Value::Tensor(_))) {
+    if top && !d.iter().all(|(_, v)| matches!(v, Value::Tensor(_))) {
         for (k, v) in d.iter() {
             if let Value::Str(k) = k {
                 if (k == "state_dict" || k == "model") && matches!(v, Value::Dict(_)) {
-                    return tensor_entries(path, v);
+                    return tensor_entries_at(path, v, false);
                 }
             }
         }
@@ -247,7 +251,10 @@ pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<StateDict> {
     if !matches!(proto, Value::Int(LEGACY_PROTOCOL)) {
         return Err(err(
             path,
-            format!("unsupported legacy protocol version {proto:?}"),
+            match &proto {
+                Value::Int(v) => format!("unsupported legacy protocol version {v}"),
+                other => format!("legacy protocol version is a {}, not an int", other.kind()),
+            },
         ));
     }
     let (sys_info, pos) = unpickle_at(path, bytes, pos, "sys_info")?;
@@ -265,7 +272,7 @@ pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<StateDict> {
     let entries = tensor_entries(path, &main)?;
     let dtypes = storage_dtypes(path, &entries)?;
     let (keys, mut pos) = unpickle_at(path, bytes, pos, "storage key list")?;
-    let Value::List(keys) = keys else {
+    let Value::List(keys) = &keys else {
         return Err(err(
             path,
             format!("storage key list after the main pickle (at byte {main_at}) is not a list"),
