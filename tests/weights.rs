@@ -60,6 +60,19 @@ fn real_torch_files_load_in_every_format() {
     );
     assert_eq!(want["scalar"].dims(), &[] as &[usize]);
     assert_eq!(want["empty"].dims(), &[0, 3]);
+    for (k, dt) in [
+        ("dtype.f64", DType::F64),
+        ("dtype.bf16", DType::BF16),
+        ("dtype.i32", DType::I32),
+        ("dtype.i16", DType::I16),
+        ("dtype.i8", DType::I16),
+        ("dtype.u8", DType::U8),
+        ("dtype.bool", DType::U8),
+    ] {
+        assert_eq!(want[k].dtype(), dt, "{k}");
+    }
+    assert_eq!(as_f64(&want["dtype.i8"]), vec![-128.0, 127.0, -1.0]);
+    assert_eq!(as_f64(&want["dtype.bool"]), vec![1.0, 0.0, 1.0]);
 
     for (name, fmt) in [
         ("small_legacy.pth", CheckpointFormat::TorchLegacy),
@@ -107,15 +120,15 @@ fn corrupt_files_give_helpful_errors() {
         "{e}"
     );
     assert!(e.contains("missing"), "{e}");
-    let e = load_err("truncated_legacy_7.pth");
+    let e = load_err("truncated_legacy_header.pth");
     assert!(
         e.contains("truncated") && e.contains("after 7 bytes"),
         "{e}"
     );
-    let e = load_err("truncated_legacy_200.pth");
+    let e = load_err("truncated_legacy_main.pth");
     assert!(e.contains("truncated") && e.contains("main pickle"), "{e}");
     assert!(e.contains("of the file"), "{e}");
-    let e = load_err("truncated_legacy_2448.pth");
+    let e = load_err("truncated_legacy_end.pth");
     assert!(e.contains("truncated") && e.contains("storage"), "{e}");
     let e = load_err("truncated_zip.pth");
     assert!(e.contains("zip archive") && e.contains("truncated"), "{e}");
@@ -142,14 +155,20 @@ fn every_truncation_is_an_error_not_a_panic() {
 
 #[test]
 fn flipped_bytes_never_panic() {
-    // Deterministic corruption: every byte of the legacy file's pickles, xor-ed. Either an error
-    // or (for bytes inside tensor data / strings) a successful load; never a panic.
-    let bytes = std::fs::read(fixture("small_legacy.pth")).unwrap();
-    for i in 0..bytes.len() {
-        for x in [0x01u8, 0x80, 0xff] {
-            let mut b = bytes.clone();
-            b[i] ^= x;
-            let _ = load_checkpoint_bytes(&b, Path::new("flipped.pth"));
+    // Deterministic corruption: every byte xor-ed with a few masks. Either an error or (for bytes
+    // inside tensor data or strings) a successful load; never a panic.
+    for name in [
+        "small_legacy.pth",
+        "small_zip.pth",
+        "small_expected.safetensors",
+    ] {
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        for i in 0..bytes.len() {
+            for x in [0x01u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= x;
+                let _ = load_checkpoint_bytes(&b, Path::new(name));
+            }
         }
     }
 }

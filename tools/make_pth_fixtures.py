@@ -43,8 +43,25 @@ def small_state_dict():
     sd["half.weight"] = (torch.randn(3, 2, generator=g) * 10).to(torch.float16)
     sd["scalar"] = torch.tensor(2.5, dtype=torch.float32)
     sd["empty"] = torch.zeros(0, 3)
+    sd["dtype.f64"] = torch.tensor([1e-300, -2.5, 3.0], dtype=torch.float64)
+    sd["dtype.bf16"] = torch.tensor([1.5, -3.0e38, 0.0078125], dtype=torch.bfloat16)
+    sd["dtype.i32"] = torch.tensor([[-7, 2**31 - 1]], dtype=torch.int32)
+    sd["dtype.i16"] = torch.tensor([-32768, 5], dtype=torch.int16)
+    sd["dtype.i8"] = torch.tensor([-128, 127, -1], dtype=torch.int8)
+    sd["dtype.u8"] = torch.tensor([0, 200, 255], dtype=torch.uint8)
+    sd["dtype.bool"] = torch.tensor([True, False, True])
     sd._metadata = collections.OrderedDict([("", {"version": 1}), ("conv", {"version": 1})])
     return sd
+
+
+def expected_form(t):
+    """What our loader yields: candle has no int8 or bool, so they widen to int16 and uint8."""
+    t = t.contiguous().clone()
+    if t.dtype == torch.int8:
+        return t.to(torch.int16)
+    if t.dtype == torch.bool:
+        return t.to(torch.uint8)
+    return t
 
 
 def save_legacy(sd, path, location=None):
@@ -90,14 +107,14 @@ def generate():
     save_legacy(sd, p("small_legacy_cuda.pth"), location="cuda:0")
     torch.save(sd, p("small_zip.pth"))
     rezip(p("small_zip.pth"), p("small_zip_renamed.pth"), rename_folder="yolact_base_1_2")
-    save_file({k: v.contiguous().clone() for k, v in sd.items()}, p("small_expected.safetensors"))
+    save_file({k: expected_form(v) for k, v in sd.items()}, p("small_expected.safetensors"))
 
     legacy = open(p("small_legacy.pth"), "rb").read()
     assert legacy.startswith(LEGACY_MAGIC)
     with open(p("bad_magic.pth"), "wb") as f:
         f.write(legacy[:5] + b"\x00" + legacy[6:])
-    for cut in (7, 200, len(legacy) - 10):
-        with open(p(f"truncated_legacy_{cut}.pth"), "wb") as f:
+    for label, cut in (("header", 7), ("main", 200), ("end", len(legacy) - 10)):
+        with open(p(f"truncated_legacy_{label}.pth"), "wb") as f:
             f.write(legacy[:cut])
     zbytes = open(p("small_zip.pth"), "rb").read()
     with open(p("truncated_zip.pth"), "wb") as f:

@@ -179,7 +179,7 @@ fn materialise(
 fn build_state_dict(
     path: &Path,
     entries: Vec<(String, TensorRef)>,
-    storages: &HashMap<String, Vec<u8>>,
+    storages: &HashMap<String, &[u8]>,
     file_len: usize,
 ) -> Result<StateDict> {
     let mut budget = output_budget(file_len);
@@ -323,7 +323,7 @@ pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<StateDict> {
                     ),
                 )
             })?;
-        storages.insert(k.clone(), data.to_vec());
+        storages.insert(k.clone(), data);
         pos += n;
     }
     build_state_dict(path, entries, &storages, bytes.len())
@@ -388,15 +388,19 @@ pub fn read_zip(path: &Path, bytes: &[u8]) -> Result<StateDict> {
     })?;
     let entries = tensor_entries(path, &main)?;
     let dtypes = storage_dtypes(path, &entries)?;
-    let mut storages = HashMap::new();
+    let mut owned = HashMap::new();
     let mut keys: Vec<&String> = dtypes.keys().collect();
     keys.sort();
     for k in keys {
         let name = format!("{prefix}data/{k}");
         let d = read_entry(path, &mut za, &name, limit)?
             .ok_or_else(|| err(path, format!("zip entry `{name}` missing (storage `{k}`)")))?;
-        storages.insert(k.clone(), d);
+        owned.insert(k.clone(), d);
     }
+    let storages = owned
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_slice()))
+        .collect();
     build_state_dict(path, entries, &storages, bytes.len())
 }
 
