@@ -201,6 +201,15 @@ fn small_dict() -> StateDict {
         Tensor::new(&[i64::MAX, i64::MIN], &dev).unwrap(),
     );
     sd.insert("bytes".into(), Tensor::new(&[0u8, 255], &dev).unwrap());
+    sd.insert("i32".into(), Tensor::new(&[i32::MIN, 7], &dev).unwrap());
+    sd.insert("i16".into(), Tensor::new(&[-3i16, i16::MAX], &dev).unwrap());
+    sd.insert(
+        "bf16".into(),
+        Tensor::new(&[0.5f32, -1e30], &dev)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap(),
+    );
     sd.insert(
         "empty".into(),
         Tensor::zeros((0, 4), DType::F32, &dev).unwrap(),

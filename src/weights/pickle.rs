@@ -254,9 +254,14 @@ impl<'a> Reader<'a> {
 fn resolve_global(module: &str, name: &str) -> Option<Global> {
     match (module, name) {
         ("collections", "OrderedDict") => Some(Global::OrderedDict),
-        ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
-        ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
-        ("torch", s) => StorageDtype::from_storage_name(s).map(Global::Storage),
+        // v1 (torch 0.4) takes the same four leading arguments as v2.
+        ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => Some(Global::RebuildTensorV2),
+        // Parameters saved with keep_vars=True; their python state is irrelevant here.
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+            Some(Global::RebuildParameter)
+        }
+        // Legacy files normalise CUDA storages to `torch.*Storage`; accept the CUDA spelling too.
+        ("torch" | "torch.cuda", s) => StorageDtype::from_storage_name(s).map(Global::Storage),
         _ => None,
     }
 }
