@@ -461,3 +461,31 @@ fn full_size_synthetic_weights_round_trip_through_both_torch_formats() {
         );
     }
 }
+
+/// Loads YOLACT_CHECKPOINT (a released .pth, or one from
+/// `tools/make_pth_fixtures.py --full-size CFG OUT`), detects its config and prepares it. If
+/// `<path>.expected.safetensors` exists, every tensor must equal it exactly.
+/// Run: `YOLACT_CHECKPOINT=... cargo test --release --test weights external -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn external_checkpoint() {
+    let path = PathBuf::from(std::env::var("YOLACT_CHECKPOINT").expect("set YOLACT_CHECKPOINT"));
+    let t0 = std::time::Instant::now();
+    let sd = load_checkpoint(&path).unwrap();
+    let load_s = t0.elapsed().as_secs_f64();
+    let cfg = detect_config(&sd, Some(&path)).unwrap();
+    eprintln!(
+        "{}: {} tensors, loaded in {load_s:.2}s, config {}",
+        path.display(),
+        sd.len(),
+        cfg.name
+    );
+    let exp_path = PathBuf::from(format!("{}.expected.safetensors", path.display()));
+    if exp_path.exists() {
+        let want = load_checkpoint(&exp_path).unwrap();
+        assert_same(&sd, &want, "external");
+    }
+    let prepared = prepare(sd, &cfg).unwrap();
+    assert_eq!(prepared.len(), expected_shapes(&cfg).len());
+    eprintln!("prepared in {:.2}s total", t0.elapsed().as_secs_f64());
+}

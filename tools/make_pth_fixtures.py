@@ -3,6 +3,9 @@
 checks that our Rust writer's output is readable by real torch.load.
 
     python3 tools/make_pth_fixtures.py                     # (re)generate fixtures
+    python3 tools/make_pth_fixtures.py --full-size CFG OUT.pth  # a released-like checkpoint (random
+        # values, every key of tests/fixtures/keys/CFG.keys.txt plus the extra keys load_weights drops,
+        # legacy format, storages tagged cuda:0) for the ignored test `external_checkpoint`
     python3 tools/make_pth_fixtures.py --verify-writer DIR # check files written by the Rust test
         # `save_torch_output_is_written_for_python` (run it with YOLACT_WRITER_OUT=DIR)
 
@@ -137,6 +140,25 @@ def generate():
     print(f"wrote fixtures to {OUT}: {total} bytes")
 
 
+def full_size(cfg, out):
+    keys = os.path.join(HERE, "..", "tests", "fixtures", "keys", cfg + ".keys.txt")
+    g = torch.Generator().manual_seed(7)
+    sd = collections.OrderedDict()
+    for line in open(keys):
+        name, shape = line.split(" ", 1)
+        shape = tuple(int(x) for x in shape.strip().strip("()").split(",") if x.strip())
+        if name.endswith("num_batches_tracked"):
+            sd[name] = torch.tensor(800000, dtype=torch.int64)
+        else:
+            sd[name] = torch.randn(shape, generator=g)
+    # What the released files carry on top of the model keys (spec 2.4, 2.9).
+    sd["fpn.downsample_layers.2.weight"] = torch.randn(256, 256, 3, 3, generator=g)
+    sd["fpn.downsample_layers.2.bias"] = torch.randn(256, generator=g)
+    save_legacy(sd, out, location="cuda:0")
+    save_file({k: v for k, v in sd.items()}, out + ".expected.safetensors")
+    print(f"wrote {out} ({os.path.getsize(out)} bytes) and {out}.expected.safetensors")
+
+
 def verify_writer(d):
     ok = True
     exp = load_file(os.path.join(d, "expected.safetensors"))
@@ -157,7 +179,11 @@ def verify_writer(d):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--verify-writer", metavar="DIR")
+    ap.add_argument("--full-size", nargs=2, metavar=("CFG", "OUT"))
     a = ap.parse_args()
+    if a.full_size:
+        full_size(*a.full_size)
+        sys.exit(0)
     if a.verify_writer:
         sys.exit(0 if verify_writer(a.verify_writer) else 1)
     generate()
