@@ -60,6 +60,19 @@ fn real_torch_files_load_in_every_format() {
     );
     assert_eq!(want["scalar"].dims(), &[] as &[usize]);
     assert_eq!(want["empty"].dims(), &[0, 3]);
+    for (k, dt) in [
+        ("dtype.f64", DType::F64),
+        ("dtype.bf16", DType::BF16),
+        ("dtype.i32", DType::I32),
+        ("dtype.i16", DType::I16),
+        ("dtype.i8", DType::I16),
+        ("dtype.u8", DType::U8),
+        ("dtype.bool", DType::U8),
+    ] {
+        assert_eq!(want[k].dtype(), dt, "{k}");
+    }
+    assert_eq!(as_f64(&want["dtype.i8"]), vec![-128.0, 127.0, -1.0]);
+    assert_eq!(as_f64(&want["dtype.bool"]), vec![1.0, 0.0, 1.0]);
 
     for (name, fmt) in [
         ("small_legacy.pth", CheckpointFormat::TorchLegacy),
@@ -107,15 +120,15 @@ fn corrupt_files_give_helpful_errors() {
         "{e}"
     );
     assert!(e.contains("missing"), "{e}");
-    let e = load_err("truncated_legacy_7.pth");
+    let e = load_err("truncated_legacy_header.pth");
     assert!(
         e.contains("truncated") && e.contains("after 7 bytes"),
         "{e}"
     );
-    let e = load_err("truncated_legacy_200.pth");
+    let e = load_err("truncated_legacy_main.pth");
     assert!(e.contains("truncated") && e.contains("main pickle"), "{e}");
     assert!(e.contains("of the file"), "{e}");
-    let e = load_err("truncated_legacy_2448.pth");
+    let e = load_err("truncated_legacy_end.pth");
     assert!(e.contains("truncated") && e.contains("storage"), "{e}");
     let e = load_err("truncated_zip.pth");
     assert!(e.contains("zip archive") && e.contains("truncated"), "{e}");
@@ -142,14 +155,20 @@ fn every_truncation_is_an_error_not_a_panic() {
 
 #[test]
 fn flipped_bytes_never_panic() {
-    // Deterministic corruption: every byte of the legacy file's pickles, xor-ed. Either an error
-    // or (for bytes inside tensor data / strings) a successful load; never a panic.
-    let bytes = std::fs::read(fixture("small_legacy.pth")).unwrap();
-    for i in 0..bytes.len() {
-        for x in [0x01u8, 0x80, 0xff] {
-            let mut b = bytes.clone();
-            b[i] ^= x;
-            let _ = load_checkpoint_bytes(&b, Path::new("flipped.pth"));
+    // Deterministic corruption: every byte xor-ed with a few masks. Either an error or (for bytes
+    // inside tensor data or strings) a successful load; never a panic.
+    for name in [
+        "small_legacy.pth",
+        "small_zip.pth",
+        "small_expected.safetensors",
+    ] {
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        for i in 0..bytes.len() {
+            for x in [0x01u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= x;
+                let _ = load_checkpoint_bytes(&b, Path::new(name));
+            }
         }
     }
 }
@@ -182,6 +201,15 @@ fn small_dict() -> StateDict {
         Tensor::new(&[i64::MAX, i64::MIN], &dev).unwrap(),
     );
     sd.insert("bytes".into(), Tensor::new(&[0u8, 255], &dev).unwrap());
+    sd.insert("i32".into(), Tensor::new(&[i32::MIN, 7], &dev).unwrap());
+    sd.insert("i16".into(), Tensor::new(&[-3i16, i16::MAX], &dev).unwrap());
+    sd.insert(
+        "bf16".into(),
+        Tensor::new(&[0.5f32, -1e30], &dev)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap(),
+    );
     sd.insert(
         "empty".into(),
         Tensor::zeros((0, 4), DType::F32, &dev).unwrap(),
@@ -432,4 +460,32 @@ fn full_size_synthetic_weights_round_trip_through_both_torch_formats() {
             expected_shapes(&cfg).len()
         );
     }
+}
+
+/// Loads YOLACT_CHECKPOINT (a released .pth, or one from
+/// `tools/make_pth_fixtures.py --full-size CFG OUT`), detects its config and prepares it. If
+/// `<path>.expected.safetensors` exists, every tensor must equal it exactly.
+/// Run: `YOLACT_CHECKPOINT=... cargo test --release --test weights external -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn external_checkpoint() {
+    let path = PathBuf::from(std::env::var("YOLACT_CHECKPOINT").expect("set YOLACT_CHECKPOINT"));
+    let t0 = std::time::Instant::now();
+    let sd = load_checkpoint(&path).unwrap();
+    let load_s = t0.elapsed().as_secs_f64();
+    let cfg = detect_config(&sd, Some(&path)).unwrap();
+    eprintln!(
+        "{}: {} tensors, loaded in {load_s:.2}s, config {}",
+        path.display(),
+        sd.len(),
+        cfg.name
+    );
+    let exp_path = PathBuf::from(format!("{}.expected.safetensors", path.display()));
+    if exp_path.exists() {
+        let want = load_checkpoint(&exp_path).unwrap();
+        assert_same(&sd, &want, "external");
+    }
+    let prepared = prepare(sd, &cfg).unwrap();
+    assert_eq!(prepared.len(), expected_shapes(&cfg).len());
+    eprintln!("prepared in {:.2}s total", t0.elapsed().as_secs_f64());
 }

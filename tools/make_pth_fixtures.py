@@ -3,6 +3,9 @@
 checks that our Rust writer's output is readable by real torch.load.
 
     python3 tools/make_pth_fixtures.py                     # (re)generate fixtures
+    python3 tools/make_pth_fixtures.py --full-size CFG OUT.pth  # a released-like checkpoint (random
+        # values, every key of tests/fixtures/keys/CFG.keys.txt plus the extra keys load_weights drops,
+        # legacy format, storages tagged cuda:0) for the ignored test `external_checkpoint`
     python3 tools/make_pth_fixtures.py --verify-writer DIR # check files written by the Rust test
         # `save_torch_output_is_written_for_python` (run it with YOLACT_WRITER_OUT=DIR)
 
@@ -43,8 +46,25 @@ def small_state_dict():
     sd["half.weight"] = (torch.randn(3, 2, generator=g) * 10).to(torch.float16)
     sd["scalar"] = torch.tensor(2.5, dtype=torch.float32)
     sd["empty"] = torch.zeros(0, 3)
+    sd["dtype.f64"] = torch.tensor([1e-300, -2.5, 3.0], dtype=torch.float64)
+    sd["dtype.bf16"] = torch.tensor([1.5, -3.0e38, 0.0078125], dtype=torch.bfloat16)
+    sd["dtype.i32"] = torch.tensor([[-7, 2**31 - 1]], dtype=torch.int32)
+    sd["dtype.i16"] = torch.tensor([-32768, 5], dtype=torch.int16)
+    sd["dtype.i8"] = torch.tensor([-128, 127, -1], dtype=torch.int8)
+    sd["dtype.u8"] = torch.tensor([0, 200, 255], dtype=torch.uint8)
+    sd["dtype.bool"] = torch.tensor([True, False, True])
     sd._metadata = collections.OrderedDict([("", {"version": 1}), ("conv", {"version": 1})])
     return sd
+
+
+def expected_form(t):
+    """What our loader yields: candle has no int8 or bool, so they widen to int16 and uint8."""
+    t = t.contiguous().clone()
+    if t.dtype == torch.int8:
+        return t.to(torch.int16)
+    if t.dtype == torch.bool:
+        return t.to(torch.uint8)
+    return t
 
 
 def save_legacy(sd, path, location=None):
@@ -90,14 +110,14 @@ def generate():
     save_legacy(sd, p("small_legacy_cuda.pth"), location="cuda:0")
     torch.save(sd, p("small_zip.pth"))
     rezip(p("small_zip.pth"), p("small_zip_renamed.pth"), rename_folder="yolact_base_1_2")
-    save_file({k: v.contiguous().clone() for k, v in sd.items()}, p("small_expected.safetensors"))
+    save_file({k: expected_form(v) for k, v in sd.items()}, p("small_expected.safetensors"))
 
     legacy = open(p("small_legacy.pth"), "rb").read()
     assert legacy.startswith(LEGACY_MAGIC)
     with open(p("bad_magic.pth"), "wb") as f:
         f.write(legacy[:5] + b"\x00" + legacy[6:])
-    for cut in (7, 200, len(legacy) - 10):
-        with open(p(f"truncated_legacy_{cut}.pth"), "wb") as f:
+    for label, cut in (("header", 7), ("main", 200), ("end", len(legacy) - 10)):
+        with open(p(f"truncated_legacy_{label}.pth"), "wb") as f:
             f.write(legacy[:cut])
     zbytes = open(p("small_zip.pth"), "rb").read()
     with open(p("truncated_zip.pth"), "wb") as f:
@@ -120,6 +140,25 @@ def generate():
     print(f"wrote fixtures to {OUT}: {total} bytes")
 
 
+def full_size(cfg, out):
+    keys = os.path.join(HERE, "..", "tests", "fixtures", "keys", cfg + ".keys.txt")
+    g = torch.Generator().manual_seed(7)
+    sd = collections.OrderedDict()
+    for line in open(keys):
+        name, shape = line.split(" ", 1)
+        shape = tuple(int(x) for x in shape.strip().strip("()").split(",") if x.strip())
+        if name.endswith("num_batches_tracked"):
+            sd[name] = torch.tensor(800000, dtype=torch.int64)
+        else:
+            sd[name] = torch.randn(shape, generator=g)
+    # What the released files carry on top of the model keys (spec 2.4, 2.9).
+    sd["fpn.downsample_layers.2.weight"] = torch.randn(256, 256, 3, 3, generator=g)
+    sd["fpn.downsample_layers.2.bias"] = torch.randn(256, generator=g)
+    save_legacy(sd, out, location="cuda:0")
+    save_file({k: v for k, v in sd.items()}, out + ".expected.safetensors")
+    print(f"wrote {out} ({os.path.getsize(out)} bytes) and {out}.expected.safetensors")
+
+
 def verify_writer(d):
     ok = True
     exp = load_file(os.path.join(d, "expected.safetensors"))
@@ -140,7 +179,11 @@ def verify_writer(d):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--verify-writer", metavar="DIR")
+    ap.add_argument("--full-size", nargs=2, metavar=("CFG", "OUT"))
     a = ap.parse_args()
+    if a.full_size:
+        full_size(*a.full_size)
+        sys.exit(0)
     if a.verify_writer:
         sys.exit(0 if verify_writer(a.verify_writer) else 1)
     generate()

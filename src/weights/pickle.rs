@@ -113,8 +113,44 @@ pub enum Value {
     Tensor(Box<TensorRef>),
 }
 
+// Dropping nested containers recursively could overflow the stack on a crafted file (lists can be
+// nested arbitrarily deep through the memo), so children are dropped from an explicit worklist.
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut pending = Vec::new();
+        take_children(self, &mut pending);
+        while let Some(mut v) = pending.pop() {
+            take_children(&mut v, &mut pending);
+        }
+    }
+}
+
+fn take_children(v: &mut Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Tuple(t) => {
+            if let Some(t) = Rc::get_mut(t) {
+                out.append(t);
+            }
+        }
+        Value::List(l) => {
+            if let Some(l) = Rc::get_mut(l) {
+                out.append(l.get_mut());
+            }
+        }
+        Value::Dict(d) => {
+            if let Some(d) = Rc::get_mut(d) {
+                for (k, v) in d.get_mut().drain(..) {
+                    out.push(k);
+                    out.push(v);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 impl Value {
-    fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
             Value::Bool(_) => "bool",
@@ -218,9 +254,14 @@ impl<'a> Reader<'a> {
 fn resolve_global(module: &str, name: &str) -> Option<Global> {
     match (module, name) {
         ("collections", "OrderedDict") => Some(Global::OrderedDict),
-        ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
-        ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
-        ("torch", s) => StorageDtype::from_storage_name(s).map(Global::Storage),
+        // v1 (torch 0.4) takes the same four leading arguments as v2.
+        ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => Some(Global::RebuildTensorV2),
+        // Parameters saved with keep_vars=True; their python state is irrelevant here.
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+            Some(Global::RebuildParameter)
+        }
+        // Legacy files normalise CUDA storages to `torch.*Storage`; accept the CUDA spelling too.
+        ("torch" | "torch.cuda", s) => StorageDtype::from_storage_name(s).map(Global::Storage),
         _ => None,
     }
 }
@@ -410,7 +451,8 @@ pub fn unpickle(data: &[u8], base: usize) -> PResult<(Value, usize)> {
                 let Some(v) = memo.get(&k).cloned() else {
                     return r.err(at, format!("memo key {k} not found"));
                 };
-                push(&r, &mut stack, v, at)?
+                // Already depth-checked when first pushed.
+                stack.push(Item::Val(v));
             }
             b'c' => {
                 let module = r.line()?.to_owned();
@@ -431,9 +473,10 @@ pub fn unpickle(data: &[u8], base: usize) -> PResult<(Value, usize)> {
                 // STACK_GLOBAL
                 let name = pop(&r, &mut stack, at)?;
                 let module = pop(&r, &mut stack, at)?;
-                let (Value::Str(module), Value::Str(name)) = (module, name) else {
+                let (Value::Str(module), Value::Str(name)) = (&module, &name) else {
                     return r.err(at, "STACK_GLOBAL needs two strings");
                 };
+                let (module, name) = (module.clone(), name.clone());
                 match resolve_global(&module, &name) {
                     Some(g) => push(&r, &mut stack, Value::Global(g), at)?,
                     None => {
@@ -637,19 +680,19 @@ fn storage_from_pid(pid: &Value) -> Result<StorageRef, String> {
 }
 
 fn reduce(func: Value, args: Value) -> Result<Value, String> {
-    let Value::Tuple(args) = args else {
+    let Value::Tuple(args) = &args else {
         return Err(format!(
             "REDUCE arguments should be a tuple, got {}",
             args.kind()
         ));
     };
-    let Value::Global(g) = func else {
+    let Value::Global(g) = &func else {
         return Err(format!(
             "REDUCE on a {}, not a callable global",
             func.kind()
         ));
     };
-    match g {
+    match *g {
         Global::OrderedDict => {
             if !args.is_empty() {
                 return Err("OrderedDict(...) with arguments is not supported".into());
@@ -708,7 +751,7 @@ mod tests {
         ]);
         let (v, n) = unpickle(&p, 0).unwrap();
         assert_eq!(n, p.len());
-        let Value::Dict(d) = v else { panic!() };
+        let Value::Dict(d) = &v else { panic!() };
         let d = d.borrow();
         assert_eq!(d.len(), 2);
         let Value::Tuple(t) = &d[0].1 else { panic!() };
@@ -753,6 +796,34 @@ mod tests {
         deep.push(b'.');
         let e = unpickle(&deep, 0).unwrap_err();
         assert!(e.msg.contains("nested"), "{e}");
+    }
+
+    #[test]
+    fn deep_and_cyclic_structures_drop_without_recursion() {
+        // l0 = []; then l_{i+1} = [] appended to l_i through the memo: a 200k-deep chain.
+        let mut p = vec![0x80, 2, b']', b'r', 0, 0, 0, 0];
+        for i in 0u32..200_000 {
+            p.push(b'j');
+            p.extend(i.to_le_bytes());
+            p.extend([b']', b'r']);
+            p.extend((i + 1).to_le_bytes());
+            p.push(b'a');
+        }
+        p.extend([b'j', 0, 0, 0, 0, b'.']);
+        // A small stack: recursive drop of the chain would overflow it.
+        let h = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let (v, _) = unpickle(&p, 0).unwrap();
+                let Value::List(l) = &v else { panic!() };
+                assert_eq!(l.borrow().len(), 1);
+                drop(v);
+                // A list containing itself must not hang or overflow either.
+                let (v, _) = unpickle(b"\x80\x02]q\x00h\x00a.", 0).unwrap();
+                assert_eq!(v.kind(), "list");
+            })
+            .unwrap();
+        h.join().unwrap();
     }
 
     #[test]

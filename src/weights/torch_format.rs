@@ -30,6 +30,10 @@ fn err(path: &Path, msg: impl Into<String>) -> Error {
 
 /// The `(name, tensor reference)` pairs of a state dict, in file order.
 fn tensor_entries(path: &Path, v: &Value) -> Result<Vec<(String, TensorRef)>> {
+    tensor_entries_at(path, v, true)
+}
+
+fn tensor_entries_at(path: &Path, v: &Value, top: bool) -> Result<Vec<(String, TensorRef)>> {
     let Value::Dict(d) = v else {
         return Err(err(
             path,
@@ -38,11 +42,11 @@ fn tensor_entries(path: &Path, v: &Value) -> Result<Vec<(String, TensorRef)>> {
     };
     let d = d.borrow();
     // Training checkpoints wrap the weights; accept the two common wrappers.
-    if !d.iter().all(|(_, v)| matches!(v, Value::Tensor(_))) {
+    if top && !d.iter().all(|(_, v)| matches!(v, Value::Tensor(_))) {
         for (k, v) in d.iter() {
             if let Value::Str(k) = k {
                 if (k == "state_dict" || k == "model") && matches!(v, Value::Dict(_)) {
-                    return tensor_entries(path, v);
+                    return tensor_entries_at(path, v, false);
                 }
             }
         }
@@ -175,7 +179,7 @@ fn materialise(
 fn build_state_dict(
     path: &Path,
     entries: Vec<(String, TensorRef)>,
-    storages: &HashMap<String, Vec<u8>>,
+    storages: &HashMap<String, &[u8]>,
     file_len: usize,
 ) -> Result<StateDict> {
     let mut budget = output_budget(file_len);
@@ -247,7 +251,10 @@ pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<StateDict> {
     if !matches!(proto, Value::Int(LEGACY_PROTOCOL)) {
         return Err(err(
             path,
-            format!("unsupported legacy protocol version {proto:?}"),
+            match &proto {
+                Value::Int(v) => format!("unsupported legacy protocol version {v}"),
+                other => format!("legacy protocol version is a {}, not an int", other.kind()),
+            },
         ));
     }
     let (sys_info, pos) = unpickle_at(path, bytes, pos, "sys_info")?;
@@ -265,7 +272,7 @@ pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<StateDict> {
     let entries = tensor_entries(path, &main)?;
     let dtypes = storage_dtypes(path, &entries)?;
     let (keys, mut pos) = unpickle_at(path, bytes, pos, "storage key list")?;
-    let Value::List(keys) = keys else {
+    let Value::List(keys) = &keys else {
         return Err(err(
             path,
             format!("storage key list after the main pickle (at byte {main_at}) is not a list"),
@@ -316,7 +323,7 @@ pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<StateDict> {
                     ),
                 )
             })?;
-        storages.insert(k.clone(), data.to_vec());
+        storages.insert(k.clone(), data);
         pos += n;
     }
     build_state_dict(path, entries, &storages, bytes.len())
@@ -381,15 +388,19 @@ pub fn read_zip(path: &Path, bytes: &[u8]) -> Result<StateDict> {
     })?;
     let entries = tensor_entries(path, &main)?;
     let dtypes = storage_dtypes(path, &entries)?;
-    let mut storages = HashMap::new();
+    let mut owned = HashMap::new();
     let mut keys: Vec<&String> = dtypes.keys().collect();
     keys.sort();
     for k in keys {
         let name = format!("{prefix}data/{k}");
         let d = read_entry(path, &mut za, &name, limit)?
             .ok_or_else(|| err(path, format!("zip entry `{name}` missing (storage `{k}`)")))?;
-        storages.insert(k.clone(), d);
+        owned.insert(k.clone(), d);
     }
+    let storages = owned
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_slice()))
+        .collect();
     build_state_dict(path, entries, &storages, bytes.len())
 }
 
@@ -634,4 +645,103 @@ pub fn write_zip(tensors: &StateDict, out: &Path) -> Result<Vec<u8>> {
         zw.finish().map_err(zerr)?;
     }
     Ok(cur.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A legacy file built by hand: one tensor through a pre-1.0 storage view (`view_metadata`),
+    /// one wrapped in `_rebuild_parameter`, both over the same root storage of 10 floats.
+    fn legacy_with_view() -> Vec<u8> {
+        let mut buf = Vec::new();
+        buf.extend(LEGACY_PREFIX);
+        buf.push(b'.');
+        buf.extend([0x80, 2, b'M', 0xe9, 0x03, b'.']);
+        buf.extend([0x80, 2, b'}', b'.']);
+        let mut p = Pickler::new();
+        p.global("collections", "OrderedDict");
+        p.op(b')');
+        p.op(b'R');
+        p.op(b'(');
+        p.str("viewed");
+        p.global("torch._utils", "_rebuild_tensor_v2");
+        p.op(b'(');
+        p.op(b'(');
+        p.str("storage");
+        p.global("torch.cuda", "FloatStorage");
+        p.str("v");
+        p.str("cuda:0");
+        p.int(10);
+        p.op(b'(');
+        p.str("root");
+        p.int(4);
+        p.int(3);
+        p.op(b't');
+        p.op(b't');
+        p.op(b'Q');
+        p.int(1);
+        p.usize_tuple(&[2]);
+        p.usize_tuple(&[1]);
+        p.op(0x89);
+        p.op(b'N');
+        p.op(b't');
+        p.op(b'R');
+        p.str("param");
+        p.global("torch._utils", "_rebuild_parameter");
+        p.op(b'(');
+        p.global("torch._utils", "_rebuild_tensor");
+        p.op(b'(');
+        p.op(b'(');
+        p.str("storage");
+        p.global("torch", "FloatStorage");
+        p.str("root");
+        p.str("cpu");
+        p.int(10);
+        p.op(b'N');
+        p.op(b't');
+        p.op(b'Q');
+        p.int(8);
+        p.usize_tuple(&[2, 1]);
+        p.usize_tuple(&[1, 1]);
+        p.op(b't');
+        p.op(b'R');
+        p.op(0x88);
+        p.op(b'N');
+        p.op(b't');
+        p.op(b'R');
+        p.op(b'u');
+        buf.extend(p.finish());
+        let mut p = Pickler::new();
+        p.op(b']');
+        p.str("root");
+        p.op(b'a');
+        buf.extend(p.finish());
+        buf.extend(10i64.to_le_bytes());
+        for i in 0..10 {
+            buf.extend((i as f32 * 10.0).to_le_bytes());
+        }
+        buf
+    }
+
+    #[test]
+    fn storage_views_and_parameters() {
+        let bytes = legacy_with_view();
+        let sd = read_legacy(Path::new("v.pth"), &bytes).unwrap();
+        // view starts at root element 4, the tensor at offset 1 within it: elements 5 and 6.
+        let v: Vec<f32> = sd["viewed"].to_vec1().unwrap();
+        assert_eq!(v, vec![50.0, 60.0]);
+        let p: Vec<Vec<f32>> = sd["param"].to_vec2().unwrap();
+        assert_eq!(p, vec![vec![80.0], vec![90.0]]);
+        // Any storage shorter than what the tensors reach is refused, naming the tensor.
+        let mut short = bytes.clone();
+        let n = short.len();
+        let at = n - 40 - 8;
+        short[at..at + 8].copy_from_slice(&9i64.to_le_bytes());
+        short.truncate(n - 4);
+        let e = read_legacy(Path::new("v.pth"), &short)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`param`") && e.contains("holds 9"), "{e}");
+    }
 }
