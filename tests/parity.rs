@@ -9,17 +9,16 @@
 //!
 //! Run: `cargo test --release --test parity -- --nocapture`.
 
+// The gate below is a custom cfg; the helpers it uses are unused while it is off.
+#![allow(unexpected_cfgs)]
+#![cfg_attr(not(yolact_parity_api), allow(dead_code))]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-const RAW_TOL: f32 = 1e-4;
-const BOX_TOL: f32 = 0.5;
-const SCORE_TOL: f32 = 1e-3;
-const MASK_IOU_MIN: f64 = 0.99;
-const MATCH_MIN: f64 = 0.99;
 const CONFIGS: [&str; 2] = ["yolact_resnet50", "yolact_plus_resnet50"];
 
 fn fixture_dir() -> PathBuf {
@@ -286,6 +285,13 @@ fn rle_decoder_reads_pycocotools_strings() {
 #[cfg(yolact_parity_api)]
 mod engine {
     use super::*;
+
+    const RAW_TOL: f32 = 1e-4;
+    const BOX_TOL: f32 = 0.5;
+    const SCORE_TOL: f32 = 1e-3;
+    const MASK_IOU_MIN: f64 = 0.99;
+    const MATCH_MIN: f64 = 0.99;
+
     use yolact_ros2::detection::Detections;
     use yolact_ros2::pipeline::{Engine, InferOptions};
     use yolact_ros2::weights::CheckpointFormat;
