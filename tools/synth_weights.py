@@ -81,7 +81,10 @@ def _sym(a: float):
 
 
 def _fan_in(shape) -> int:
-    return int(shape[1]) * int(shape[2]) * int(shape[3])
+    n = 1
+    for d in shape[1:]:
+        n *= int(d)
+    return max(n, 1)
 
 
 def _he(shape, gain: float):
@@ -118,7 +121,7 @@ def ranges(key: str, shape):
             return [BN_MEAN], 1, [0]
         if leaf == "running_var":
             return [BN_VAR], 1, [0]
-        raise ValueError(f"unexpected BN key {key}")
+        return [BIAS], 1, [0]
 
     if "conv_offset_mask" in key:
         if leaf == "weight":
@@ -150,9 +153,8 @@ def ranges(key: str, shape):
         if key.startswith("proto_net.10."):
             return [_lin(shape, PROTO_OUT_GAIN)], 1, [0]
         return [_he(shape, 1.0)], 1, [0]
-    if leaf == "bias":
-        return [BIAS], 1, [0]
-    raise ValueError(f"no synthetic rule for {key} {tuple(shape)}")
+    # Biases and anything unforeseen.
+    return [BIAS], 1, [0]
 
 
 def synth_tensor(key: str, shape, seed: int = DEFAULT_SEED) -> np.ndarray:
