@@ -64,6 +64,17 @@ fn mask_only_results_match_pycocotools() {
     check_scenario("segm");
 }
 
+/// Box-only results evaluated as masks: each box is rasterised as a polygon (`frPoly`), with the
+/// box area as the detection area.
+#[test]
+fn box_polygons_as_masks_match_pycocotools() {
+    let exp = expected();
+    let gt = CocoGt::from_path(fixture("gt.json")).unwrap();
+    let dt = load_results(fixture("results_bbox.json")).unwrap();
+    let segm = evaluate(&gt, &dt, IouType::Segm).unwrap();
+    assert_stats(&segm, &exp["bbox"]["segm_of_boxes"], "bbox/segm_of_boxes");
+}
+
 #[test]
 fn empty_results_match_pycocotools() {
     check_scenario("empty");

@@ -421,6 +421,52 @@ mod tests {
         assert_eq!(u.area(), du.iter().filter(|x| **x).count() as u64);
     }
 
+    /// Random masks: RLE IoU (plain and crowd) against a dense f64 count.
+    #[test]
+    fn mask_iou_matches_dense_count() {
+        let (h, w) = (7u32, 9u32);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200 {
+            let mut make = || {
+                let p = next() % 100;
+                let bits: Vec<bool> = (0..h * w).map(|_| next() % 100 < p).collect();
+                let mut counts = Vec::new();
+                let (mut cur, mut run) = (false, 0u32);
+                for &b in &bits {
+                    if b != cur {
+                        counts.push(run);
+                        run = 0;
+                        cur = b;
+                    }
+                    run += 1;
+                }
+                counts.push(run);
+                (EvalRle::from_counts(h, w, counts).unwrap(), bits)
+            };
+            let (a, da) = make();
+            let (b, db) = make();
+            assert_eq!(dense(&a), da);
+            let inter = da.iter().zip(&db).filter(|(x, y)| **x && **y).count() as f64;
+            let na = da.iter().filter(|x| **x).count() as f64;
+            let nb = db.iter().filter(|x| **x).count() as f64;
+            let want = if inter == 0.0 {
+                0.0
+            } else {
+                inter / (na + nb - inter)
+            };
+            let want_crowd = if inter == 0.0 { 0.0 } else { inter / na };
+            let (ba, bb) = (a.to_bbox(), b.to_bbox());
+            assert!((mask_iou(&a, &ba, &b, &bb, false) - want).abs() < 1e-12);
+            assert!((mask_iou(&a, &ba, &b, &bb, true) - want_crowd).abs() < 1e-12);
+        }
+    }
+
     #[test]
     fn bbox_of_column_spanning_run() {
         // 3x4 mask; foreground from index 2 (col 0, row 2) to index 6 (col 2, row 0).
