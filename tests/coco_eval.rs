@@ -80,6 +80,41 @@ fn empty_results_match_pycocotools() {
     check_scenario("empty");
 }
 
+/// The same comparison on a directory written by the fixture script, e.g. a larger set:
+/// `python3 -c "import make_cocoeval_fixtures as m; m.IMAGE_SIZES = [...]; m.main()" DIR` from
+/// tools/, then `COCOEVAL_DIR=DIR cargo test --release --test coco_eval -- --ignored`.
+#[test]
+#[ignore = "needs COCOEVAL_DIR made by tools/make_cocoeval_fixtures.py"]
+fn external_fixture_dir_matches_pycocotools() {
+    let Ok(dir) = std::env::var("COCOEVAL_DIR") else {
+        panic!("set COCOEVAL_DIR");
+    };
+    let dir = PathBuf::from(dir);
+    let exp: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    check_gt_masks(&dir);
+    let gt = CocoGt::from_path(dir.join("gt.json")).unwrap();
+    for name in ["both", "bbox", "segm", "empty"] {
+        let dt = load_results(dir.join(format!("results_{name}.json"))).unwrap();
+        for (key, t) in [
+            ("bbox", IouType::Bbox),
+            ("segm", IouType::Segm),
+            ("segm_of_boxes", IouType::Segm),
+        ] {
+            if exp[name].get(key).is_some() {
+                let start = std::time::Instant::now();
+                let s = evaluate(&gt, &dt, t).unwrap();
+                eprintln!(
+                    "{name}/{key}: {} results in {:?}",
+                    dt.len(),
+                    start.elapsed()
+                );
+                assert_stats(&s, &exp[name][key], &format!("{name}/{key}"));
+            }
+        }
+    }
+}
+
 #[test]
 fn segm_reported_only_for_results_with_masks() {
     let (bbox, segm) = evaluate_files(fixture("gt.json"), fixture("results_bbox.json")).unwrap();
@@ -129,8 +164,13 @@ fn thresholds_equal_numpy_linspace() {
 /// uncompressed RLE) rasterises to the same run lengths, area and box as pycocotools.
 #[test]
 fn ground_truth_masks_match_pycocotools() {
-    let exp = expected();
-    let gt = CocoGt::from_path(fixture("gt.json")).unwrap();
+    check_gt_masks(&fixture(""));
+}
+
+fn check_gt_masks(dir: &std::path::Path) {
+    let exp: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let gt = CocoGt::from_path(dir.join("gt.json")).unwrap();
     let prims = exp["gt_masks"].as_array().unwrap();
     assert_eq!(prims.len(), gt.annotations.len());
     for p in prims {
