@@ -278,6 +278,22 @@ fn malformed_inputs_are_errors() {
     )
     .unwrap();
     assert!(evaluate(&gt, &dt, IouType::Segm).is_err());
+    // Absurd polygon coordinates are refused rather than walked.
+    let dt = coco_eval::results_from_json_str(
+        r#"[{"image_id": 1, "category_id": 5, "score": 1, "bbox": [0, 0, 1, 1],
+             "segmentation": [[0, 0, 1e12, 0, 1e12, 5]]}]"#,
+    )
+    .unwrap();
+    assert!(evaluate(&gt, &dt, IouType::Segm).is_err());
+    // A mask larger than u32 pixels cannot be represented (as in the reference).
+    let big = CocoGt::from_json_str(
+        r#"{"images": [{"id": 1, "width": 100000, "height": 100000}],
+            "categories": [{"id": 5}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "area": 4,
+                             "iscrowd": 0, "segmentation": [[0, 0, 2, 0, 2, 2]]}]}"#,
+    )
+    .unwrap();
+    assert!(evaluate(&big, &[], IouType::Segm).is_err());
     // Mixed result kinds: the first has a box, a later one does not.
     let dt = coco_eval::results_from_json_str(
         r#"[{"image_id": 1, "category_id": 5, "bbox": [0, 0, 1, 1], "score": 1},

@@ -306,7 +306,7 @@ pub fn segmentation_to_rle(seg: &Segmentation, h: u32, w: u32) -> Result<EvalRle
         Segmentation::Polygons(polys) => {
             // frPyObjects decides on the first part: exactly 4 numbers means boxes, not polygons.
             let parts: Vec<EvalRle> = match polys.first() {
-                None => return EvalRle::from_counts(h, w, vec![h * w]),
+                None => return EvalRle::from_counts(h, w, vec![super::mask::pixel_count(h, w)?]),
                 Some(first) if first.len() == 4 => polys
                     .iter()
                     .map(|p| {

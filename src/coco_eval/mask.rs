@@ -5,6 +5,18 @@
 
 use crate::{Error, Result};
 
+/// Polygon coordinates beyond this many pixels are rejected: the edge walk is linear in the
+/// coordinate range, so absurd values would otherwise mean absurd time and memory.
+const MAX_POLY_COORD: f64 = 1e6;
+/// Upper bound on the points of one densely walked polygon boundary.
+const MAX_BOUNDARY_POINTS: u64 = 50_000_000;
+
+/// Pixel count of an h x w mask; counts are u32 in the reference, so larger masks are refused.
+pub fn pixel_count(h: u32, w: u32) -> Result<u32> {
+    h.checked_mul(w)
+        .ok_or_else(|| Error::Invalid(format!("mask size {h}x{w} is too large")))
+}
+
 /// Column-major run lengths, starting with a run of zeros (possibly empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvalRle {
@@ -17,7 +29,7 @@ impl EvalRle {
     /// Uncompressed counts; the runs must add up to `h * w` so later run walks stay in bounds.
     pub fn from_counts(h: u32, w: u32, counts: Vec<u32>) -> Result<Self> {
         let total: u64 = counts.iter().map(|&c| c as u64).sum();
-        if total != h as u64 * w as u64 {
+        if total != pixel_count(h, w)? as u64 {
             return Err(Error::Invalid(format!(
                 "RLE counts sum to {total}, expected {h}x{w} = {}",
                 h as u64 * w as u64
@@ -127,12 +139,18 @@ impl EvalRle {
     /// edges are walked densely, crossings of pixel-column centres are collected and turned into
     /// run boundaries.
     pub fn from_polygon(xy: &[f64], h: u32, w: u32) -> Result<Self> {
-        if xy.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Invalid("polygon has a non-finite coordinate".into()));
+        if xy
+            .iter()
+            .any(|v| !v.is_finite() || v.abs() > MAX_POLY_COORD)
+        {
+            return Err(Error::Invalid(format!(
+                "polygon coordinate is not finite or beyond +-{MAX_POLY_COORD}"
+            )));
         }
+        let n_pixels = pixel_count(h, w)?;
         let k = xy.len() / 2;
         if k == 0 {
-            return Self::from_counts(h, w, vec![h * w]);
+            return Self::from_counts(h, w, vec![n_pixels]);
         }
         const SCALE: f64 = 5.0;
         // C's (int)(v + .5) truncates toward zero; `as i64` does the same.
@@ -142,8 +160,21 @@ impl EvalRle {
             .collect();
         x.push(x[0]);
         y.push(y[0]);
-        let mut u: Vec<i64> = Vec::new();
-        let mut v: Vec<i64> = Vec::new();
+        let walk: u64 = (0..k)
+            .map(|j| {
+                (x[j] - x[j + 1])
+                    .unsigned_abs()
+                    .max((y[j] - y[j + 1]).unsigned_abs())
+                    + 1
+            })
+            .sum();
+        if walk > MAX_BOUNDARY_POINTS {
+            return Err(Error::Invalid(format!(
+                "polygon boundary too long to rasterise ({walk} points)"
+            )));
+        }
+        let mut u: Vec<i64> = Vec::with_capacity(walk as usize);
+        let mut v: Vec<i64> = Vec::with_capacity(walk as usize);
         for j in 0..k {
             let (mut xs, mut xe, mut ys, mut ye) = (x[j], x[j + 1], y[j], y[j + 1]);
             let dx = (xe - xs).abs();
@@ -189,7 +220,7 @@ impl EvalRle {
             let yd = ((yd + 0.5) / SCALE - 0.5).clamp(0.0, hf).ceil();
             a.push(xd as u64 * h as u64 + yd as u64);
         }
-        a.push(h as u64 * w as u64);
+        a.push(n_pixels as u64);
         a.sort_unstable();
         let mut prev = 0u64;
         for val in a.iter_mut() {
