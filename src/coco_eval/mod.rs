@@ -6,6 +6,9 @@
 //! Departures, all where pycocotools would crash: results on unknown images are an error
 //! instead of an assertion, an empty results list evaluates (every detection missing) instead
 //! of raising, and a ground-truth annotation without `area` uses its mask (or box) area.
+//! As in pycocotools, results for categories absent from the ground truth are ignored, and
+//! the first result decides how all are read (with `bbox`: area = w*h; masks only: area and box
+//! from the mask).
 
 pub mod accumulate;
 pub mod dataset;
