@@ -6,6 +6,7 @@
 //! time.
 
 pub mod coco;
+pub mod coco_eval;
 pub mod config;
 pub mod decode;
 pub mod detection;
