@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 mod bench;
+mod coco_eval;
 mod convert;
 mod infer;
 
@@ -29,6 +30,8 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Time each stage of a frame and print median and spread.
     Bench(bench::BenchArgs),
+    /// Evaluate a COCO results file against ground truth (box and mask AP/AR, as pycocotools).
+    CocoEval(coco_eval::CocoEvalArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -36,6 +39,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Infer(a) => infer::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::CocoEval(a) => coco_eval::run(a),
     }
 }
 
