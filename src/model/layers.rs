@@ -289,4 +289,61 @@ mod tests {
             }
         }
     }
+
+    /// Offsets and modulation come from the offset conv's bias only (its weight is zero), so the
+    /// deformable conv reduces to a plain conv with per-tap scaled weights over a shifted input.
+    #[test]
+    #[ignore = "needs ops::dcn"]
+    fn deform_conv_splits_offsets_and_modulation_as_the_reference() {
+        let (c, h, wd) = (3, 7, 6);
+        let mut w = Weights::default();
+        let wn = w.conv("d", c, c, 3);
+        let b = w.bias("d", c);
+        let bnp = w.bn("bn", c);
+        let dev = candle_core::Device::Cpu;
+        w.map.insert(
+            "d.conv_offset_mask.weight".into(),
+            Tensor::zeros((27, c, 3, 3), DType::F32, &dev).unwrap(),
+        );
+        // dy = +1 for every tap (sample one row down), dx = 0, mask logits differ per tap.
+        let logits: Vec<f32> = (0..9).map(|k| k as f32 * 0.5 - 2.0).collect();
+        let mut om = vec![0f32; 27];
+        for (k, &l) in logits.iter().enumerate() {
+            om[2 * k] = 1.0;
+            om[18 + k] = l;
+        }
+        w.map.insert(
+            "d.conv_offset_mask.bias".into(),
+            Tensor::new(om, &dev).unwrap(),
+        );
+        let vb = w.vb();
+        let dcn = DeformConv2d::load_bn(vb.pp("d"), vb.pp("bn"), c, c, 1).unwrap();
+        let x = tu::rand_input(1, c, h, wd);
+        let got = dcn.forward(&x).unwrap();
+
+        // x shifted up by one row, zero-filled at the bottom.
+        let xn = Nd::from_tensor(&x);
+        let mut shifted = Nd::zeros(1, c, h, wd);
+        for ch in 0..c {
+            for y in 0..h - 1 {
+                for xx in 0..wd {
+                    let i = shifted.idx(0, ch, y, xx);
+                    shifted.data[i] = xn.at(0, ch, y + 1, xx);
+                }
+            }
+        }
+        let mut scaled = wn.clone();
+        for o in 0..c {
+            for i in 0..c {
+                for (k, &l) in logits.iter().enumerate() {
+                    let m = 1.0 / (1.0 + (-(l as f64)).exp());
+                    let idx = scaled.idx(o, i, k / 3, k % 3);
+                    scaled.data[idx] *= m;
+                }
+            }
+        }
+        let want = tu::bn(&tu::conv(&shifted, &scaled, Some(&b), 1, 1), &bnp);
+        let err = tu::rel_err(&got, &want);
+        assert!(err < 1e-5, "{err}");
+    }
 }
