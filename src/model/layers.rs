@@ -140,7 +140,7 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = super::im2col::conv2d(x, &self.weight, self.stride, self.padding)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -321,14 +321,15 @@ mod tests {
         let x = tu::rand_input(1, c, h, wd);
         let got = dcn.forward(&x).unwrap();
 
-        // x shifted up by one row, zero-filled at the bottom.
+        // Tap (i, j) reads x(ho + i, wo - 1 + j): an unpadded conv over x framed by zero columns
+        // left and right and two zero rows below.
         let xn = Nd::from_tensor(&x);
-        let mut shifted = Nd::zeros(1, c, h, wd);
+        let mut framed = Nd::zeros(1, c, h + 2, wd + 2);
         for ch in 0..c {
-            for y in 0..h - 1 {
+            for y in 0..h {
                 for xx in 0..wd {
-                    let i = shifted.idx(0, ch, y, xx);
-                    shifted.data[i] = xn.at(0, ch, y + 1, xx);
+                    let i = framed.idx(0, ch, y, xx + 1);
+                    framed.data[i] = xn.at(0, ch, y, xx);
                 }
             }
         }
@@ -342,7 +343,7 @@ mod tests {
                 }
             }
         }
-        let want = tu::bn(&tu::conv(&shifted, &scaled, Some(&b), 1, 1), &bnp);
+        let want = tu::bn(&tu::conv(&framed, &scaled, Some(&b), 1, 0), &bnp);
         let err = tu::rel_err(&got, &want);
         assert!(err < 1e-5, "{err}");
     }
