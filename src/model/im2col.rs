@@ -72,7 +72,12 @@ impl CustomOp1 for Im2Col {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = layout.shape().dims4()?;
-        if h + 2 * self.pad < self.k || w + 2 * self.pad < self.k || self.stride == 0 {
+        if h == 0
+            || w == 0
+            || h + 2 * self.pad < self.k
+            || w + 2 * self.pad < self.k
+            || self.stride == 0
+        {
             candle_core::bail!("im2col: input {h}x{w} too small for kernel {}", self.k);
         }
         let CpuStorage::F32(data) = storage else {
