@@ -302,4 +302,18 @@ fn parity_with_reference_dump() {
         eprintln!("{name} {k}: max |diff| {d:e} (max |ref| {s:e})");
         assert!(d <= 1e-3 * s.max(1.0), "{k}: {d} vs scale {s}");
     }
+    if let (Some(m), Some(want)) = (all.get("miou.in"), all.get("miou.out")) {
+        let got = model.maskiou(m).unwrap();
+        let d = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        let d = d.to_scalar::<f32>().unwrap();
+        eprintln!("{name} maskiou: max |diff| {d:e}");
+        assert!(d < 1e-4);
+    }
 }
