@@ -263,7 +263,8 @@ fn time_forward() {
 /// Compares against a dump of the reference PyTorch network: a safetensors file with the weights
 /// under `w.<state-dict key>`, the input `x`, and the eval outputs `out.{loc,conf,mask,proto}`
 /// (raw head outputs, i.e. with `Detect` bypassed). Set `YOLACT_PARITY_FILE` and
-/// `YOLACT_PARITY_CONFIG`, then run with `--ignored`.
+/// `YOLACT_PARITY_CONFIG`, then run with `--ignored`. `tools/model_parity_dump.py` writes such a
+/// file from an extracted reference checkout (`git --git-dir=<mirror> archive HEAD | tar -x`).
 #[test]
 #[ignore = "needs a reference dump (YOLACT_PARITY_FILE)"]
 fn parity_with_reference_dump() {
