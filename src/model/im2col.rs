@@ -117,9 +117,19 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, pad: usize) -> Result<
     let y = if k == 1 && stride == 1 && pad == 0 {
         // A 1x1 conv is already a GEMM over the contiguous (C, H·W) planes.
         w2.broadcast_matmul(&x.contiguous()?.reshape((n, c, h * w))?)?
-    } else {
+    } else if n == 1 {
         let cols = x.contiguous()?.apply_op1_no_bwd(&op)?;
         w2.broadcast_matmul(&cols)?
+    } else {
+        // One image at a time: the column matrix is k·k times the input (175 MB for the 138x138
+        // protonet conv), so a whole batch of them would multiply the peak memory.
+        let per_image = (0..n)
+            .map(|i| {
+                let cols = x.narrow(0, i, 1)?.contiguous()?.apply_op1_no_bwd(&op)?;
+                w2.broadcast_matmul(&cols)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&per_image, 0)?
     };
     y.reshape((n, o, ho, wo))
 }
