@@ -259,3 +259,62 @@ fn time_forward() {
         );
     }
 }
+
+/// Compares against a dump of the reference PyTorch network: a safetensors file with the weights
+/// under `w.<state-dict key>`, the input `x`, and the eval outputs `out.{loc,conf,mask,proto}`
+/// (raw head outputs, i.e. with `Detect` bypassed). Set `YOLACT_PARITY_FILE` and
+/// `YOLACT_PARITY_CONFIG`, then run with `--ignored`. `tools/model_parity_dump.py` writes such a
+/// file from an extracted reference checkout (`git --git-dir=<mirror> archive HEAD | tar -x`).
+#[test]
+#[ignore = "needs a reference dump (YOLACT_PARITY_FILE)"]
+fn parity_with_reference_dump() {
+    let path = std::env::var("YOLACT_PARITY_FILE").expect("YOLACT_PARITY_FILE");
+    let name = std::env::var("YOLACT_PARITY_CONFIG").expect("YOLACT_PARITY_CONFIG");
+    let dev = Device::Cpu;
+    let all = candle_core::safetensors::load(&path, &dev).unwrap();
+    let weights: HashMap<String, Tensor> = all
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("w.").map(|k| (k.to_string(), v.clone())))
+        .collect();
+    let cfg = YolactConfig::by_name(&name).unwrap();
+    let model = Yolact::load(VarBuilder::from_tensors(weights, DType::F32, &dev), &cfg).unwrap();
+    let out = model.forward(&all["x"]).unwrap();
+    for (k, got) in [
+        ("loc", &out.loc),
+        ("conf", &out.conf),
+        ("mask", &out.mask),
+        ("proto", &out.proto),
+    ] {
+        let want = &all[&format!("out.{k}")];
+        assert_eq!(got.dims(), want.dims(), "{k}");
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        let (d, s) = (
+            diff.to_scalar::<f32>().unwrap(),
+            scale.to_scalar::<f32>().unwrap(),
+        );
+        eprintln!("{name} {k}: max |diff| {d:e} (max |ref| {s:e})");
+        assert!(d <= 1e-3 * s.max(1.0), "{k}: {d} vs scale {s}");
+    }
+    if let (Some(m), Some(want)) = (all.get("miou.in"), all.get("miou.out")) {
+        let got = model.maskiou(m).unwrap();
+        let d = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        let d = d.to_scalar::<f32>().unwrap();
+        eprintln!("{name} maskiou: max |diff| {d:e}");
+        assert!(d < 1e-4);
+    }
+}

@@ -140,7 +140,7 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = super::im2col::conv2d(x, &self.weight, self.stride, self.padding)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -288,5 +288,63 @@ mod tests {
                 assert_eq!(got[n * 3 + c], m);
             }
         }
+    }
+
+    /// Offsets and modulation come from the offset conv's bias only (its weight is zero), so the
+    /// deformable conv reduces to a plain conv with per-tap scaled weights over a shifted input.
+    #[test]
+    #[ignore = "needs ops::dcn"]
+    fn deform_conv_splits_offsets_and_modulation_as_the_reference() {
+        let (c, h, wd) = (3, 7, 6);
+        let mut w = Weights::default();
+        let wn = w.conv("d", c, c, 3);
+        let b = w.bias("d", c);
+        let bnp = w.bn("bn", c);
+        let dev = candle_core::Device::Cpu;
+        w.map.insert(
+            "d.conv_offset_mask.weight".into(),
+            Tensor::zeros((27, c, 3, 3), DType::F32, &dev).unwrap(),
+        );
+        // dy = +1 for every tap (sample one row down), dx = 0, mask logits differ per tap.
+        let logits: Vec<f32> = (0..9).map(|k| k as f32 * 0.5 - 2.0).collect();
+        let mut om = vec![0f32; 27];
+        for (k, &l) in logits.iter().enumerate() {
+            om[2 * k] = 1.0;
+            om[18 + k] = l;
+        }
+        w.map.insert(
+            "d.conv_offset_mask.bias".into(),
+            Tensor::new(om, &dev).unwrap(),
+        );
+        let vb = w.vb();
+        let dcn = DeformConv2d::load_bn(vb.pp("d"), vb.pp("bn"), c, c, 1).unwrap();
+        let x = tu::rand_input(1, c, h, wd);
+        let got = dcn.forward(&x).unwrap();
+
+        // Tap (i, j) reads x(ho + i, wo - 1 + j): an unpadded conv over x framed by zero columns
+        // left and right and two zero rows below.
+        let xn = Nd::from_tensor(&x);
+        let mut framed = Nd::zeros(1, c, h + 2, wd + 2);
+        for ch in 0..c {
+            for y in 0..h {
+                for xx in 0..wd {
+                    let i = framed.idx(0, ch, y, xx + 1);
+                    framed.data[i] = xn.at(0, ch, y, xx);
+                }
+            }
+        }
+        let mut scaled = wn.clone();
+        for o in 0..c {
+            for i in 0..c {
+                for (k, &l) in logits.iter().enumerate() {
+                    let m = 1.0 / (1.0 + (-(l as f64)).exp());
+                    let idx = scaled.idx(o, i, k / 3, k % 3);
+                    scaled.data[idx] *= m;
+                }
+            }
+        }
+        let want = tu::bn(&tu::conv(&framed, &scaled, Some(&b), 1, 0), &bnp);
+        let err = tu::rel_err(&got, &want);
+        assert!(err < 1e-5, "{err}");
     }
 }

@@ -7,6 +7,7 @@
 pub mod darknet;
 pub mod fpn;
 pub mod head;
+pub mod im2col;
 pub mod layers;
 pub mod maskiou;
 pub mod protonet;

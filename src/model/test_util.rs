@@ -1,5 +1,8 @@
 //! Float64 loop implementations used as independent references by the model's unit tests.
 
+// Index loops mirror the textbook formulas, which is the point of a naive reference.
+#![allow(clippy::needless_range_loop)]
+
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
