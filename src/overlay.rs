@@ -29,7 +29,11 @@ pub fn draw(img: &RgbImage, dets: &Detections) -> RgbImage {
         .collect();
     if !usable.is_empty() {
         for (i, px) in out.pixels_mut().enumerate() {
-            let mut v = [px[0] as f32 / 255.0, px[1] as f32 / 255.0, px[2] as f32 / 255.0];
+            let mut v = [
+                px[0] as f32 / 255.0,
+                px[1] as f32 / 255.0,
+                px[2] as f32 / 255.0,
+            ];
             let mut touched = false;
             for &(j, d) in usable.iter().rev() {
                 if d.mask.data[i] != 0 {
@@ -87,7 +91,9 @@ fn fill_rect(img: &mut RgbImage, x1: i64, y1: i64, x2: i64, y2: i64, c: Rgb<u8>)
 
 fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, c: Rgb<u8>) {
     for (i, ch) in text.chars().enumerate() {
-        let Some(glyph) = font8x8::BASIC_FONTS.get(ch) else { continue };
+        let Some(glyph) = font8x8::BASIC_FONTS.get(ch) else {
+            continue;
+        };
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
                 if bits & (1 << col) != 0 {
@@ -114,9 +120,18 @@ mod tests {
             class_score: 0.9,
             mask_iou: None,
             bbox: [2.0, 14.0, 18.0, 19.0],
-            mask: Mask { height: 20, width: 20, data },
+            mask: Mask {
+                height: 20,
+                width: 20,
+                data,
+            },
         };
-        let dets = Detections { width: 20, height: 20, config: "t".into(), items: vec![d] };
+        let dets = Detections {
+            width: 20,
+            height: 20,
+            config: "t".into(),
+            items: vec![d],
+        };
         let out = draw(&img, &dets);
         let c = color_for(0);
         let expect: Vec<u8> = (0..3)
@@ -141,9 +156,18 @@ mod tests {
             class_score: 0.5,
             mask_iou: Some(1.0),
             bbox: [-50.0, -50.0, 500.0, 500.0],
-            mask: Mask { height: 3, width: 3, data: vec![1; 9] },
+            mask: Mask {
+                height: 3,
+                width: 3,
+                data: vec![1; 9],
+            },
         };
-        let dets = Detections { width: 5, height: 5, config: "t".into(), items: vec![d] };
+        let dets = Detections {
+            width: 5,
+            height: 5,
+            config: "t".into(),
+            items: vec![d],
+        };
         let _ = draw(&img, &dets);
     }
 }

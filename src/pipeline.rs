@@ -35,7 +35,12 @@ pub struct InferOptions {
 
 impl Default for InferOptions {
     fn default() -> Self {
-        InferOptions { score_threshold: 0.15, top_k: 100, nms: NmsKind::Fast, crop: true }
+        InferOptions {
+            score_threshold: 0.15,
+            top_k: 100,
+            nms: NmsKind::Fast,
+            crop: true,
+        }
     }
 }
 
@@ -67,10 +72,26 @@ pub struct StageTimes {
 }
 
 impl StageTimes {
-    pub const NAMES: [&'static str; 7] = ["preprocess", "backbone", "fpn", "protonet", "heads", "nms", "masks"];
+    pub const NAMES: [&'static str; 7] = [
+        "preprocess",
+        "backbone",
+        "fpn",
+        "protonet",
+        "heads",
+        "nms",
+        "masks",
+    ];
 
     pub fn as_array(&self) -> [Duration; 7] {
-        [self.preprocess, self.backbone, self.fpn, self.protonet, self.heads, self.nms, self.masks]
+        [
+            self.preprocess,
+            self.backbone,
+            self.fpn,
+            self.protonet,
+            self.heads,
+            self.nms,
+            self.masks,
+        ]
     }
 
     pub fn total(&self) -> Duration {
@@ -93,7 +114,12 @@ impl Engine {
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let model = Yolact::load(vb, &cfg)?;
         let priors = priors_tensor(&cfg, &conv_sizes(&cfg), device)?;
-        Ok(Engine { cfg, model, priors, device: device.clone() })
+        Ok(Engine {
+            cfg,
+            model,
+            priors,
+            device: device.clone(),
+        })
     }
 
     /// Loads a checkpoint (legacy `.pth`, zip `.pth` or safetensors). The config is `config` when
@@ -137,7 +163,11 @@ impl Engine {
     }
 
     /// Runs one frame and returns its detections and the time of each stage.
-    pub fn infer_timed(&self, img: &RgbImage, opts: &InferOptions) -> Result<(Detections, StageTimes)> {
+    pub fn infer_timed(
+        &self,
+        img: &RgbImage,
+        opts: &InferOptions,
+    ) -> Result<(Detections, StageTimes)> {
         let mut t = StageTimes::default();
         let mut clock = Clock::new(&self.device);
 
@@ -153,24 +183,50 @@ impl Engine {
         t.heads = clock.lap()?;
 
         let boxes = decode_boxes(&loc.get(0)?, &self.priors)?;
-        let nms = NmsOptions { kind: opts.nms, ..NmsOptions::from_config(&self.cfg) };
+        let nms = NmsOptions {
+            kind: opts.nms,
+            ..NmsOptions::from_config(&self.cfg)
+        };
         let dets = detect(&boxes, &conf.get(0)?, &coef.get(0)?, &nms)?;
         t.nms = clock.lap()?;
 
         let (w, h) = img.dimensions();
         let maskiou = |m: &Tensor| self.model.maskiou(m);
         let maskiou_fn: Option<&dyn Fn(&Tensor) -> candle_core::Result<Tensor>> =
-            if self.cfg.use_maskiou { Some(&maskiou) } else { None };
-        let popts = PostprocessOptions { score_threshold: opts.score_threshold, top_k: opts.top_k, crop: opts.crop };
-        let items = postprocess(&dets, &proto.get(0)?, maskiou_fn, w as usize, h as usize, &popts)?;
+            if self.cfg.use_maskiou {
+                Some(&maskiou)
+            } else {
+                None
+            };
+        let popts = PostprocessOptions {
+            score_threshold: opts.score_threshold,
+            top_k: opts.top_k,
+            crop: opts.crop,
+        };
+        let items = postprocess(
+            &dets,
+            &proto.get(0)?,
+            maskiou_fn,
+            w as usize,
+            h as usize,
+            &popts,
+        )?;
         t.masks = clock.lap()?;
 
-        if items.iter().any(|d| !d.score.is_finite() || d.bbox.iter().any(|v| !v.is_finite())) {
+        if items
+            .iter()
+            .any(|d| !d.score.is_finite() || d.bbox.iter().any(|v| !v.is_finite()))
+        {
             return Err(Error::Invalid(
                 "the network produced NaN or infinite scores or boxes; the weights are probably corrupt".into(),
             ));
         }
-        let dets = Detections { width: w as usize, height: h as usize, config: self.cfg.name.to_string(), items };
+        let dets = Detections {
+            width: w as usize,
+            height: h as usize,
+            config: self.cfg.name.to_string(),
+            items,
+        };
         Ok((dets, t))
     }
 }
@@ -183,7 +239,10 @@ struct Clock<'a> {
 
 impl<'a> Clock<'a> {
     fn new(device: &'a Device) -> Self {
-        Clock { device, last: Instant::now() }
+        Clock {
+            device,
+            last: Instant::now(),
+        }
     }
 
     fn lap(&mut self) -> Result<Duration> {

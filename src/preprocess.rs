@@ -48,7 +48,9 @@ pub fn check_size(w: u32, h: u32) -> std::result::Result<(), String> {
         return Err(format!("image has zero size ({w}x{h})"));
     }
     if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
-        return Err(format!("image is {w}x{h}; sides over {MAX_IMAGE_SIDE} px are not supported"));
+        return Err(format!(
+            "image is {w}x{h}; sides over {MAX_IMAGE_SIDE} px are not supported"
+        ));
     }
     Ok(())
 }
@@ -57,11 +59,16 @@ pub fn check_size(w: u32, h: u32) -> std::result::Result<(), String> {
 pub fn image_to_tensor(img: &RgbImage, device: &Device) -> Result<Tensor> {
     let (w, h) = img.dimensions();
     check_size(w, h).map_err(Error::Image)?;
-    let t = Tensor::from_raw_buffer(img.as_raw(), DType::U8, &[h as usize, w as usize, 3], &Device::Cpu)?
-        .to_device(device)?
-        .permute((2, 0, 1))?
-        .to_dtype(DType::F32)?
-        .unsqueeze(0)?;
+    let t = Tensor::from_raw_buffer(
+        img.as_raw(),
+        DType::U8,
+        &[h as usize, w as usize, 3],
+        &Device::Cpu,
+    )?
+    .to_device(device)?
+    .permute((2, 0, 1))?
+    .to_dtype(DType::F32)?
+    .unsqueeze(0)?;
     Ok(t)
 }
 
@@ -69,7 +76,10 @@ pub fn image_to_tensor(img: &RgbImage, device: &Device) -> Result<Tensor> {
 /// normalise. Output (1, 3, S, S), RGB.
 pub fn preprocess(img: &RgbImage, cfg: &YolactConfig, device: &Device) -> Result<Tensor> {
     let x = image_to_tensor(img, device)?;
-    normalize(&resize_bilinear(&x, cfg.max_size, cfg.max_size)?, cfg.transform)
+    normalize(
+        &resize_bilinear(&x, cfg.max_size, cfg.max_size)?,
+        cfg.transform,
+    )
 }
 
 /// Applies the config's normalisation to an RGB (N, 3, H, W) tensor in 0..255.
@@ -92,7 +102,9 @@ mod tests {
 
     #[test]
     fn normalisation_matches_the_bgr_formula() {
-        let img = RgbImage::from_fn(4, 3, |x, y| image::Rgb([(x * 50) as u8, (y * 70) as u8, 200]));
+        let img = RgbImage::from_fn(4, 3, |x, y| {
+            image::Rgb([(x * 50) as u8, (y * 70) as u8, 200])
+        });
         let t = image_to_tensor(&img, &Device::Cpu).unwrap();
         let n = normalize(&t, Transform::ResNet).unwrap();
         let v = n.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -102,7 +114,17 @@ mod tests {
         let b = (200f32 - 103.94) / 57.38;
         assert_eq!(v[2 * 12], b);
         let dn = normalize(&t, Transform::DarkNet).unwrap();
-        let g = dn.get(0).unwrap().get(1).unwrap().get(2).unwrap().get(0).unwrap().to_scalar::<f32>().unwrap();
+        let g = dn
+            .get(0)
+            .unwrap()
+            .get(1)
+            .unwrap()
+            .get(2)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(g, 140.0 / 255.0);
     }
 

@@ -17,14 +17,12 @@
 //! `tests/fixtures/parity/README.md`). Every constant is a decimal literal or an IEEE-exact
 //! operation, so Rust and NumPy round identically.
 
-use std::collections::BTreeMap;
-
 use candle_core::{Device, Tensor};
 
-use crate::config::{BackboneKind, YolactConfig};
+use crate::config::YolactConfig;
+use crate::weights::expected_shapes;
 
-/// Key -> tensor, as loaded from a checkpoint (same type as `crate::weights::StateDict`).
-pub type StateDict = BTreeMap<String, Tensor>;
+pub use crate::weights::StateDict;
 
 /// The seed the committed parity fixtures were made with.
 pub const DEFAULT_SEED: u64 = 0x5EED_CAFE;
@@ -244,169 +242,10 @@ pub fn synth_tensor(key: &str, shape: &[usize], seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn bn(out: &mut Vec<(String, Vec<usize>)>, prefix: &str, c: usize) {
-    for leaf in ["weight", "bias", "running_mean", "running_var"] {
-        out.push((format!("{prefix}.{leaf}"), vec![c]));
-    }
-}
-
-fn conv(
-    out: &mut Vec<(String, Vec<usize>)>,
-    prefix: &str,
-    o: usize,
-    i: usize,
-    k: usize,
-    bias: bool,
-) {
-    out.push((format!("{prefix}.weight"), vec![o, i, k, k]));
-    if bias {
-        out.push((format!("{prefix}.bias"), vec![o]));
-    }
-}
-
-/// Every inference key of `cfg` with its shape (spec §2), without `num_batches_tracked` and
-/// `semantic_seg_conv.*`. A local enumeration so the generator does not depend on the loader.
-pub fn model_keys(cfg: &YolactConfig) -> Vec<(String, Vec<usize>)> {
-    let mut out = Vec::new();
-    let c_out: [usize; 3] = match &cfg.backbone {
-        BackboneKind::ResNet { blocks, .. } => {
-            conv(&mut out, "backbone.conv1", 64, 3, 7, false);
-            bn(&mut out, "backbone.bn1", 64);
-            let mut inp = 64;
-            for (l, &nb) in blocks.iter().enumerate() {
-                let p = 64usize << l;
-                for b in 0..nb {
-                    let pre = format!("backbone.layers.{l}.{b}");
-                    conv(&mut out, &format!("{pre}.conv1"), p, inp, 1, false);
-                    bn(&mut out, &format!("{pre}.bn1"), p);
-                    if cfg.is_dcn_block(l, b) {
-                        conv(&mut out, &format!("{pre}.conv2"), p, p, 3, true);
-                        conv(
-                            &mut out,
-                            &format!("{pre}.conv2.conv_offset_mask"),
-                            27,
-                            p,
-                            3,
-                            true,
-                        );
-                    } else {
-                        conv(&mut out, &format!("{pre}.conv2"), p, p, 3, false);
-                    }
-                    bn(&mut out, &format!("{pre}.bn2"), p);
-                    conv(&mut out, &format!("{pre}.conv3"), 4 * p, p, 1, false);
-                    bn(&mut out, &format!("{pre}.bn3"), 4 * p);
-                    if b == 0 {
-                        conv(
-                            &mut out,
-                            &format!("{pre}.downsample.0"),
-                            4 * p,
-                            inp,
-                            1,
-                            false,
-                        );
-                        bn(&mut out, &format!("{pre}.downsample.1"), 4 * p);
-                    }
-                    inp = 4 * p;
-                }
-            }
-            [512, 1024, 2048]
-        }
-        BackboneKind::DarkNet { blocks } => {
-            conv(&mut out, "backbone._preconv.0", 32, 3, 3, false);
-            bn(&mut out, "backbone._preconv.1", 32);
-            let mut inp = 32;
-            for (l, &nb) in blocks.iter().enumerate() {
-                let c = 32usize << l;
-                conv(
-                    &mut out,
-                    &format!("backbone.layers.{l}.0.0"),
-                    2 * c,
-                    inp,
-                    3,
-                    false,
-                );
-                bn(&mut out, &format!("backbone.layers.{l}.0.1"), 2 * c);
-                for b in 1..=nb {
-                    let pre = format!("backbone.layers.{l}.{b}");
-                    conv(&mut out, &format!("{pre}.conv1.0"), c, 2 * c, 1, false);
-                    bn(&mut out, &format!("{pre}.conv1.1"), c);
-                    conv(&mut out, &format!("{pre}.conv2.0"), 2 * c, c, 3, false);
-                    bn(&mut out, &format!("{pre}.conv2.1"), 2 * c);
-                }
-                inp = 2 * c;
-            }
-            [256, 512, 1024]
-        }
-    };
-    let f = cfg.fpn_channels;
-    let a = cfg.priors_per_cell();
-    for (j, &c) in c_out.iter().rev().enumerate() {
-        conv(&mut out, &format!("fpn.lat_layers.{j}"), f, c, 1, true);
-    }
-    for j in 0..3 {
-        conv(&mut out, &format!("fpn.pred_layers.{j}"), f, f, 3, true);
-    }
-    for j in 0..2 {
-        conv(
-            &mut out,
-            &format!("fpn.downsample_layers.{j}"),
-            f,
-            f,
-            3,
-            true,
-        );
-    }
-    for j in [0, 2, 4, 8] {
-        conv(&mut out, &format!("proto_net.{j}"), 256, f, 3, true);
-    }
-    conv(&mut out, "proto_net.10", cfg.mask_dim, 256, 1, true);
-    let head = "prediction_layers.0";
-    conv(&mut out, &format!("{head}.upfeature.0"), f, f, 3, true);
-    conv(&mut out, &format!("{head}.bbox_layer"), 4 * a, f, 3, true);
-    conv(
-        &mut out,
-        &format!("{head}.conf_layer"),
-        cfg.num_classes * a,
-        f,
-        3,
-        true,
-    );
-    conv(
-        &mut out,
-        &format!("{head}.mask_layer"),
-        cfg.mask_dim * a,
-        f,
-        3,
-        true,
-    );
-    if cfg.use_maskiou {
-        let chans = [1, 8, 16, 32, 64, 128];
-        for j in 0..5 {
-            conv(
-                &mut out,
-                &format!("maskiou_net.maskiou_net.{}", 2 * j),
-                chans[j + 1],
-                chans[j],
-                3,
-                true,
-            );
-        }
-        conv(
-            &mut out,
-            "maskiou_net.maskiou_net.10",
-            cfg.num_fg_classes(),
-            128,
-            1,
-            true,
-        );
-    }
-    out
-}
-
 /// The synthetic state dict of `cfg`: every inference key, f32, on the CPU.
 pub fn synth_state_dict(cfg: &YolactConfig, seed: u64) -> crate::Result<StateDict> {
     let mut sd = StateDict::new();
-    for (key, shape) in model_keys(cfg) {
+    for (key, shape) in expected_shapes(cfg) {
         let data = synth_tensor(&key, &shape, seed);
         let t = Tensor::from_vec(data, shape.as_slice(), &Device::Cpu)?;
         sd.insert(key, t);
@@ -417,6 +256,7 @@ pub fn synth_state_dict(cfg: &YolactConfig, seed: u64) -> crate::Result<StateDic
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use std::path::Path;
 
     #[derive(serde::Deserialize)]
@@ -500,7 +340,7 @@ mod tests {
         let fx = fixture();
         for (name, entries) in &fx.configs {
             let cfg = YolactConfig::by_name(name).unwrap();
-            let mut ours: Vec<(String, Vec<usize>)> = model_keys(&cfg);
+            let mut ours: Vec<(String, Vec<usize>)> = expected_shapes(&cfg);
             let mut theirs: Vec<(String, Vec<usize>)> = entries
                 .iter()
                 .map(|e| (e.key.clone(), e.shape.clone()))
@@ -514,7 +354,7 @@ mod tests {
     #[test]
     fn ranges_are_sane_per_kind() {
         let cfg = YolactConfig::by_name("yolact_plus_base").unwrap();
-        for (key, shape) in model_keys(&cfg) {
+        for (key, shape) in expected_shapes(&cfg) {
             let r = ranges(&key, &shape);
             for &(lo, hi) in &r.table {
                 assert!(lo < hi && lo.is_finite() && hi.is_finite(), "{key}");
@@ -581,7 +421,7 @@ mod tests {
     fn state_dict_has_every_key_with_its_shape() {
         let cfg = YolactConfig::by_name("yolact_plus_resnet50").unwrap();
         let sd = synth_state_dict(&cfg, DEFAULT_SEED).unwrap();
-        let keys = model_keys(&cfg);
+        let keys = expected_shapes(&cfg);
         assert_eq!(sd.len(), keys.len());
         let total: usize = keys.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
         // Spec §2: 33,819,580 parameters incl. running stats, minus semantic_seg_conv (80*256+80).

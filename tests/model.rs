@@ -175,13 +175,11 @@ fn forward_shapes_im700() {
 }
 
 #[test]
-#[ignore = "needs ops::dcn"]
 fn forward_shapes_plus_resnet50() {
     check_forward("yolact_plus_resnet50", 550, 57744, 138);
 }
 
 #[test]
-#[ignore = "needs ops::dcn"]
 fn forward_shapes_plus_base() {
     check_forward("yolact_plus_base", 550, 57744, 138);
 }

@@ -3,15 +3,10 @@
 //!
 //! Two groups:
 //! * fixture checks that need only the fixtures (they keep the committed files honest);
-//! * `engine::*`, the actual parity tests against `pipeline::Engine`. They are compiled only with
-//!   `RUSTFLAGS="--cfg yolact_parity_api"` until the pipeline API has landed; then delete the
-//!   `#[cfg(yolact_parity_api)]` line below and adjust the few API calls marked `API:`.
+//! * `engine::*`, the parity tests of `pipeline::Engine`: the two goal configs from legacy and zip
+//!   `.pth` files, the other four from safetensors.
 //!
 //! Run: `cargo test --release --test parity -- --nocapture`.
-
-// The gate below is a custom cfg; the helpers it uses are unused while it is off.
-#![allow(unexpected_cfgs)]
-#![cfg_attr(not(yolact_parity_api), allow(dead_code))]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -282,7 +277,6 @@ fn rle_decoder_reads_pycocotools_strings() {
 }
 
 /// The actual parity tests (needs `pipeline::Engine` and `weights::save_torch`).
-#[cfg(yolact_parity_api)]
 mod engine {
     use super::*;
 
@@ -373,14 +367,17 @@ mod engine {
         let sd = yolact_ros2::synth::synth_state_dict(&cfg, fx.seed).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("{config}_synth.pth"));
-        // API: save_torch(&StateDict, &Path, CheckpointFormat) -> Result<()>.
-        yolact_ros2::weights::save_torch(&sd, &path, format).unwrap();
+        match format {
+            CheckpointFormat::SafeTensors => {
+                yolact_ros2::weights::save_safetensors(&sd, &path).unwrap()
+            }
+            _ => yolact_ros2::weights::save_torch(&sd, &path, format).unwrap(),
+        }
         let engine = Engine::load(&path, Some(config), &Device::Cpu).unwrap();
         let img = image::open(fixture_dir().join(&fx.image))
             .unwrap()
             .to_rgb8();
 
-        // API: RawFrame { loc (P,4), conf (P,81), mask (P,32), priors (P,4), proto (Hp,Wp,32) }.
         let raw = engine.raw(&img).unwrap();
         let rows = &raw_fx["rows"];
         let mut worst = 0f32;
@@ -450,5 +447,25 @@ mod engine {
     #[test]
     fn yolact_plus_resnet50_zip() {
         run("yolact_plus_resnet50", CheckpointFormat::TorchZip);
+    }
+
+    #[test]
+    fn yolact_darknet53_safetensors() {
+        run("yolact_darknet53", CheckpointFormat::SafeTensors);
+    }
+
+    #[test]
+    fn yolact_base_safetensors() {
+        run("yolact_base", CheckpointFormat::SafeTensors);
+    }
+
+    #[test]
+    fn yolact_im700_safetensors() {
+        run("yolact_im700", CheckpointFormat::SafeTensors);
+    }
+
+    #[test]
+    fn yolact_plus_base_safetensors() {
+        run("yolact_plus_base", CheckpointFormat::SafeTensors);
     }
 }

@@ -49,7 +49,11 @@ impl Spread {
         } else {
             (ms[n / 2 - 1] + ms[n / 2]) / 2.0
         };
-        Spread { median, min: ms.first().copied().unwrap_or(f64::NAN), max: ms.last().copied().unwrap_or(f64::NAN) }
+        Spread {
+            median,
+            min: ms.first().copied().unwrap_or(f64::NAN),
+            max: ms.last().copied().unwrap_or(f64::NAN),
+        }
     }
 
     fn json(&self) -> serde_json::Value {
@@ -83,14 +87,21 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let per_stage: Vec<(&str, Spread)> = StageTimes::NAMES
         .iter()
         .enumerate()
-        .map(|(i, name)| (*name, Spread::of(&stages.iter().map(|s| s.as_array()[i]).collect::<Vec<_>>())))
+        .map(|(i, name)| {
+            (
+                *name,
+                Spread::of(&stages.iter().map(|s| s.as_array()[i]).collect::<Vec<_>>()),
+            )
+        })
         .collect();
     let fps = 1000.0 / frame.median;
     let device = format!("{:?}", engine.device()).to_lowercase();
     let (w, h) = img.dimensions();
     if a.json {
-        let stages_json: serde_json::Map<String, serde_json::Value> =
-            per_stage.iter().map(|(n, s)| (n.to_string(), s.json())).collect();
+        let stages_json: serde_json::Map<String, serde_json::Value> = per_stage
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.json()))
+            .collect();
         let v = json!({
             "config": engine.config().name,
             "device": device,
@@ -110,7 +121,10 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             a.iters,
             a.warmup
         );
-        println!("{:<12} {:>10} {:>10} {:>10}", "stage (ms)", "median", "min", "max");
+        println!(
+            "{:<12} {:>10} {:>10} {:>10}",
+            "stage (ms)", "median", "min", "max"
+        );
         for (n, s) in per_stage.iter().chain(std::iter::once(&("frame", frame))) {
             println!("{n:<12} {:>10.2} {:>10.2} {:>10.2}", s.median, s.min, s.max);
         }

@@ -18,8 +18,13 @@ pub struct CocoEvalArgs {
 }
 
 pub fn run(a: CocoEvalArgs) -> Result<ExitCode> {
-    let (bbox, segm) = evaluate_files(&a.gt, &a.results)
-        .with_context(|| format!("evaluating {} against {}", a.results.display(), a.gt.display()))?;
+    let (bbox, segm) = evaluate_files(&a.gt, &a.results).with_context(|| {
+        format!(
+            "evaluating {} against {}",
+            a.results.display(),
+            a.gt.display()
+        )
+    })?;
     if a.json {
         println!("{}", stats_json(&bbox, segm.as_ref()));
         return Ok(ExitCode::SUCCESS);

@@ -78,10 +78,13 @@ fn infer_one(engine: &Engine, path: &Path, opts: &InferOptions, out: &Outputs) -
     }
     if let Some(p) = out.path(&out.json, path, "json") {
         let v = detections_json(path, &dets);
-        std::fs::write(&p, serde_json::to_vec_pretty(&v)?).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(&p, serde_json::to_vec_pretty(&v)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = out.path(&out.overlay, path, "png") {
-        overlay::draw(&img, &dets).save(&p).with_context(|| format!("writing {}", p.display()))?;
+        overlay::draw(&img, &dets)
+            .save(&p)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = out.path(&out.dump_raw, path, "safetensors") {
         let raw = engine.raw(&img)?;
@@ -95,7 +98,8 @@ fn infer_one(engine: &Engine, path: &Path, opts: &InferOptions, out: &Outputs) -
         .into_iter()
         .map(|(k, t)| (k.to_string(), t))
         .collect();
-        candle_core::safetensors::save(&tensors, &p).with_context(|| format!("writing {}", p.display()))?;
+        candle_core::safetensors::save(&tensors, &p)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }
@@ -137,7 +141,9 @@ fn collect_inputs(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, bool)> {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| {
                     f.is_file()
-                        && f.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e))
+                        && f.extension()
+                            .and_then(|e| e.to_str())
+                            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e))
                 })
                 .collect();
             found.sort();
@@ -164,7 +170,10 @@ fn check_unique_stems(images: &[PathBuf], several: bool) -> Result<()> {
     }
     let mut seen = HashSet::new();
     for p in images {
-        let stem = p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
         if !seen.insert(stem.clone()) {
             bail!("two inputs share the file stem `{stem}`, so their outputs would overwrite each other; rename one");
         }
@@ -181,13 +190,23 @@ struct Outputs {
 
 impl Outputs {
     fn new(a: &InferArgs, several: bool) -> Result<Self> {
-        let out = Outputs { several, json: a.json.clone(), overlay: a.overlay.clone(), dump_raw: a.dump_raw.clone() };
-        for p in [&out.json, &out.overlay, &out.dump_raw].into_iter().flatten() {
+        let out = Outputs {
+            several,
+            json: a.json.clone(),
+            overlay: a.overlay.clone(),
+            dump_raw: a.dump_raw.clone(),
+        };
+        for p in [&out.json, &out.overlay, &out.dump_raw]
+            .into_iter()
+            .flatten()
+        {
             if several {
-                std::fs::create_dir_all(p)
-                    .with_context(|| format!("creating output directory {} (several inputs)", p.display()))?;
+                std::fs::create_dir_all(p).with_context(|| {
+                    format!("creating output directory {} (several inputs)", p.display())
+                })?;
             } else if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
             }
         }
         Ok(out)
@@ -198,7 +217,10 @@ impl Outputs {
         if !self.several {
             return Some(t.clone());
         }
-        let stem = input.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let stem = input
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
         Some(t.join(format!("{stem}.{ext}")))
     }
 }

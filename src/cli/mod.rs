@@ -63,12 +63,20 @@ impl ModelArgs {
         let device = parse_device(&self.device)?;
         if let Some(rest) = self.weights.strip_prefix("synthetic") {
             let seed = match rest.strip_prefix(':') {
-                Some(s) => s.parse::<u64>().with_context(|| format!("bad seed `{s}` in --weights synthetic:SEED"))?,
+                Some(s) => s
+                    .parse::<u64>()
+                    .with_context(|| format!("bad seed `{s}` in --weights synthetic:SEED"))?,
                 None if rest.is_empty() => 0,
-                None => bail!("--weights `{}`: expected a file or `synthetic[:SEED]`", self.weights),
+                None => bail!(
+                    "--weights `{}`: expected a file or `synthetic[:SEED]`",
+                    self.weights
+                ),
             };
             let Some(name) = &self.config else {
-                bail!("--weights synthetic needs --config NAME (one of: {})", CONFIG_NAMES.join(", "));
+                bail!(
+                    "--weights synthetic needs --config NAME (one of: {})",
+                    CONFIG_NAMES.join(", ")
+                );
             };
             let cfg = YolactConfig::by_name(name)?;
             let sd = yolact_ros2::synth::synth_state_dict(&cfg, seed)?;
@@ -108,7 +116,10 @@ pub struct DetectArgs {
 impl DetectArgs {
     pub fn options(&self) -> Result<yolact_ros2::pipeline::InferOptions> {
         if !(0.0..=1.0).contains(&self.score_threshold) {
-            bail!("--score-threshold must be within 0..=1, got {}", self.score_threshold);
+            bail!(
+                "--score-threshold must be within 0..=1, got {}",
+                self.score_threshold
+            );
         }
         Ok(yolact_ros2::pipeline::InferOptions {
             score_threshold: self.score_threshold,
@@ -148,7 +159,9 @@ pub fn parse_device(s: &str) -> Result<Device> {
                 Some(n) => n
                     .strip_prefix(':')
                     .and_then(|n| n.parse::<usize>().ok())
-                    .with_context(|| format!("--device `{s}`: expected cpu, cuda, cuda:N or auto"))?,
+                    .with_context(|| {
+                        format!("--device `{s}`: expected cpu, cuda, cuda:N or auto")
+                    })?,
                 None => bail!("--device `{s}`: expected cpu, cuda, cuda:N or auto"),
             };
             if !candle_core::utils::cuda_is_available() {

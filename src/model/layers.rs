@@ -293,7 +293,6 @@ mod tests {
     /// Offsets and modulation come from the offset conv's bias only (its weight is zero), so the
     /// deformable conv reduces to a plain conv with per-tap scaled weights over a shifted input.
     #[test]
-    #[ignore = "needs ops::dcn"]
     fn deform_conv_splits_offsets_and_modulation_as_the_reference() {
         let (c, h, wd) = (3, 7, 6);
         let mut w = Weights::default();
