@@ -19,7 +19,16 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-const CONFIGS: [&str; 2] = ["yolact_resnet50", "yolact_plus_resnet50"];
+/// Configs with committed fixtures. The first two are the acceptance targets; the others
+/// use automatically chosen thresholds (see the fixture README).
+const CONFIGS: [&str; 6] = [
+    "yolact_resnet50",
+    "yolact_plus_resnet50",
+    "yolact_darknet53",
+    "yolact_base",
+    "yolact_im700",
+    "yolact_plus_base",
+];
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity")
@@ -236,7 +245,8 @@ fn fixture_raw_rows_are_consistent() {
         let conf: Vec<Vec<f32>> = raw["conf"].to_vec2().unwrap();
         let mask: Vec<Vec<f32>> = raw["mask"].to_vec2().unwrap();
         let priors: Vec<Vec<f32>> = raw["priors"].to_vec2().unwrap();
-        assert_eq!(fx.num_priors, cfg.priors_per_cell() * 6416);
+        let cells = if cfg.max_size == 700 { 10_321 } else { 6416 };
+        assert_eq!(fx.num_priors, cfg.priors_per_cell() * cells);
         assert!(rows.len() > 300 && *rows.last().unwrap() < fx.num_priors as i64);
         for (i, &r) in rows.iter().enumerate() {
             let s: f64 = conf[i].iter().map(|&v| v as f64).sum();
@@ -450,5 +460,26 @@ mod engine {
     #[test]
     fn yolact_plus_resnet50_zip() {
         run("yolact_plus_resnet50", CheckpointFormat::TorchZip);
+    }
+
+    // The other four configs, one checkpoint format each (the format path is shared).
+    #[test]
+    fn yolact_darknet53_zip() {
+        run("yolact_darknet53", CheckpointFormat::TorchZip);
+    }
+
+    #[test]
+    fn yolact_base_legacy() {
+        run("yolact_base", CheckpointFormat::TorchLegacy);
+    }
+
+    #[test]
+    fn yolact_im700_zip() {
+        run("yolact_im700", CheckpointFormat::TorchZip);
+    }
+
+    #[test]
+    fn yolact_plus_base_legacy() {
+        run("yolact_plus_base", CheckpointFormat::TorchLegacy);
     }
 }
