@@ -33,6 +33,9 @@ const BN_GAMMA: (f64, f64) = (0.8, 1.2);
 /// Last BN of a residual branch (bn3; DarkNet conv2.1): keeps the residual stream from growing
 /// over 23 blocks.
 const BN_GAMMA_LAST: (f64, f64) = (0.15, 0.35);
+/// DarkNet stage-entry BN (`backbone.layers.L.0.1`): its residual stream has no BN on the
+/// shortcut and no activation after the add, so it grows faster than ResNet's.
+const BN_GAMMA_DARKNET_ENTRY: (f64, f64) = (0.8, 1.0);
 const BN_BETA: (f64, f64) = (-0.1, 0.1);
 const BN_MEAN: (f64, f64) = (-0.1, 0.1);
 const BN_VAR: (f64, f64) = (0.5, 1.5);
@@ -127,6 +130,17 @@ fn has_pair(segs: &[&str], a: impl Fn(&str) -> bool, b: &str) -> bool {
     segs.windows(3).any(|w| a(w[0]) && w[1] == b)
 }
 
+/// `backbone.layers.L.0.1.*`: the BN of a DarkNet stage's strided entry conv.
+fn is_darknet_entry_bn(segs: &[&str]) -> bool {
+    segs.len() > 5
+        && segs[0] == "backbone"
+        && segs[1] == "layers"
+        && !segs[2].is_empty()
+        && segs[2].bytes().all(|c| c.is_ascii_digit())
+        && segs[3] == "0"
+        && segs[4] == "1"
+}
+
 fn is_bn_key(segs: &[&str]) -> bool {
     let n = segs.len();
     // Module-name segments only (the leaf is the parameter name).
@@ -135,13 +149,7 @@ fn is_bn_key(segs: &[&str]) -> bool {
         || has_pair(segs, |s| s == "downsample", "1")
         || has_pair(segs, is_conv_segment, "1")
         || (n > 3 && segs[0] == "backbone" && segs[1] == "_preconv" && segs[2] == "1")
-        || (n > 5
-            && segs[0] == "backbone"
-            && segs[1] == "layers"
-            && !segs[2].is_empty()
-            && segs[2].bytes().all(|c| c.is_ascii_digit())
-            && segs[3] == "0"
-            && segs[4] == "1")
+        || is_darknet_entry_bn(segs)
 }
 
 /// The value ranges for a key (mirrors `ranges` in tools/synth_weights.py).
@@ -152,9 +160,10 @@ pub fn ranges(key: &str, shape: &[usize]) -> Ranges {
         let inner = &segs[..segs.len() - 1];
         return Ranges::one(match leaf {
             "weight" => {
-                let last = inner.contains(&"bn3") || has_pair(&segs, |s| s == "conv2", "1");
-                if last {
+                if inner.contains(&"bn3") || has_pair(&segs, |s| s == "conv2", "1") {
                     BN_GAMMA_LAST
+                } else if is_darknet_entry_bn(&segs) {
+                    BN_GAMMA_DARKNET_ENTRY
                 } else {
                     BN_GAMMA
                 }
@@ -345,6 +354,36 @@ mod tests {
                 .iter()
                 .map(|e| (e.key.clone(), e.shape.clone()))
                 .collect();
+            ours.sort();
+            theirs.sort();
+            assert_eq!(ours, theirs, "{name}");
+        }
+    }
+
+    #[test]
+    fn model_keys_match_spec_key_files_when_present() {
+        // The spec's generated key lists live outside the repository; skip where absent.
+        let dir = Path::new("/work/shared/spec/keys");
+        for name in crate::config::CONFIG_NAMES {
+            let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.keys.txt"))) else {
+                continue;
+            };
+            let mut theirs: Vec<(String, Vec<usize>)> = text
+                .lines()
+                .filter_map(|l| {
+                    let (k, rest) = l.trim().split_once(' ')?;
+                    let dims = rest
+                        .trim_matches(|c| c == '(' || c == ')')
+                        .split(',')
+                        .filter_map(|d| d.trim().parse().ok())
+                        .collect();
+                    Some((k.to_string(), dims))
+                })
+                .filter(|(k, _)| {
+                    !k.ends_with("num_batches_tracked") && !k.starts_with("semantic_seg_conv.")
+                })
+                .collect();
+            let mut ours = model_keys(&YolactConfig::by_name(name).unwrap());
             ours.sort();
             theirs.sort();
             assert_eq!(ours, theirs, "{name}");

@@ -32,6 +32,9 @@ DEFAULT_SEED = 0x5EED_CAFE  # the seed the parity fixtures use
 # Scales, chosen by running the reference at full depth (see tests/fixtures/parity/README.md).
 BN_GAMMA = (0.8, 1.2)
 BN_GAMMA_LAST = (0.15, 0.35)  # bn3 (DarkNet: conv2.1): keeps the residual stream from growing over 23 blocks
+# DarkNet stage-entry BN (backbone.layers.L.0.1): its residual stream has no BN on the shortcut and
+# no activation after the add, so it grows faster than ResNet's; this keeps P3..P7 comparable.
+BN_GAMMA_DARKNET_ENTRY = (0.8, 1.0)
 BN_BETA = (-0.1, 0.1)
 BN_MEAN = (-0.1, 0.1)
 BN_VAR = (0.5, 1.5)
@@ -113,8 +116,11 @@ def ranges(key: str, shape):
     )
     if is_bn:
         if leaf == "weight":
-            last = re.search(r"\.(bn3|conv2\.1)\.", key) is not None
-            return [BN_GAMMA_LAST if last else BN_GAMMA], 1, [0]
+            if re.search(r"\.(bn3|conv2\.1)\.", key) is not None:
+                return [BN_GAMMA_LAST], 1, [0]
+            if re.search(r"^backbone\.layers\.\d+\.0\.1\.", key) is not None:
+                return [BN_GAMMA_DARKNET_ENTRY], 1, [0]
+            return [BN_GAMMA], 1, [0]
         if leaf == "bias":
             return [BN_BETA], 1, [0]
         if leaf == "running_mean":
