@@ -35,7 +35,7 @@ impl<R: Read> Read for Counting<R> {
 /// log-time order). After the first error it yields that error once and then ends.
 pub struct McapMessages {
     path: PathBuf,
-    reader: mcap::io::MessageReader<Counting<BufReader<File>>>,
+    reader: mcap::io::MessageReader<Counting<Box<dyn Read + Send>>>,
     bytes_read: Arc<AtomicU64>,
     filter: Option<Vec<String>>,
     yielded: u64,
@@ -48,20 +48,33 @@ impl McapMessages {
             path: path.to_path_buf(),
             source,
         })?;
+        Ok(Self::from_reader(
+            Box::new(BufReader::new(file)),
+            path,
+            topic_filter,
+        ))
+    }
+
+    /// Reads MCAP bytes from any source; `label` names it in errors.
+    pub fn from_reader(
+        source: Box<dyn Read + Send>,
+        label: &Path,
+        topic_filter: Option<&[String]>,
+    ) -> Self {
         let bytes_read = Arc::new(AtomicU64::new(0));
         let source = Counting {
-            inner: BufReader::new(file),
+            inner: source,
             read: bytes_read.clone(),
         };
         let options = LinearReaderOptions::default().with_record_length_limit(MAX_RECORD_LEN);
-        Ok(Self {
-            path: path.to_path_buf(),
+        Self {
+            path: label.to_path_buf(),
             reader: mcap::io::MessageReader::new_with_options(source, options),
             bytes_read,
             filter: topic_filter.map(|f| f.to_vec()),
             yielded: 0,
             done: false,
-        })
+        }
     }
 
     fn stop(&mut self, e: mcap::McapError) -> BagError {

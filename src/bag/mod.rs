@@ -7,6 +7,7 @@
 //! nothing that was readable is lost and nothing panics.
 
 pub mod cdr;
+pub mod fuzz;
 pub mod image_msg;
 pub mod mcap_reader;
 pub mod sqlite_reader;
