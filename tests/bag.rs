@@ -23,8 +23,12 @@ fn expected() -> Expected {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     Expected {
         messages: v["messages"].as_array().unwrap().clone(),
-        kept_mcap: v["damaged_intact_prefix"]["truncated.mcap"].as_u64().unwrap() as usize,
-        kept_db3: v["damaged_intact_prefix"]["truncated.db3"].as_u64().unwrap() as usize,
+        kept_mcap: v["damaged_intact_prefix"]["truncated.mcap"]
+            .as_u64()
+            .unwrap() as usize,
+        kept_db3: v["damaged_intact_prefix"]["truncated.db3"]
+            .as_u64()
+            .unwrap() as usize,
     }
 }
 
@@ -86,9 +90,13 @@ fn check_message(m: &BagMessage, e: &serde_json::Value) {
                     .map(|(&a, &b)| (a as i32 - b as i32).abs())
                     .collect();
                 let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
-                // A quality-95 JPEG of this pattern: small mean error, but a channel swap or
-                // a wrong layout would give tens.
-                assert!(mean < 6.0, "jpeg mean abs diff {mean}");
+                let max = diffs.iter().copied().max().unwrap_or(0);
+                // Against libjpeg's decode of the same bytes: IDCT/upsampling rounding only
+                // (measured mean 0.43, max 3); a channel swap or wrong layout gives tens.
+                assert!(
+                    mean < 1.5 && max <= 8,
+                    "jpeg mean abs diff {mean}, max {max}"
+                );
             } else {
                 assert_eq!(got, &want[..], "{} pixels differ", m.topic);
             }
@@ -191,7 +199,10 @@ fn check_damaged(path: &Path, kept: usize, exp: &Expected) {
         check_message(item.as_ref().unwrap(), e);
     }
     let err = items[kept].as_ref().unwrap_err();
-    assert!(err.to_string().contains(&format!("after {kept} messages")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("after {kept} messages")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -229,7 +240,10 @@ fn a_damaged_file_in_a_bag_directory_does_not_stop_the_next_file() {
 #[test]
 fn bad_paths_and_layouts_are_errors() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(open_bag(dir.path()).is_err(), "directory without metadata.yaml");
+    assert!(
+        open_bag(dir.path()).is_err(),
+        "directory without metadata.yaml"
+    );
     assert!(open_bag(dir.path().join("missing.mcap")).is_err());
     let txt = dir.path().join("x.txt");
     std::fs::write(&txt, b"hi").unwrap();
@@ -282,10 +296,18 @@ fn cdr_decoders_reject_every_truncation_without_panicking() {
         // The plain structs agree with the full decode.
         if m.msg_type == "sensor_msgs/msg/Image" {
             let im = ImageMsg::from_cdr(&m.data).unwrap();
-            assert_eq!(im.to_cdr(true).unwrap(), m.data, "re-encoding is byte-exact");
+            assert_eq!(
+                im.to_cdr(true).unwrap(),
+                m.data,
+                "re-encoding is byte-exact"
+            );
         } else if m.msg_type == "sensor_msgs/msg/CompressedImage" {
             let im = CompressedImageMsg::from_cdr(&m.data).unwrap();
-            assert_eq!(im.to_cdr(true).unwrap(), m.data, "re-encoding is byte-exact");
+            assert_eq!(
+                im.to_cdr(true).unwrap(),
+                m.data,
+                "re-encoding is byte-exact"
+            );
         }
     }
 }

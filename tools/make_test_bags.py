@@ -123,7 +123,11 @@ def main():
         PilImage.fromarray(rgb).save(buf, pil_fmt, **({'quality': 95} if pil_fmt == 'JPEG' else {}))
         msg = CompressedImage(header=header(seq), format=fmt,
                               data=np.frombuffer(buf.getvalue(), np.uint8))
-        e = expected('/cam/image_raw/compressed', 'sensor_msgs/msg/CompressedImage', lt, seq, rgb=rgb)
+        # Expected pixels are what an independent decoder (libjpeg via Pillow) makes of the
+        # bytes; decoders differ slightly in IDCT and chroma upsampling, hence 'lossy'.
+        decoded = np.asarray(PilImage.open(io.BytesIO(buf.getvalue())).convert('RGB'))
+        e = expected('/cam/image_raw/compressed', 'sensor_msgs/msg/CompressedImage', lt, seq,
+                     rgb=decoded)
         e['lossy'] = pil_fmt == 'JPEG'
         frames.append(('/cam/image_raw/compressed', 'sensor_msgs/msg/CompressedImage', lt, msg, e))
         seq += 1
@@ -182,17 +186,21 @@ def damage(out):
     raw[-page:] = b'\xff' * page
     dst = out / 'truncated.db3'
     dst.write_bytes(bytes(raw))
-    # Count what sqlite itself can still read, in the order the reader uses.
+    # Count what sqlite itself can still read, in the reader's order, one row per query
+    # (Python's cursor steps one row ahead, so a plain loop would under-count by one).
     con = sqlite3.connect(f'file:{dst}?mode=ro', uri=True)
-    db_kept = 0
-    try:
-        # Touch `data` so the table pages are read, not only the timestamp index.
-        for _ in con.execute('SELECT id, length(data) FROM messages ORDER BY timestamp, id'):
-            db_kept += 1
-    except sqlite3.DatabaseError:
-        pass
-    else:
-        raise SystemExit('damaging the db3 did not make it unreadable; change the damage')
+    db_kept, cursor = 0, (-(2**63), -(2**63))
+    while True:
+        try:
+            row = con.execute(
+                'SELECT timestamp, id, length(data) FROM messages WHERE timestamp >= ?1 '
+                'AND (timestamp > ?1 OR id > ?2) ORDER BY timestamp, id LIMIT 1', cursor).fetchone()
+        except sqlite3.DatabaseError:
+            break
+        if row is None:
+            raise SystemExit('damaging the db3 did not make it unreadable; change the damage')
+        db_kept += 1
+        cursor = row[:2]
     con.close()
     return {'truncated.mcap': mcap_kept, 'truncated.db3': db_kept}
 

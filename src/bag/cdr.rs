@@ -82,7 +82,9 @@ impl<'a> CdrReader<'a> {
     fn align(&mut self, n: usize) -> Result<(), BagError> {
         let pad = (n - self.pos % n) % n;
         if pad > self.remaining() {
-            return Err(self.err(format!("alignment padding of {pad} bytes runs past the end")));
+            return Err(self.err(format!(
+                "alignment padding of {pad} bytes runs past the end"
+            )));
         }
         self.pos += pad;
         Ok(())
@@ -379,7 +381,9 @@ mod tests {
     #[test]
     fn header_layout_matches_hand_encoding() {
         // Hand-built little-endian std_msgs/Header{stamp: {1, 2}, frame_id: "ab"}.
-        let raw = [0u8, 1, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, b'a', b'b', 0];
+        let raw = [
+            0u8, 1, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, b'a', b'b', 0,
+        ];
         let mut r = CdrReader::new(&raw).unwrap();
         let h = r.read_header().unwrap();
         assert_eq!(h.stamp, Time { sec: 1, nanosec: 2 });

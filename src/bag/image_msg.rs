@@ -19,7 +19,9 @@ pub const MAX_PIXELS: u64 = 1 << 26;
 /// preprocessing stage; the limits are the same kind of guard.
 pub fn check_size(width: u32, height: u32) -> Result<(), BagError> {
     if width == 0 || height == 0 {
-        return Err(BagError::Image(format!("zero-sized image {width}x{height}")));
+        return Err(BagError::Image(format!(
+            "zero-sized image {width}x{height}"
+        )));
     }
     if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
         return Err(BagError::Image(format!(
@@ -249,12 +251,10 @@ impl CompressedImageMsg {
             CompressedFormat::Png => image::ImageFormat::Png,
         };
         let decode_err = |e: image::ImageError| BagError::Image(format!("{fmt:?} decode: {e}"));
-        let reader =
-            image::ImageReader::with_format(std::io::Cursor::new(&self.data[..]), fmt);
+        let reader = image::ImageReader::with_format(std::io::Cursor::new(&self.data[..]), fmt);
         let (w, h) = reader.into_dimensions().map_err(decode_err)?;
         check_size(w, h)?;
-        let mut reader =
-            image::ImageReader::with_format(std::io::Cursor::new(&self.data[..]), fmt);
+        let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&self.data[..]), fmt);
         let mut limits = image::Limits::default();
         limits.max_image_width = Some(MAX_SIDE);
         limits.max_image_height = Some(MAX_SIDE);

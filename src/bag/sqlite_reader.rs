@@ -116,12 +116,24 @@ impl SqliteMessages {
         })
     }
 
-    fn row_to_message(&self, id: i64, topic_id: i64, ts: i64, data: Vec<u8>) -> Result<BagMessage, BagError> {
+    fn row_to_message(
+        &self,
+        id: i64,
+        topic_id: i64,
+        ts: i64,
+        data: Vec<u8>,
+    ) -> Result<BagMessage, BagError> {
         let (topic, msg_type) = self.topics.get(&topic_id).cloned().ok_or_else(|| {
-            sql_err(&self.path, format!("message id {id} names unknown topic id {topic_id}"))
+            sql_err(
+                &self.path,
+                format!("message id {id} names unknown topic id {topic_id}"),
+            )
         })?;
         let log_time_ns = u64::try_from(ts).map_err(|_| {
-            sql_err(&self.path, format!("message id {id} has negative timestamp {ts}"))
+            sql_err(
+                &self.path,
+                format!("message id {id} has negative timestamp {ts}"),
+            )
         })?;
         Ok(BagMessage {
             topic,
