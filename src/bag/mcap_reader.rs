@@ -1,7 +1,8 @@
 //! MCAP storage files, read as a stream of records so that a file without summary or footer
 //! (recording killed mid-write) still yields every complete message before the cut.
 
-use std::collections::BTreeMap;
+use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -31,15 +32,47 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Messages of one MCAP file in file order (rosbag2 writes them in receive order, which is
-/// log-time order). After the first error it yields that error once and then ends.
+/// How many messages are held back to restore log-time order. MCAP files are streamed in file
+/// order; rosbag2 writes in receive order, so log times are almost always already sorted, and
+/// a small window fixes the rare local swaps (e.g. chunks from concurrent writers) without
+/// buffering the whole file. Messages further out of place keep their file order.
+pub const REORDER_WINDOW: usize = 8;
+
+/// A message ordered by (log time, position in the file).
+struct Pending {
+    seq: u64,
+    msg: BagMessage,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == CmpOrdering::Equal
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (self.msg.log_time_ns, self.seq).cmp(&(other.msg.log_time_ns, other.seq))
+    }
+}
+
+/// Messages of one MCAP file in log-time order (within [`REORDER_WINDOW`]). A read error is
+/// yielded once, after every message read before it, and then the iterator ends.
 pub struct McapMessages {
     path: PathBuf,
     reader: mcap::io::MessageReader<Counting<Box<dyn Read + Send>>>,
     bytes_read: Arc<AtomicU64>,
     filter: Option<Vec<String>>,
-    yielded: u64,
-    done: bool,
+    window: BinaryHeap<Reverse<Pending>>,
+    /// Messages taken from the file (after the topic filter).
+    read: u64,
+    source_done: bool,
+    error: Option<BagError>,
 }
 
 impl McapMessages {
@@ -72,38 +105,33 @@ impl McapMessages {
             reader: mcap::io::MessageReader::new_with_options(source, options),
             bytes_read,
             filter: topic_filter.map(|f| f.to_vec()),
-            yielded: 0,
-            done: false,
+            window: BinaryHeap::with_capacity(REORDER_WINDOW + 1),
+            read: 0,
+            source_done: false,
+            error: None,
         }
     }
 
-    fn stop(&mut self, e: mcap::McapError) -> BagError {
-        self.done = true;
-        BagError::Mcap {
-            path: self.path.clone(),
-            msg: format!(
-                "{e} (stopped after {} messages, {} bytes into the file)",
-                self.yielded,
-                self.bytes_read.load(Ordering::Relaxed)
-            ),
-        }
-    }
-}
-
-impl Iterator for McapMessages {
-    type Item = Result<BagMessage, BagError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        loop {
+    /// The next message of the file that passes the filter; records the first error.
+    fn pull(&mut self) -> Option<BagMessage> {
+        while !self.source_done {
             let msg = match self.reader.next() {
                 None => {
-                    self.done = true;
+                    self.source_done = true;
                     return None;
                 }
-                Some(Err(e)) => return Some(Err(self.stop(e))),
+                Some(Err(e)) => {
+                    self.source_done = true;
+                    self.error = Some(BagError::Mcap {
+                        path: self.path.clone(),
+                        msg: format!(
+                            "{e} (stopped after {} messages, {} bytes into the file)",
+                            self.read,
+                            self.bytes_read.load(Ordering::Relaxed)
+                        ),
+                    });
+                    return None;
+                }
                 Some(Ok(m)) => m,
             };
             let topic = &msg.channel.topic;
@@ -112,8 +140,8 @@ impl Iterator for McapMessages {
                     continue;
                 }
             }
-            self.yielded += 1;
-            return Some(Ok(BagMessage {
+            self.read += 1;
+            return Some(BagMessage {
                 topic: topic.clone(),
                 msg_type: msg
                     .channel
@@ -123,7 +151,28 @@ impl Iterator for McapMessages {
                     .unwrap_or_default(),
                 log_time_ns: msg.log_time,
                 data: msg.data.into_owned(),
-            }));
+            });
+        }
+        None
+    }
+}
+
+impl Iterator for McapMessages {
+    type Item = Result<BagMessage, BagError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.window.len() < REORDER_WINDOW {
+            match self.pull() {
+                Some(msg) => self.window.push(Reverse(Pending {
+                    seq: self.read,
+                    msg,
+                })),
+                None => break,
+            }
+        }
+        match self.window.pop() {
+            Some(Reverse(p)) => Some(Ok(p.msg)),
+            None => self.error.take().map(Err),
         }
     }
 }
@@ -143,4 +192,76 @@ pub fn topics(path: &Path) -> Result<Vec<TopicInfo>, BagError> {
             .count += 1;
     }
     Ok(acc.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::io::Cursor;
+
+    /// An MCAP written by the `mcap` crate's own writer with the given log times.
+    fn mcap_with_times(times: &[u64]) -> Vec<u8> {
+        let mut w = mcap::Writer::new(Cursor::new(Vec::new())).unwrap();
+        let schema = w
+            .add_schema("std_msgs/msg/UInt32", "ros2msg", b"uint32 data")
+            .unwrap();
+        let chan = w
+            .add_channel(schema, "/n", "cdr", &BTreeMap::new())
+            .unwrap();
+        for (i, &t) in times.iter().enumerate() {
+            let header = mcap::records::MessageHeader {
+                channel_id: chan,
+                sequence: i as u32,
+                log_time: t,
+                publish_time: t,
+            };
+            w.write_to_known_channel(&header, &(i as u32).to_le_bytes())
+                .unwrap();
+        }
+        w.finish().unwrap();
+        w.into_inner().into_inner()
+    }
+
+    fn read_times(data: Vec<u8>) -> Vec<Result<(u64, u32), String>> {
+        McapMessages::from_reader(Box::new(Cursor::new(data)), Path::new("t"), None)
+            .map(|r| {
+                r.map(|m| {
+                    let idx = u32::from_le_bytes(m.data[..4].try_into().unwrap());
+                    (m.log_time_ns, idx)
+                })
+                .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn local_swaps_come_out_in_log_time_order_ties_in_file_order() {
+        let times = [10, 30, 20, 20, 50, 40, 60, 5 + 55, 70];
+        let got: Vec<(u64, u32)> = read_times(mcap_with_times(&times))
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        // Independent reference: a stable sort of (time, index) pairs.
+        let mut want: Vec<(u64, u32)> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, i as u32))
+            .collect();
+        want.sort_by_key(|&(t, _)| t);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn truncated_stream_keeps_every_message_before_the_cut_then_one_error() {
+        let times: Vec<u64> = (0..30).map(|i| 1000 - i * 3).collect();
+        let full = mcap_with_times(&times);
+        let cut = full[..full.len() - 40].to_vec();
+        let got = read_times(cut);
+        let (oks, errs): (Vec<_>, Vec<_>) = got.iter().partition(|r| r.is_ok());
+        assert_eq!(errs.len(), 1);
+        assert!(got.last().unwrap().is_err(), "the error comes last");
+        // The message data section is intact, only the summary is cut: nothing is lost.
+        assert_eq!(oks.len(), times.len());
+    }
 }

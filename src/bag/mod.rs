@@ -269,7 +269,7 @@ impl BagReader {
 }
 
 enum FileMessages {
-    Mcap(mcap_reader::McapMessages),
+    Mcap(Box<mcap_reader::McapMessages>),
     Sqlite(sqlite_reader::SqliteMessages),
 }
 
@@ -292,9 +292,8 @@ impl Iterator for Messages {
                     let (path, storage) = self.files.next()?;
                     let filter = self.filter.as_deref();
                     let opened = match storage {
-                        Storage::Mcap => {
-                            mcap_reader::McapMessages::open(&path, filter).map(FileMessages::Mcap)
-                        }
+                        Storage::Mcap => mcap_reader::McapMessages::open(&path, filter)
+                            .map(|m| FileMessages::Mcap(Box::new(m))),
                         Storage::Sqlite3 => sqlite_reader::SqliteMessages::open(&path, filter)
                             .map(FileMessages::Sqlite),
                     };
