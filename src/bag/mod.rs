@@ -270,7 +270,7 @@ impl BagReader {
 
 enum FileMessages {
     Mcap(Box<mcap_reader::McapMessages>),
-    Sqlite(sqlite_reader::SqliteMessages),
+    Sqlite(Box<sqlite_reader::SqliteMessages>),
 }
 
 /// Iterator returned by [`BagReader::messages`].
@@ -295,7 +295,7 @@ impl Iterator for Messages {
                         Storage::Mcap => mcap_reader::McapMessages::open(&path, filter)
                             .map(|m| FileMessages::Mcap(Box::new(m))),
                         Storage::Sqlite3 => sqlite_reader::SqliteMessages::open(&path, filter)
-                            .map(FileMessages::Sqlite),
+                            .map(|m| FileMessages::Sqlite(Box::new(m))),
                     };
                     match opened {
                         Ok(m) => {
