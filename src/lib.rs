@@ -5,6 +5,7 @@
 //! Each stage is a pure function over tensors so a device-specific kernel can replace one stage at a
 //! time.
 
+pub mod bag;
 pub mod coco;
 pub mod coco_eval;
 pub mod config;
