@@ -16,7 +16,7 @@ use crate::detection::Detections;
 use crate::error::{Error, Result};
 use crate::fast_nms::{detect, NmsKind, NmsOptions};
 use crate::model::Yolact;
-use crate::postprocess::{postprocess, PostprocessOptions};
+use crate::postprocess::{postprocess, MaskIouFn, PostprocessOptions};
 use crate::preprocess::preprocess;
 use crate::priors::{conv_sizes, priors_tensor};
 use crate::weights::{self, StateDict};
@@ -192,12 +192,11 @@ impl Engine {
 
         let (w, h) = img.dimensions();
         let maskiou = |m: &Tensor| self.model.maskiou(m);
-        let maskiou_fn: Option<&dyn Fn(&Tensor) -> candle_core::Result<Tensor>> =
-            if self.cfg.use_maskiou {
-                Some(&maskiou)
-            } else {
-                None
-            };
+        let maskiou_fn: Option<MaskIouFn> = if self.cfg.use_maskiou {
+            Some(&maskiou)
+        } else {
+            None
+        };
         let popts = PostprocessOptions {
             score_threshold: opts.score_threshold,
             top_k: opts.top_k,

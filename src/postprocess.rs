@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor};
 use crate::detection::{Detection, Mask};
 use crate::error::{Error, Result};
 use crate::fast_nms::{stable_desc_order, Dets};
-use crate::ops::interp::resize_bilinear;
+use crate::ops::interp::resize_threshold_planes;
 
 /// Scales the mask-IoU head's output per class; (n, 1, Hp, Wp) soft masks -> (n, classes).
 pub type MaskIouFn<'a> = &'a dyn Fn(&Tensor) -> candle_core::Result<Tensor>;
@@ -98,14 +98,14 @@ pub fn upsample_threshold(masks: &Tensor, h: usize, w: usize) -> candle_core::Re
     if n == 0 {
         return Ok(Vec::new());
     }
-    let up = resize_bilinear(&masks.reshape((1, n, hp, wp))?, h, w)?;
-    let bin = up.gt(0.5)?.reshape((n, h * w))?.to_vec2::<u8>()?;
+    let planes = masks.flatten_all()?.to_vec1::<f32>()?;
+    let bin = resize_threshold_planes(&planes, hp, wp, h, w, 0.5)?;
     Ok(bin
-        .into_iter()
-        .map(|data| Mask {
+        .chunks(h * w)
+        .map(|plane| Mask {
             height: h,
             width: w,
-            data,
+            data: plane.to_vec(),
         })
         .collect())
 }

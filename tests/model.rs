@@ -228,36 +228,6 @@ fn conv_sizes_match_the_spec_table() {
     }
 }
 
-/// One-off timing, not an assertion: `cargo test --release --test model -- --ignored --nocapture time_`.
-#[test]
-#[ignore = "benchmark"]
-fn time_forward() {
-    let name =
-        std::env::var("YOLACT_BENCH_CONFIG").unwrap_or_else(|_| "yolact_plus_resnet50".into());
-    let model = load_small(&name);
-    let s = model.config().max_size;
-    let x = Tensor::randn(0f32, 1.0, (1, 3, s, s), &Device::Cpu).unwrap();
-    for i in 0..3 {
-        let t0 = std::time::Instant::now();
-        let c = model.backbone(&x).unwrap();
-        let t1 = std::time::Instant::now();
-        let p = model.fpn(&c).unwrap();
-        let t2 = std::time::Instant::now();
-        let _proto = model.protonet(&p[0]).unwrap();
-        let t3 = std::time::Instant::now();
-        let _h = model.heads(&p).unwrap();
-        let t4 = std::time::Instant::now();
-        eprintln!(
-            "{name} run {i}: backbone {:?} fpn {:?} proto {:?} heads {:?} total {:?}",
-            t1 - t0,
-            t2 - t1,
-            t3 - t2,
-            t4 - t3,
-            t4 - t0
-        );
-    }
-}
-
 /// Compares against a dump of the reference PyTorch network: a safetensors file with the weights
 /// under `w.<state-dict key>`, the input `x`, and the eval outputs `out.{loc,conf,mask,proto}`
 /// (raw head outputs, i.e. with `Detect` bypassed). Set `YOLACT_PARITY_FILE` and

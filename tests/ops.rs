@@ -366,51 +366,6 @@ fn dcn_strided_inputs_match_contiguous() {
     assert_eq!(max_abs_diff(&a, &b), 0.0);
 }
 
-/// Timing of the ++R50 worst cases; run with
-/// `cargo test --release --test ops dcn_timing -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn dcn_timing() {
-    for (c, h, s) in [(128usize, 69usize, 1usize), (128, 138, 2)] {
-        let ho = (h - 1) / s + 1;
-        let mut r = Lcg(7);
-        let d = Device::Cpu;
-        let x = Tensor::from_vec(r.vec(c * h * h, -1.0, 1.0), (1, c, h, h), &d).unwrap();
-        let off = Tensor::from_vec(r.vec(18 * ho * ho, -3.0, 3.0), (1, 18, ho, ho), &d).unwrap();
-        let mask = Tensor::from_vec(r.vec(9 * ho * ho, 0.0, 1.0), (1, 9, ho, ho), &d).unwrap();
-        let wt = Tensor::from_vec(r.vec(c * c * 9, -0.1, 0.1), (c, c, 3, 3), &d).unwrap();
-        let bias = Tensor::zeros(c, DType::F32, &d).unwrap();
-        let run = || modulated_deform_conv2d(&x, &off, &mask, &wt, &bias, s).unwrap();
-        run();
-        let reps = 10;
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            run();
-        }
-        let total = t.elapsed().as_secs_f64() / reps as f64;
-        // Minimum over repetitions: the least disturbed run on a shared machine.
-        let im2col = (0..reps)
-            .map(|_| {
-                let t = std::time::Instant::now();
-                x.apply_op3_no_bwd(&off, &mask, &DeformIm2col { stride: s })
-                    .unwrap();
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min);
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            x.conv2d(&wt, 1, s, 1, 1).unwrap();
-        }
-        let conv = t.elapsed().as_secs_f64() / reps as f64;
-        println!(
-            "DCN x=(1,{c},{h},{h}) stride {s}: total {:.2} ms (im2col min {:.2} ms); plain conv2d {:.2} ms",
-            total * 1e3,
-            im2col * 1e3,
-            conv * 1e3
-        );
-    }
-}
-
 // ------------------------------------------------------------------------------------------------
 // Bilinear resize
 
@@ -465,52 +420,10 @@ fn resize_matches_torch_fixtures() {
     }
 }
 
-/// Timing of the resizes the pipeline runs; run with
-/// `cargo test --release --test ops resize_timing -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn resize_timing() {
-    for (n, c, h, w, oh, ow) in [
-        (1usize, 3usize, 480usize, 640usize, 550usize, 550usize),
-        (1, 256, 35, 35, 69, 69),
-        (1, 256, 69, 69, 138, 138),
-        (1, 20, 138, 138, 427, 640),
-    ] {
-        let x = Tensor::from_vec(gen_input(n * c * h * w), (n, c, h, w), &Device::Cpu).unwrap();
-        resize_bilinear(&x, oh, ow).unwrap();
-        let reps = 5;
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            resize_bilinear(&x, oh, ow).unwrap();
-        }
-        println!(
-            "resize ({n},{c},{h},{w}) -> {oh}x{ow}: {:.2} ms",
-            t.elapsed().as_secs_f64() / reps as f64 * 1e3
-        );
-    }
-}
-
-/// Im2col alone, for `perf stat` comparisons (CPU time, robust on a shared machine):
-/// `RAYON_NUM_THREADS=1 perf stat -e task-clock cargo test --release --test ops im2col_only -- --ignored`.
-#[test]
-#[ignore]
-fn im2col_only() {
-    let (c, h) = (128usize, 69usize);
-    let mut r = Lcg(7);
-    let d = Device::Cpu;
-    let x = Tensor::from_vec(r.vec(c * h * h, -1.0, 1.0), (1, c, h, h), &d).unwrap();
-    let off = Tensor::from_vec(r.vec(18 * h * h, -3.0, 3.0), (1, 18, h, h), &d).unwrap();
-    let mask = Tensor::from_vec(r.vec(9 * h * h, 0.0, 1.0), (1, 9, h, h), &d).unwrap();
-    for _ in 0..20 {
-        x.apply_op3_no_bwd(&off, &mask, &DeformIm2col { stride: 1 })
-            .unwrap();
-    }
-}
-
 /// Real-size cases against torchvision (too large to commit); see tools/make_ops_fixtures.py
 /// `--big`. Skips when YOLACT_OPS_BIG is unset.
 #[test]
-#[ignore]
+#[ignore = "needs YOLACT_OPS_BIG, a real-size fixture made by tools/make_ops_fixtures.py --big"]
 fn dcn_matches_torchvision_big() {
     let Ok(path) = std::env::var("YOLACT_OPS_BIG") else {
         eprintln!("YOLACT_OPS_BIG not set; skipping");

@@ -706,49 +706,6 @@ fn postprocess_matches_torch_reference() {
     eprintln!("postprocess: worst mask pixel difference {worst}");
 }
 
-/// Timing on full-size inputs: `cargo test --release --test post -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn timing_full_size() {
-    use std::time::Instant;
-    let cfg = YolactConfig::by_name("yolact_plus_base").unwrap();
-    let pri = priors_tensor(&cfg, &conv_sizes(&cfg), &Device::Cpu).unwrap();
-    let p = pri.dim(0).unwrap();
-    let mut rng = Rng(5);
-    let loc: Vec<f32> = (0..p * 4).map(|_| rng.normal() as f32).collect();
-    let loc = Tensor::from_vec(loc, (p, 4), &Device::Cpu).unwrap();
-    for (label, bg) in [
-        ("typical (background-heavy)", 6.0),
-        ("worst (all candidates)", 0.0),
-    ] {
-        let logits: Vec<f32> = (0..p * 81)
-            .map(|i| (rng.normal() * 1.5 + if i % 81 == 0 { bg } else { 0.0 }) as f32)
-            .collect();
-        let conf = Tensor::from_vec(logits, (p, 81), &Device::Cpu).unwrap();
-        let conf = candle_nn::ops::softmax_last_dim(&conf).unwrap();
-        let coefs = Tensor::zeros((p, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let t = Instant::now();
-        let boxes = decode_boxes(&loc, &pri).unwrap();
-        let t_dec = t.elapsed();
-        let t = Instant::now();
-        let d = detect(&boxes, &conf, &coefs, &NmsOptions::default()).unwrap();
-        let t_nms = t.elapsed();
-        let proto = Tensor::ones((138, 138, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let t = Instant::now();
-        let opts = PostprocessOptions {
-            top_k: 100,
-            ..Default::default()
-        };
-        let out = postprocess(&d, &proto, None, 640, 480, &opts).unwrap();
-        let t_pp = t.elapsed();
-        eprintln!(
-            "{label}: decode {t_dec:?}, detect {t_nms:?} ({} dets), postprocess {t_pp:?} ({} masks 640x480)",
-            d.len(),
-            out.len()
-        );
-    }
-}
-
 #[test]
 fn postprocess_edge_cases() {
     let dev = Device::Cpu;

@@ -467,7 +467,7 @@ fn full_size_synthetic_weights_round_trip_through_both_torch_formats() {
 /// `<path>.expected.safetensors` exists, every tensor must equal it exactly.
 /// Run: `YOLACT_CHECKPOINT=... cargo test --release --test weights external -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "needs YOLACT_CHECKPOINT, a released checkpoint (not downloadable here)"]
 fn external_checkpoint() {
     let path = PathBuf::from(std::env::var("YOLACT_CHECKPOINT").expect("set YOLACT_CHECKPOINT"));
     let t0 = std::time::Instant::now();

@@ -66,7 +66,7 @@ impl ModelArgs {
                 Some(s) => s
                     .parse::<u64>()
                     .with_context(|| format!("bad seed `{s}` in --weights synthetic:SEED"))?,
-                None if rest.is_empty() => 0,
+                None if rest.is_empty() => yolact_ros2::synth::DEFAULT_SEED,
                 None => bail!(
                     "--weights `{}`: expected a file or `synthetic[:SEED]`",
                     self.weights

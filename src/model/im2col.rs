@@ -165,40 +165,4 @@ mod tests {
             assert!(err < 1e-5, "k{k} s{s} p{p} {h}x{w}: {err}");
         }
     }
-
-    /// `cargo test --release --lib model::im2col -- --ignored --nocapture`
-    #[test]
-    #[ignore = "benchmark"]
-    fn time_against_candle_conv() {
-        for &(c, o, k, s, hw) in &[
-            (256, 256, 3, 1, 69),
-            (256, 256, 3, 1, 138),
-            (256, 1053, 3, 1, 69),
-            (1024, 256, 1, 1, 35),
-            (128, 128, 3, 2, 138),
-        ] {
-            let x = tu::rand_input(1, c, hw, hw);
-            let wt = tu::rand_input(o, c, k, k);
-            for _ in 0..2 {
-                let t0 = std::time::Instant::now();
-                let a = x.conv2d(&wt, k / 2, s, 1, 1).unwrap();
-                let t1 = std::time::Instant::now();
-                let b = conv2d(&x, &wt, s, k / 2).unwrap();
-                let t2 = std::time::Instant::now();
-                let d = (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                eprintln!(
-                    "{c}->{o} k{k} s{s} {hw}: candle {:?} im2col {:?} (max diff {d})",
-                    t1 - t0,
-                    t2 - t1
-                );
-            }
-        }
-    }
 }

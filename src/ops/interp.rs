@@ -37,6 +37,35 @@ pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor>
     x.apply_op1_no_bwd(&ResizeBilinear { out_h, out_w })
 }
 
+/// Resizes `src`, contiguous (h, w) f32 planes, to (out_h, out_w) and returns `value > threshold`
+/// as 0/1 bytes, plane after plane. The same arithmetic as [`resize_bilinear`], without the f32
+/// output buffer: for full-frame masks that buffer's memory traffic costs more than the maths.
+pub fn resize_threshold_planes(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    threshold: f32,
+) -> Result<Vec<u8>> {
+    if h == 0 || w == 0 || out_h == 0 || out_w == 0 || src.len() % (h * w) != 0 {
+        bail!(
+            "resize_threshold_planes: {} values do not form {h}x{w} planes, or an empty size \
+             ({out_h}x{out_w})",
+            src.len()
+        );
+    }
+    Ok(resize_planes::<f32, u8, f32>(
+        src,
+        h,
+        w,
+        out_h,
+        out_w,
+        |v| v,
+        |a| u8::from(a > threshold),
+    ))
+}
+
 /// The custom op behind [`resize_bilinear`]; exposed so a device kernel can be added later without
 /// touching callers.
 #[derive(Debug, Clone, Copy)]
@@ -85,22 +114,23 @@ pub(crate) fn axis_taps<A: Acc>(in_size: usize, out_size: usize) -> Vec<Tap<A>> 
 
 /// Resizes `planes` contiguous (h, w) planes from `src` into a new buffer of
 /// planes × out_h × out_w, converting each element to the accumulation type `A` and back.
-fn resize_planes<T, A>(
+fn resize_planes<T, U, A>(
     src: &[T],
     h: usize,
     w: usize,
     out_h: usize,
     out_w: usize,
     to: impl Fn(T) -> A + Sync,
-    from: impl Fn(A) -> T + Sync,
-) -> Vec<T>
+    from: impl Fn(A) -> U + Sync,
+) -> Vec<U>
 where
-    T: Copy + Send + Sync + Default,
+    T: Copy + Send + Sync,
+    U: Copy + Send + Sync + Default,
     A: Acc,
 {
     let ys = axis_taps::<A>(h, out_h);
     let xs = axis_taps::<A>(w, out_w);
-    let mut dst = vec![T::default(); (src.len() / (h * w)) * out_h * out_w];
+    let mut dst = vec![U::default(); (src.len() / (h * w)) * out_h * out_w];
     dst.par_chunks_mut(out_h * out_w)
         .zip(src.par_chunks(h * w))
         .for_each(|(out, plane)| {
@@ -194,15 +224,31 @@ impl CustomOp1 for ResizeBilinear {
         let out = match storage {
             CpuStorage::F32(v) => {
                 let s = contiguous_slice(v, layout)?;
-                CpuStorage::F32(resize_planes::<f32, f32>(s, h, w, oh, ow, |x| x, |x| x))
+                CpuStorage::F32(resize_planes::<f32, f32, f32>(
+                    s,
+                    h,
+                    w,
+                    oh,
+                    ow,
+                    |x| x,
+                    |x| x,
+                ))
             }
             CpuStorage::F64(v) => {
                 let s = contiguous_slice(v, layout)?;
-                CpuStorage::F64(resize_planes::<f64, f64>(s, h, w, oh, ow, |x| x, |x| x))
+                CpuStorage::F64(resize_planes::<f64, f64, f64>(
+                    s,
+                    h,
+                    w,
+                    oh,
+                    ow,
+                    |x| x,
+                    |x| x,
+                ))
             }
             CpuStorage::F16(v) => {
                 let s = contiguous_slice(v, layout)?;
-                CpuStorage::F16(resize_planes::<half::f16, f32>(
+                CpuStorage::F16(resize_planes::<half::f16, half::f16, f32>(
                     s,
                     h,
                     w,
@@ -214,7 +260,7 @@ impl CustomOp1 for ResizeBilinear {
             }
             CpuStorage::BF16(v) => {
                 let s = contiguous_slice(v, layout)?;
-                CpuStorage::BF16(resize_planes::<half::bf16, f32>(
+                CpuStorage::BF16(resize_planes::<half::bf16, half::bf16, f32>(
                     s,
                     h,
                     w,
