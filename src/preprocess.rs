@@ -20,6 +20,8 @@ pub const STD_RGB: [f32; 3] = [58.40, 57.12, 57.38];
 /// Largest side we accept; larger images are almost certainly corrupt headers, and the mask upsample
 /// allocates per-detection full-frame planes.
 pub const MAX_IMAGE_SIDE: u32 = 16384;
+/// Largest pixel count we accept (64 Mpx): bounds the decode and mask buffers of one frame.
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
 
 /// Decodes an image file to RGB, applying the EXIF orientation as `cv2.imread` does. Grey images are
 /// replicated to three channels and alpha is dropped, as `IMREAD_COLOR` does.
@@ -47,9 +49,10 @@ pub fn check_size(w: u32, h: u32) -> std::result::Result<(), String> {
     if w == 0 || h == 0 {
         return Err(format!("image has zero size ({w}x{h})"));
     }
-    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
         return Err(format!(
-            "image is {w}x{h}; sides over {MAX_IMAGE_SIDE} px are not supported"
+            "image is {w}x{h}; sides over {MAX_IMAGE_SIDE} px or more than {MAX_IMAGE_PIXELS} \
+             pixels are not supported"
         ));
     }
     Ok(())
@@ -133,6 +136,7 @@ mod tests {
         assert!(check_size(0, 10).is_err());
         assert!(check_size(10, 0).is_err());
         assert!(check_size(MAX_IMAGE_SIDE + 1, 10).is_err());
+        assert!(check_size(MAX_IMAGE_SIDE, MAX_IMAGE_SIDE).is_err());
         assert!(check_size(640, 480).is_ok());
     }
 

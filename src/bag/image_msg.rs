@@ -1,6 +1,7 @@
 //! `sensor_msgs/msg/Image` and `sensor_msgs/msg/CompressedImage`: CDR decoding, CDR encoding and
 //! conversion to an RGB frame.
 
+use crate::preprocess::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
 use image::RgbImage;
 
 use super::cdr::{CdrReader, CdrWriter, Header};
@@ -9,26 +10,9 @@ use super::BagError;
 pub const IMAGE_TYPE: &str = "sensor_msgs/msg/Image";
 pub const COMPRESSED_IMAGE_TYPE: &str = "sensor_msgs/msg/CompressedImage";
 
-/// Largest accepted side, in pixels. Larger frames are refused before any pixel buffer is
-/// allocated, so a corrupt width/height cannot exhaust memory.
-pub const MAX_SIDE: u32 = 16_384;
-/// Largest accepted pixel count (a 64 Mpx RGB frame is 192 MiB).
-pub const MAX_PIXELS: u64 = 1 << 26;
-
-/// Refuses zero-sized and huge images. Kept local so this module does not depend on the
-/// preprocessing stage; the limits are the same kind of guard.
+/// Refuses zero-sized and huge images (the pipeline's limits).
 pub fn check_size(width: u32, height: u32) -> Result<(), BagError> {
-    if width == 0 || height == 0 {
-        return Err(BagError::Image(format!(
-            "zero-sized image {width}x{height}"
-        )));
-    }
-    if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
-        return Err(BagError::Image(format!(
-            "image {width}x{height} exceeds the limit ({MAX_SIDE} per side, {MAX_PIXELS} pixels)"
-        )));
-    }
-    Ok(())
+    crate::preprocess::check_size(width, height).map_err(BagError::Image)
 }
 
 /// A decoded `sensor_msgs/msg/Image`.
@@ -256,10 +240,10 @@ impl CompressedImageMsg {
         check_size(w, h)?;
         let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&self.data[..]), fmt);
         let mut limits = image::Limits::default();
-        limits.max_image_width = Some(MAX_SIDE);
-        limits.max_image_height = Some(MAX_SIDE);
+        limits.max_image_width = Some(MAX_IMAGE_SIDE);
+        limits.max_image_height = Some(MAX_IMAGE_SIDE);
         // RGBA16 is the widest thing a PNG can decode to.
-        limits.max_alloc = Some(MAX_PIXELS * 8);
+        limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8);
         reader.limits(limits);
         Ok(reader.decode().map_err(decode_err)?.to_rgb8())
     }

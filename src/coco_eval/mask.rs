@@ -38,54 +38,9 @@ impl EvalRle {
         Ok(Self { h, w, counts })
     }
 
-    /// Decodes the LEB128-like ASCII form of `rleFrString`: 5 bits per char (offset 48), bit 0x20
-    /// continues, bit 0x10 of the last char sign-extends, and from the fourth count on each value
-    /// is a delta against the count two places back.
+    /// Decodes the compressed string form (`rleFrString`, see [`crate::rle::from_string`]).
     pub fn from_compressed(h: u32, w: u32, s: &str) -> Result<Self> {
-        let bytes = s.as_bytes();
-        let mut counts: Vec<u32> = Vec::with_capacity(bytes.len());
-        let mut p = 0;
-        while p < bytes.len() {
-            let mut x: i64 = 0;
-            let mut k = 0u32;
-            loop {
-                let Some(&byte) = bytes.get(p) else {
-                    return Err(Error::Invalid(format!(
-                        "compressed RLE string ends inside a value: {s:?}"
-                    )));
-                };
-                if !(48..48 + 64).contains(&byte) {
-                    return Err(Error::Invalid(format!(
-                        "compressed RLE string has an invalid character {:?}",
-                        byte as char
-                    )));
-                }
-                if k >= 12 {
-                    return Err(Error::Invalid("compressed RLE value too long".into()));
-                }
-                let c = (byte - 48) as i64;
-                x |= (c & 0x1f) << (5 * k);
-                p += 1;
-                k += 1;
-                if c & 0x20 == 0 {
-                    if c & 0x10 != 0 {
-                        x |= -1i64 << (5 * k);
-                    }
-                    break;
-                }
-            }
-            let m = counts.len();
-            if m > 2 {
-                x += counts[m - 2] as i64;
-            }
-            let v = u32::try_from(x).map_err(|_| {
-                Error::Invalid(format!(
-                    "compressed RLE decodes to a negative or huge run ({x})"
-                ))
-            })?;
-            counts.push(v);
-        }
-        Self::from_counts(h, w, counts)
+        Self::from_counts(h, w, crate::rle::from_string(s)?)
     }
 
     /// Number of foreground pixels (`rleArea`).
