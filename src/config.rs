@@ -90,6 +90,14 @@ impl YolactConfig {
     }
 
     /// Looks a config up by its reference name (with or without the `_config` suffix).
+    ///
+    /// ```
+    /// use yolact_ros2::YolactConfig;
+    /// let cfg = YolactConfig::by_name("yolact_plus_resnet50_config")?;
+    /// assert_eq!((cfg.max_size, cfg.priors_per_cell(), cfg.use_maskiou), (550, 9, true));
+    /// assert!(YolactConfig::by_name("yolact_tiny").is_err());
+    /// # Ok::<(), yolact_ros2::Error>(())
+    /// ```
     pub fn by_name(name: &str) -> Result<Self> {
         let name = name.strip_suffix("_config").unwrap_or(name);
         let r101 = [3, 4, 23, 3];
