@@ -60,7 +60,7 @@ fn to_u32(v: usize) -> u32 {
 }
 
 impl InstanceArray {
-    /// Builds the message of one frame; `track_ids[i]` belongs to `dets.items[i]` (0 when missing).
+    /// Builds the message of one frame; `track_ids[i]` belongs to `dets.items[i]` (`u32::MAX` when missing).
     pub fn from_detections(header: Header, dets: &Detections, track_ids: &[u32]) -> Self {
         let instances = dets
             .items
@@ -79,7 +79,7 @@ impl InstanceArray {
                     y1: d.bbox[1],
                     x2: d.bbox[2],
                     y2: d.bbox[3],
-                    track_id: track_ids.get(i).copied().unwrap_or(0),
+                    track_id: track_ids.get(i).copied().unwrap_or(u32::MAX),
                     mask_x: to_u32(x),
                     mask_y: to_u32(y),
                     mask_width: to_u32(w),

@@ -193,7 +193,7 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
             Ok(ids) => ids,
             Err(e) => {
                 log::warn!("{} @ {}: tracking failed: {e}", msg.topic, msg.log_time_ns);
-                vec![0; dets.items.len()]
+                vec![u32::MAX; dets.items.len()]
             }
         };
         let inst = InstanceArray::from_detections(decoded.header.clone(), &dets, &track_ids);
