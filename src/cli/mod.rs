@@ -4,6 +4,7 @@ mod bench;
 mod coco_eval;
 mod convert;
 mod infer;
+mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Evaluate a COCO results file against ground truth (box and mask AP/AR, as pycocotools).
     CocoEval(coco_eval::CocoEvalArgs),
+    /// Segment every image of a rosbag2 recording offline; write an MCAP bag and a report.
+    Replay(replay::ReplayArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Convert(a) => convert::run(a),
         Command::Bench(a) => bench::run(a),
         Command::CocoEval(a) => coco_eval::run(a),
+        Command::Replay(a) => replay::run(a),
     }
 }
 

@@ -1,0 +1,379 @@
+//! Offline evaluation: segment every image of a rosbag2 recording, in bag order, without ROS.
+//!
+//! Each image message becomes an `InstanceArray` and a `Detection2DArray` on
+//! `<topic>/yolact/instances` and `<topic>/yolact/detections` of an output MCAP bag, with the
+//! input's header and log time; a final `/diagnostics` message carries the run's metrics. A frame
+//! that cannot be decoded or segmented is skipped and counted with its reason; a storage read
+//! error ends that file (as [`crate::bag::BagReader::messages`] does) and is recorded. The output
+//! bag is finished even when the loop stops early, so processed frames are never lost.
+
+pub mod report;
+pub mod writer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::bag::{decode_image, image_msg::is_image_type, open_bag, BagError, Header, Time};
+use crate::error::Result;
+use crate::msgs::{schema, DiagnosticArray, DiagnosticStatus, InstanceArray};
+use crate::pipeline::{Engine, InferOptions, StageTimes};
+use crate::tracking::{MetricsConfig, StreamStability, TrackerConfig};
+
+pub use report::{Percentiles, Report, Skipped, TopicReport};
+pub use writer::BagWriter;
+
+pub const DIAGNOSTICS_TOPIC: &str = "/diagnostics";
+
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Topics to segment; all Image / CompressedImage topics when `None`.
+    pub topics: Option<Vec<String>>,
+    /// Output MCAP file.
+    pub out: Option<PathBuf>,
+    /// Also write each input message to the output bag on its own topic.
+    pub copy_inputs: bool,
+    pub infer: InferOptions,
+}
+
+pub fn instances_topic(topic: &str) -> String {
+    format!("{}/yolact/instances", topic.trim_end_matches('/'))
+}
+
+pub fn detections_topic(topic: &str) -> String {
+    format!("{}/yolact/detections", topic.trim_end_matches('/'))
+}
+
+fn skip_reason(e: &BagError) -> &'static str {
+    match e {
+        BagError::UnsupportedType(_) => "unsupported_type",
+        BagError::UnknownEncoding(_) => "encoding",
+        BagError::Image(_) => "image",
+        BagError::Cdr { .. } => "cdr",
+        _ => "other",
+    }
+}
+
+fn secs(t: Time) -> f64 {
+    t.as_nanos() as f64 * 1e-9
+}
+
+struct TopicState {
+    msg_type: String,
+    frames: u64,
+    skipped: u64,
+    detections: u64,
+    stability: StreamStability,
+    last_stamp: Option<f64>,
+}
+
+/// Replays `bag` through `engine`. Errors only when the bag cannot be opened or the output cannot
+/// be created or finished; everything per frame goes into the report.
+pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Report> {
+    let start = Instant::now();
+    let reader = open_bag(bag)?;
+    let all_topics = reader.topics()?;
+    let selected: Vec<String> = match &opts.topics {
+        Some(t) => t.clone(),
+        None => all_topics
+            .iter()
+            .filter(|t| is_image_type(&t.msg_type))
+            .map(|t| t.name.clone())
+            .collect(),
+    };
+    for t in &selected {
+        if !all_topics.iter().any(|i| &i.name == t) {
+            log::warn!("topic {t} is not in the bag");
+        }
+    }
+    let mut out = match &opts.out {
+        Some(p) => Some(BagWriter::create(p)?),
+        None => None,
+    };
+
+    let mut report = Report {
+        bag: bag.display().to_string(),
+        model: engine.config().name.to_string(),
+        output_bag: opts.out.as_ref().map(|p| p.display().to_string()),
+        messages: 0,
+        frames: 0,
+        skipped_total: 0,
+        skipped_by_reason: BTreeMap::new(),
+        skipped: Vec::new(),
+        read_errors: Vec::new(),
+        wall_s: 0.0,
+        fps: 0.0,
+        latency_ms: BTreeMap::new(),
+        detections_total: 0,
+        detections_per_class: BTreeMap::new(),
+        topics: BTreeMap::new(),
+    };
+    let mut states: BTreeMap<String, TopicState> = BTreeMap::new();
+    let mut lat: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    let mut last_log_ns = 0u64;
+    // A write error stops the loop (the disk is full or gone) but the bag is still finished.
+    let mut write_error = None;
+
+    let skip = |report: &mut Report, topic: &str, t: u64, reason: &str, error: String| {
+        log::warn!("{topic} @ {t}: skipped ({reason}): {error}");
+        report.skipped_total += 1;
+        *report.skipped_by_reason.entry(reason.into()).or_default() += 1;
+        report.skipped.push(Skipped {
+            topic: topic.into(),
+            log_time_ns: t,
+            reason: reason.into(),
+            error,
+        });
+    };
+
+    for item in reader.messages(Some(&selected)) {
+        let msg = match item {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("bag read error: {e}");
+                report.read_errors.push(e.to_string());
+                continue;
+            }
+        };
+        report.messages += 1;
+        last_log_ns = last_log_ns.max(msg.log_time_ns);
+        let state = match states.get_mut(&msg.topic) {
+            Some(s) => s,
+            None => {
+                let stability =
+                    StreamStability::new(TrackerConfig::default(), MetricsConfig::default())?;
+                states.entry(msg.topic.clone()).or_insert(TopicState {
+                    msg_type: msg.msg_type.clone(),
+                    frames: 0,
+                    skipped: 0,
+                    detections: 0,
+                    stability,
+                    last_stamp: None,
+                })
+            }
+        };
+
+        let t0 = Instant::now();
+        let decoded = match decode_image(&msg.msg_type, &msg.data) {
+            Ok(d) => d,
+            Err(e) => {
+                state.skipped += 1;
+                skip(
+                    &mut report,
+                    &msg.topic,
+                    msg.log_time_ns,
+                    skip_reason(&e),
+                    e.to_string(),
+                );
+                continue;
+            }
+        };
+        let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let (dets, times) = match engine.infer_timed(&decoded.image, &opts.infer) {
+            Ok(r) => r,
+            Err(e) => {
+                state.skipped += 1;
+                skip(
+                    &mut report,
+                    &msg.topic,
+                    msg.log_time_ns,
+                    "inference",
+                    e.to_string(),
+                );
+                continue;
+            }
+        };
+
+        let stamp = secs(decoded.header.stamp);
+        if state.last_stamp.is_some_and(|l| stamp < l) {
+            state.stability.reset();
+        }
+        state.last_stamp = Some(stamp);
+        let track_ids = match state.stability.update_detections(stamp, &dets.items) {
+            Ok(ids) => ids,
+            Err(e) => {
+                log::warn!("{} @ {}: tracking failed: {e}", msg.topic, msg.log_time_ns);
+                vec![u32::MAX; dets.items.len()]
+            }
+        };
+        let inst = InstanceArray::from_detections(decoded.header.clone(), &dets, &track_ids);
+
+        state.frames += 1;
+        state.detections += inst.instances.len() as u64;
+        report.frames += 1;
+        report.detections_total += inst.instances.len() as u64;
+        for i in &inst.instances {
+            *report
+                .detections_per_class
+                .entry(i.class_name.clone())
+                .or_default() += 1;
+        }
+        lat.entry("decode").or_default().push(decode_ms);
+        for (name, d) in StageTimes::NAMES.iter().zip(times.as_array()) {
+            lat.entry(name).or_default().push(d.as_secs_f64() * 1e3);
+        }
+        lat.entry("total")
+            .or_default()
+            .push(t0.elapsed().as_secs_f64() * 1e3);
+
+        if let Some(w) = out.as_mut() {
+            let r = (|| -> Result<()> {
+                if opts.copy_inputs {
+                    w.write(
+                        &msg.topic,
+                        &input_type(&msg.msg_type),
+                        msg.log_time_ns,
+                        &msg.data,
+                    )?;
+                }
+                w.write(
+                    &instances_topic(&msg.topic),
+                    schema::INSTANCE_ARRAY,
+                    msg.log_time_ns,
+                    &inst.to_cdr()?,
+                )?;
+                w.write(
+                    &detections_topic(&msg.topic),
+                    schema::DETECTION2D_ARRAY,
+                    msg.log_time_ns,
+                    &inst.to_detection2d_cdr()?,
+                )
+            })();
+            if let Err(e) = r {
+                write_error = Some(e);
+                break;
+            }
+        }
+    }
+
+    report.wall_s = start.elapsed().as_secs_f64();
+    report.fps = if report.wall_s > 0.0 {
+        report.frames as f64 / report.wall_s
+    } else {
+        0.0
+    };
+    for (k, v) in lat {
+        if let Some(p) = Percentiles::of(&v) {
+            report.latency_ms.insert(k.to_string(), p);
+        }
+    }
+    for (t, s) in states {
+        report.topics.insert(
+            t,
+            TopicReport {
+                msg_type: s.msg_type,
+                frames: s.frames,
+                skipped: s.skipped,
+                detections: s.detections,
+                stability: s.stability.snapshot(),
+            },
+        );
+    }
+
+    if let Some(mut w) = out {
+        if write_error.is_none() {
+            let diag = diagnostics(&report, last_log_ns);
+            let r = diag.to_cdr().map_err(Into::into).and_then(|b| {
+                w.write(
+                    DIAGNOSTICS_TOPIC,
+                    schema::DIAGNOSTIC_ARRAY,
+                    last_log_ns + 1,
+                    &b,
+                )
+            });
+            if let Err(e) = r {
+                write_error = Some(e);
+            }
+        }
+        w.finish()?;
+    }
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    Ok(report)
+}
+
+/// ROS 1 style names (from old bags) map to the ROS 2 type whose schema we embed.
+fn input_type(msg_type: &str) -> String {
+    match msg_type {
+        "sensor_msgs/Image" => schema::IMAGE.into(),
+        "sensor_msgs/CompressedImage" => schema::COMPRESSED_IMAGE.into(),
+        t => t.into(),
+    }
+}
+
+/// The run's metrics as one DiagnosticStatus per segmented topic plus one for the whole run.
+pub fn diagnostics(report: &Report, last_log_ns: u64) -> DiagnosticArray {
+    let ns = last_log_ns.saturating_add(1);
+    let header = Header {
+        stamp: Time {
+            sec: i32::try_from(ns / 1_000_000_000).unwrap_or(i32::MAX),
+            nanosec: (ns % 1_000_000_000) as u32,
+        },
+        frame_id: String::new(),
+    };
+    let kv = |k: &str, v: String| (k.to_string(), v);
+    let mut values = vec![
+        kv("messages", report.messages.to_string()),
+        kv("frames", report.frames.to_string()),
+        kv("skipped", report.skipped_total.to_string()),
+        kv("read_errors", report.read_errors.len().to_string()),
+        kv("wall_s", format!("{:.3}", report.wall_s)),
+        kv("fps", format!("{:.4}", report.fps)),
+        kv("detections", report.detections_total.to_string()),
+    ];
+    for (r, n) in &report.skipped_by_reason {
+        values.push(kv(&format!("skipped.{r}"), n.to_string()));
+    }
+    for (stage, p) in &report.latency_ms {
+        values.push(kv(
+            &format!("latency_ms.{stage}.p50"),
+            format!("{:.3}", p.p50),
+        ));
+        values.push(kv(
+            &format!("latency_ms.{stage}.p90"),
+            format!("{:.3}", p.p90),
+        ));
+        values.push(kv(
+            &format!("latency_ms.{stage}.p99"),
+            format!("{:.3}", p.p99),
+        ));
+    }
+    let level = if report.skipped_total > 0 || !report.read_errors.is_empty() {
+        1
+    } else {
+        0
+    };
+    let mut status = vec![DiagnosticStatus {
+        level,
+        name: "yolact replay".into(),
+        message: format!(
+            "{} frames, {} skipped, {} read errors",
+            report.frames,
+            report.skipped_total,
+            report.read_errors.len()
+        ),
+        hardware_id: report.model.clone(),
+        values,
+    }];
+    for (t, r) in &report.topics {
+        let mut values = vec![
+            kv("frames", r.frames.to_string()),
+            kv("skipped", r.skipped.to_string()),
+            kv("detections", r.detections.to_string()),
+        ];
+        if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&r.stability.run) {
+            for (k, v) in m {
+                values.push(kv(&format!("stability.run.{k}"), v.to_string()));
+            }
+        }
+        status.push(DiagnosticStatus {
+            level: 0,
+            name: format!("yolact replay: {t}"),
+            message: format!("{} frames", r.frames),
+            hardware_id: report.model.clone(),
+            values,
+        });
+    }
+    DiagnosticArray { header, status }
+}
