@@ -21,12 +21,10 @@ pub use image_msg::{decode_image, CompressedImageMsg, DecodedImage, ImageMsg};
 /// Everything that can go wrong while reading a bag or decoding one of its messages.
 #[derive(Debug, thiserror::Error)]
 pub enum BagError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The message already holds the io error's text; not marked #[source] so an error chain
+    // printed with anyhow's `{:#}` does not say it twice.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
     /// CDR bytes that do not parse; `offset` counts from the start of the serialized message.
     #[error("CDR at byte {offset}: {msg}")]
     Cdr { offset: usize, msg: String },

@@ -1,7 +1,9 @@
 //! ROS 2 message definitions (`.msg` text) and the MCAP `ros2msg` schema built from them.
 //!
 //! Our own types come from `msg/*.msg` (the single source of truth); the standard types are the
-//! definitions of ROS 2 Humble / Jazzy (vision_msgs 4.x) with comments and defaults stripped. A
+//! definitions of ROS 2 Humble / Jazzy with comments and defaults stripped (the std_msgs,
+//! geometry_msgs and diagnostic_msgs ones checked against the `rosbags` typestore, the vision_msgs
+//! ones field by field against vision_msgs 4.1.1, its `ros2` branch). A
 //! schema is the root definition followed by every dependency, each after a line of 80 `=` and a
 //! `MSG: pkg/Type` line, as rosbag2's MCAP storage writes it.
 

@@ -22,6 +22,9 @@ fn mcap_err(path: &Path, e: mcap::McapError) -> Error {
 
 impl BagWriter {
     pub fn create(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
         let file = File::create(path).map_err(|e| Error::io(path, e))?;
         let writer = mcap::WriteOptions::new()
             .profile("ros2")
