@@ -13,7 +13,10 @@ pub enum Error {
     // The message already holds the io error's text; not marked #[source] so an error chain
     // printed with anyhow's `{:#}` does not say it twice.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// A checkpoint that cannot be read: wrong format, truncated, corrupt, or refused by the
     /// restricted unpickler. `msg` says what is wrong and, where known, at which byte offset.

@@ -8,6 +8,7 @@
 pub mod bag;
 pub mod coco;
 pub mod coco_eval;
+pub mod coco_export;
 pub mod config;
 pub mod decode;
 pub mod detection;

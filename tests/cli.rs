@@ -288,3 +288,98 @@ fn bench_json_has_frame_and_stage_spreads() {
     }
     assert!(v["fps"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn eval_writes_coco_results_and_scores_perfect_ground_truth_as_ap_1() {
+    // Ground truth made from the model's own detections: every box must match itself.
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    std::fs::copy(fixture_image(), images.join("frame.png")).unwrap();
+    let dets_json = dir.path().join("dets.json");
+    let o = yolact(&[
+        "infer",
+        "--weights",
+        "synthetic",
+        "--config",
+        "yolact_resnet50",
+        "--device",
+        "cpu",
+        "--json",
+        dets_json.to_str().unwrap(),
+        images.join("frame.png").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&dets_json).unwrap()).unwrap();
+    let mut anns = Vec::new();
+    for (i, d) in v["detections"].as_array().unwrap().iter().enumerate() {
+        let b: Vec<f64> = d["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap().trunc())
+            .collect();
+        let (w, h) = (b[2] - b[0], b[3] - b[1]);
+        if w * h <= 0.0 {
+            continue;
+        }
+        let class = d["class_id"].as_u64().unwrap() as usize;
+        anns.push(serde_json::json!({
+            "id": i + 1, "image_id": 42, "category_id": yolact_ros2::coco::CATEGORY_IDS[class],
+            "bbox": [b[0], b[1], w, h], "area": w * h, "iscrowd": 0, "segmentation": d["mask"],
+        }));
+    }
+    assert!(anns.len() > 5);
+    let n_anns = anns.len();
+    let cats: Vec<_> = yolact_ros2::coco::CATEGORY_IDS
+        .iter()
+        .map(|&c| serde_json::json!({"id": c, "name": c.to_string()}))
+        .collect();
+    let gt = serde_json::json!({
+        "images": [{"id": 42, "file_name": "frame.png", "width": 200, "height": 150}],
+        "annotations": anns, "categories": cats,
+    });
+    let gt_path = dir.path().join("gt.json");
+    std::fs::write(&gt_path, gt.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let o = yolact(&[
+        "eval",
+        "--weights",
+        "synthetic",
+        "--config",
+        "yolact_resnet50",
+        "--device",
+        "cpu",
+        "--coco-gt",
+        gt_path.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--score-threshold",
+        "0.15",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stats: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        (stats["bbox"]["AP"].as_f64().unwrap() - 1.0).abs() < 1e-9,
+        "{stats}"
+    );
+    assert!(stats["segm"]["AP"].as_f64().unwrap() > 0.5, "{stats}");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results.as_array().unwrap().len(), n_anns);
+    // the same file through `coco-eval` gives the same numbers
+    let o = yolact(&[
+        "coco-eval",
+        "--gt",
+        gt_path.to_str().unwrap(),
+        "--results",
+        out.join("results.json").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(again, stats);
+}

@@ -24,7 +24,10 @@ pub enum BagError {
     // The message already holds the io error's text; not marked #[source] so an error chain
     // printed with anyhow's `{:#}` does not say it twice.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// CDR bytes that do not parse; `offset` counts from the start of the serialized message.
     #[error("CDR at byte {offset}: {msg}")]
     Cdr { offset: usize, msg: String },

@@ -36,7 +36,7 @@ pub fn run(a: CocoEvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(kind: &str, s: &CocoStats) {
+pub fn print_table(kind: &str, s: &CocoStats) {
     println!("{kind}:");
     for (name, v) in STAT_NAMES.iter().zip(s.as_array()) {
         println!("  {name:<6} {v:.4}");

@@ -3,6 +3,7 @@
 mod bench;
 mod coco_eval;
 mod convert;
+mod eval;
 mod infer;
 mod replay;
 
@@ -31,6 +32,8 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Time each stage of a frame and print median and spread.
     Bench(bench::BenchArgs),
+    /// Run the model on an annotated image folder, write COCO results and print box and mask AP.
+    Eval(eval::EvalArgs),
     /// Evaluate a COCO results file against ground truth (box and mask AP/AR, as pycocotools).
     CocoEval(coco_eval::CocoEvalArgs),
     /// Segment every image of a rosbag2 recording offline; write an MCAP bag and a report.
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Convert(a) => convert::run(a),
         Command::Bench(a) => bench::run(a),
         Command::CocoEval(a) => coco_eval::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Replay(a) => replay::run(a),
     }
 }
@@ -128,11 +132,7 @@ impl DetectArgs {
         Ok(yolact_ros2::pipeline::InferOptions {
             score_threshold: self.score_threshold,
             top_k: self.top_k,
-            nms: match self.nms {
-                NmsArg::Fast => NmsKind::Fast,
-                NmsArg::CrossClass => NmsKind::FastCrossClass,
-                NmsArg::Traditional => NmsKind::Traditional,
-            },
+            nms: self.nms.into(),
             crop: !self.no_crop,
         })
     }
@@ -143,6 +143,16 @@ pub enum NmsArg {
     Fast,
     CrossClass,
     Traditional,
+}
+
+impl From<NmsArg> for NmsKind {
+    fn from(a: NmsArg) -> Self {
+        match a {
+            NmsArg::Fast => NmsKind::Fast,
+            NmsArg::CrossClass => NmsKind::FastCrossClass,
+            NmsArg::Traditional => NmsKind::Traditional,
+        }
+    }
 }
 
 /// `cpu`, `cuda`, `cuda:N` or `auto`.

@@ -1,0 +1,136 @@
+//! Detections as COCO result records, as the reference's `eval.py --output_coco_json` writes them
+//! (spec §8.5a): integer (truncated) boxes as [x, y, w, h], detections with an empty integer box
+//! dropped, category ids through the COCO label map, masks as compressed RLE.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use crate::coco::CATEGORY_IDS;
+use crate::detection::Detections;
+use crate::error::{Error, Result};
+use crate::rle;
+
+/// Which score a record carries. For YOLACT++ the reference ranks boxes by the class score and
+/// masks by class score x mask IoU; for YOLACT both are the class score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordScore {
+    Box,
+    Mask,
+}
+
+/// The records of one image. Each holds `bbox` and `segmentation`, so one file serves both
+/// evaluations where the two scores agree.
+pub fn result_records(image_id: i64, dets: &Detections, score: RecordScore) -> Result<Vec<Value>> {
+    let mut out = Vec::with_capacity(dets.items.len());
+    for d in &dets.items {
+        let [x1, y1, x2, y2] = d.bbox.map(|v| v.trunc());
+        let (w, h) = (x2 - x1, y2 - y1);
+        if w * h <= 0.0 {
+            continue;
+        }
+        let Some(&category_id) = CATEGORY_IDS.get(d.class_id) else {
+            return Err(Error::Invalid(format!(
+                "class id {} has no COCO category",
+                d.class_id
+            )));
+        };
+        let r = rle::encode(&d.mask);
+        let s = match score {
+            RecordScore::Box => d.class_score,
+            RecordScore::Mask => d.score,
+        };
+        out.push(json!({
+            "image_id": image_id,
+            "category_id": category_id,
+            "bbox": [x1, y1, w, h],
+            "score": s,
+            "segmentation": {"size": [d.mask.height, d.mask.width], "counts": rle::to_string(&r.counts)},
+        }));
+    }
+    Ok(out)
+}
+
+/// `file_name -> id` of a COCO annotation file's images (the name without folders).
+pub fn image_ids_by_file_name(gt: &Value) -> Result<HashMap<String, i64>> {
+    let images = gt
+        .get("images")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::Invalid("COCO annotations have no `images` list".into()))?;
+    let mut map = HashMap::with_capacity(images.len());
+    for img in images {
+        let (Some(id), Some(name)) = (
+            img.get("id").and_then(Value::as_i64),
+            img.get("file_name").and_then(Value::as_str),
+        ) else {
+            return Err(Error::Invalid(format!(
+                "COCO image entry without `id` and `file_name`: {img}"
+            )));
+        };
+        let base = name.rsplit('/').next().unwrap_or(name);
+        map.insert(base.to_string(), id);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detection::{Detection, Mask};
+
+    fn det(class_id: usize, bbox: [f32; 4], score: f32, class_score: f32) -> Detection {
+        let mut data = vec![0u8; 20 * 10];
+        data[3 * 20 + 4] = 1;
+        Detection {
+            class_id,
+            score,
+            class_score,
+            mask_iou: Some(score / class_score),
+            bbox,
+            mask: Mask {
+                height: 10,
+                width: 20,
+                data,
+            },
+        }
+    }
+
+    #[test]
+    fn records_follow_the_reference_export() {
+        let dets = Detections {
+            width: 20,
+            height: 10,
+            config: "yolact_plus_resnet50".into(),
+            items: vec![
+                det(11, [1.7, 2.2, 9.9, 8.5], 0.4, 0.5),
+                // integer box of zero width: dropped, as the reference does
+                det(0, [3.2, 1.0, 3.9, 6.0], 0.3, 0.3),
+            ],
+        };
+        let boxes = result_records(7, &dets, RecordScore::Box).unwrap();
+        assert_eq!(boxes.len(), 1);
+        assert_eq!(
+            boxes[0]["category_id"], 13,
+            "class 11 (stop sign) is COCO category 13"
+        );
+        assert_eq!(boxes[0]["bbox"], json!([1.0, 2.0, 8.0, 6.0]));
+        assert_eq!(boxes[0]["score"].as_f64().unwrap() as f32, 0.5);
+        let masks = result_records(7, &dets, RecordScore::Mask).unwrap();
+        assert_eq!(masks[0]["score"].as_f64().unwrap() as f32, 0.4);
+        assert_eq!(masks[0]["segmentation"]["size"], json!([10, 20]));
+        // one foreground pixel at row 3, column 4: 4*10 + 3 background pixels first (column-major)
+        assert_eq!(
+            rle::from_string(masks[0]["segmentation"]["counts"].as_str().unwrap()).unwrap(),
+            vec![43, 1, 156]
+        );
+    }
+
+    #[test]
+    fn file_names_map_to_ids() {
+        let gt = json!({"images": [{"id": 3, "file_name": "val/a.jpg"}, {"id": 4, "file_name": "b.png"}]});
+        let m = image_ids_by_file_name(&gt).unwrap();
+        assert_eq!((m["a.jpg"], m["b.png"]), (3, 4));
+        assert!(image_ids_by_file_name(&json!({"images": [{"id": 1}]})).is_err());
+        assert!(image_ids_by_file_name(&json!({})).is_err());
+    }
+}
