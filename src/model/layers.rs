@@ -55,8 +55,8 @@ pub fn fold_bn(weight: &Tensor, bias: Option<&Tensor>, bn: &BatchNorm) -> Result
     Ok((w.to_dtype(dtype)?, b.to_dtype(dtype)?))
 }
 
-/// A 2-D convolution (dilation 1, groups 1) with an optional bias kept as (1, O, 1, 1) so it
-/// broadcasts without a reshape per call.
+/// A 2-D convolution (dilation 1, groups 1) with an optional (O,) bias that the GEMM accumulates
+/// onto (no separate broadcast pass over the output).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
@@ -74,7 +74,7 @@ impl Conv2d {
     ) -> Result<Self> {
         let (o, _, _, _) = weight.dims4()?;
         let bias = match bias {
-            Some(b) => Some(b.reshape((1, o, 1, 1))?),
+            Some(b) => Some(b.reshape(o)?),
             None => None,
         };
         Ok(Self {
@@ -128,7 +128,7 @@ impl Conv2d {
 
     /// The bias as (O,), if any.
     pub fn bias(&self) -> Option<Tensor> {
-        self.bias.as_ref().and_then(|b| b.flatten_all().ok())
+        self.bias.clone()
     }
 
     pub fn stride(&self) -> usize {
@@ -140,11 +140,13 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = super::im2col::conv2d(x, &self.weight, self.stride, self.padding)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        super::im2col::conv2d_bias(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.stride,
+            self.padding,
+        )
     }
 }
 
