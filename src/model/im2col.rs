@@ -13,10 +13,12 @@ use std::cell::RefCell;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Target size of one band's column buffer: about half of a core's L2 on the AVX-512 Xeons we run
-/// on, leaving room for the GEMM's packed tiles.
-const BAND_BYTES: usize = 512 * 1024;
-/// Narrower bands make the GEMM re-pack the weight too often relative to its work.
+/// Target size of one band's column buffer: half of a core's L2 (2 MiB) on the AVX-512 Xeons we
+/// run on, leaving room for the GEMM's packed tiles.
+const BAND_BYTES: usize = 1024 * 1024;
+/// Band width, relative to the number of output channels, below which re-packing the weight for
+/// every band costs more memory traffic than the columns themselves.
+const WEIGHT_REUSE: usize = 1;
 const MIN_BAND_COLS: usize = 64;
 
 thread_local! {
@@ -97,16 +99,16 @@ impl Geom {
     }
 }
 
-/// Output rows per band: the column buffer near `BAND_BYTES`, at least `MIN_BAND_COLS` wide, and
-/// enough bands to keep every rayon worker busy.
-fn band_rows(kdim: usize, ho: usize, wo: usize) -> usize {
-    let by_cache = (BAND_BYTES / 4 / kdim.max(1)).max(MIN_BAND_COLS);
-    let mut rows = by_cache.div_ceil(wo).max(1);
-    let want_bands = 2 * rayon::current_num_threads();
-    if ho.div_ceil(rows) < want_bands {
-        rows = ho.div_ceil(want_bands).max(1);
-    }
-    rows.min(ho)
+/// Output rows per band, or `None` for a single band over the whole image that leaves the
+/// threading to the GEMM. A band's column buffer aims at `BAND_BYTES`, and it is at least
+/// `WEIGHT_REUSE` times as wide as the weight is tall, since every band's GEMM packs the whole
+/// (O, C·k·k) weight again. Band parallelism needs at least two bands per worker to balance.
+fn band_rows(kdim: usize, o: usize, ho: usize, wo: usize) -> Option<usize> {
+    let cols = (BAND_BYTES / 4 / kdim.max(1))
+        .max(WEIGHT_REUSE * o)
+        .max(MIN_BAND_COLS);
+    let rows = cols.div_ceil(wo).clamp(1, ho);
+    (ho.div_ceil(rows) >= 2 * rayon::current_num_threads()).then_some(rows)
 }
 
 /// Raw output pointer shared by bands that write disjoint column ranges of the same rows.
@@ -116,6 +118,16 @@ struct OutPtr(*mut f32);
 // buffer outlives the parallel loop that uses it.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// A method (not a field access) so closures capture the whole `Send` wrapper.
+    ///
+    /// # Safety
+    /// `off` must lie inside the output buffer.
+    unsafe fn add(self, off: usize) -> *mut f32 {
+        self.0.add(off)
+    }
+}
 
 /// Convolves one image `x` (C, h, w) with `wt` (O, C·k·k) into `out` (O, Ho·Wo).
 #[allow(clippy::too_many_arguments)]
@@ -136,15 +148,18 @@ fn conv_image(
     debug_assert_eq!(x.len(), c * h * w);
     debug_assert_eq!(wt.len(), o * kdim);
     debug_assert_eq!(out.len(), o * npix);
-    let rows = band_rows(kdim, ho, wo);
+    let split = band_rows(kdim, o, ho, wo);
+    let (rows, par) = match split {
+        Some(r) => (r, gemm::Parallelism::None),
+        None => (ho, gemm::Parallelism::Rayon(rayon::current_num_threads())),
+    };
     let dst = OutPtr(out.as_mut_ptr());
     let band = |b: usize| {
-        let dst = dst;
         let (oy0, oy1) = (b * rows, ((b + 1) * rows).min(ho));
         let (j0, n) = (oy0 * wo, (oy1 - oy0) * wo);
         // SAFETY: columns [j0, j0 + n) of each of the O rows (row stride npix) lie inside `out`
         // and belong to this band alone (see `OutPtr`).
-        let d = unsafe { dst.0.add(j0) };
+        let d = unsafe { dst.add(j0) };
         if let Some(bias) = bias {
             for (oc, &bv) in bias.iter().enumerate() {
                 // SAFETY: as above, row `oc` of this band.
@@ -174,7 +189,7 @@ fn conv_image(
                     false,
                     false,
                     false,
-                    gemm::Parallelism::None,
+                    par,
                 )
             }
         };
@@ -353,13 +368,21 @@ mod tests {
 
     #[test]
     fn band_rows_cover_the_output_and_split_for_every_worker() {
-        for &(kdim, ho, wo) in &[(2304, 138, 138), (147, 275, 275), (4608, 18, 18), (9, 1, 1)] {
-            let r = band_rows(kdim, ho, wo);
-            assert!(r >= 1 && r <= ho, "{kdim} {ho} {wo}: {r}");
-            if ho >= 2 * rayon::current_num_threads() {
-                assert!(ho.div_ceil(r) >= 2 * rayon::current_num_threads());
+        let workers = rayon::current_num_threads();
+        for &(kdim, o, ho, wo) in &[
+            (2304, 256, 138, 138),
+            (147, 64, 275, 275),
+            (4608, 512, 18, 18),
+            (9, 4, 1, 1),
+        ] {
+            if let Some(r) = band_rows(kdim, o, ho, wo) {
+                assert!(r >= 1 && r <= ho, "{kdim} {ho} {wo}: {r}");
+                assert!(ho.div_ceil(r) >= 2 * workers);
+                assert!(r * wo >= WEIGHT_REUSE * o || r == ho);
             }
         }
+        assert!(band_rows(2304, 256, 138, 138).is_some());
+        assert!(band_rows(9, 4, 1, 1).is_none());
     }
 
     #[test]
