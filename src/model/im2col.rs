@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Target size of one band's column buffer: half of a core's L2 (2 MiB) on the AVX-512 Xeons we
@@ -129,6 +129,15 @@ impl OutPtr {
     }
 }
 
+/// What is folded into the GEMM's output pass: a per-channel bias and a residual (O, Ho·Wo) are
+/// pre-loaded into the destination, ReLU is applied to each band while it is still in cache.
+#[derive(Clone, Copy, Default)]
+struct Epilogue<'a> {
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+    relu: bool,
+}
+
 /// Convolves one image `x` (C, h, w) with `wt` (O, C·k·k) into `out` (O, Ho·Wo).
 #[allow(clippy::too_many_arguments)]
 fn conv_image(
@@ -139,15 +148,22 @@ fn conv_image(
     w: usize,
     wt: &[f32],
     o: usize,
-    bias: Option<&[f32]>,
+    ep: Epilogue,
     out: &mut [f32],
 ) {
+    let Epilogue {
+        bias,
+        residual,
+        relu,
+    } = ep;
     let (ho, wo) = g.out_hw(h, w);
     let kdim = c * g.k * g.k;
     let npix = ho * wo;
     debug_assert_eq!(x.len(), c * h * w);
     debug_assert_eq!(wt.len(), o * kdim);
     debug_assert_eq!(out.len(), o * npix);
+    debug_assert!(residual.is_none_or(|r| r.len() == o * npix));
+    let read_dst = bias.is_some() || residual.is_some();
     let split = band_rows(kdim, o, ho, wo);
     let (rows, par) = match split {
         Some(r) => (r, gemm::Parallelism::None),
@@ -160,15 +176,28 @@ fn conv_image(
         // SAFETY: columns [j0, j0 + n) of each of the O rows (row stride npix) lie inside `out`
         // and belong to this band alone (see `OutPtr`).
         let d = unsafe { dst.add(j0) };
-        if let Some(bias) = bias {
-            for (oc, &bv) in bias.iter().enumerate() {
-                // SAFETY: as above, row `oc` of this band.
-                unsafe { std::slice::from_raw_parts_mut(d.add(oc * npix), n) }.fill(bv);
+        // SAFETY: as above, row `oc` of this band.
+        let row = |oc: usize| unsafe { std::slice::from_raw_parts_mut(d.add(oc * npix), n) };
+        match (bias, residual) {
+            (Some(bias), None) => {
+                for (oc, &bv) in bias.iter().enumerate() {
+                    row(oc).fill(bv);
+                }
             }
+            (bias, Some(res)) => {
+                for oc in 0..o {
+                    let bv = bias.map_or(0.0, |b| b[oc]);
+                    let src = &res[oc * npix + j0..oc * npix + j0 + n];
+                    for (dv, &rv) in row(oc).iter_mut().zip(src) {
+                        *dv = rv + bv;
+                    }
+                }
+            }
+            (None, None) => {}
         }
         let gemm_into = |rhs: *const f32, rhs_rs: isize| {
             // SAFETY: dst (O, n) with strides (npix, 1), lhs (O, kdim) contiguous, rhs (kdim, n)
-            // with strides (rhs_rs, 1); all in bounds. dst := dst·[bias] + wt·rhs.
+            // with strides (rhs_rs, 1); all in bounds. dst := [dst] + wt·rhs.
             unsafe {
                 gemm::gemm(
                     o,
@@ -177,7 +206,7 @@ fn conv_image(
                     d,
                     1,
                     npix as isize,
-                    bias.is_some(),
+                    read_dst,
                     wt.as_ptr(),
                     1,
                     kdim as isize,
@@ -206,6 +235,13 @@ fn conv_image(
                 gemm_into(cols.as_ptr(), n as isize);
             });
         }
+        if relu {
+            for oc in 0..o {
+                for v in row(oc) {
+                    *v = v.max(0.0);
+                }
+            }
+        }
     };
     let bands = ho.div_ceil(rows);
     if bands == 1 {
@@ -215,10 +251,71 @@ fn conv_image(
     }
 }
 
-/// The conv as a candle op over (input, weight), bias carried by value.
+/// The conv as a candle op over (input, weight[, residual]), bias carried by value.
 struct ConvOp {
     geom: Geom,
     bias: Option<Vec<f32>>,
+    relu: bool,
+}
+
+impl ConvOp {
+    fn run(
+        &self,
+        (xs, xl): (&CpuStorage, &Layout),
+        (ws, wl): (&CpuStorage, &Layout),
+        residual: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let (o, ci, k, _) = wl.shape().dims4()?;
+        let g = self.geom;
+        if ci != c || k != g.k {
+            candle_core::bail!("conv2d: weight {:?} does not fit input {:?}", wl, xl);
+        }
+        if h == 0 || w == 0 || h + 2 * g.pad < g.k || w + 2 * g.pad < g.k || g.stride == 0 {
+            candle_core::bail!("conv2d: input {h}x{w} too small for kernel {}", g.k);
+        }
+        let (ho, wo) = g.out_hw(h, w);
+        let xd = f32_slice(xs, xl)?;
+        let wd = f32_slice(ws, wl)?;
+        let res = match residual {
+            Some((rs, rl)) => {
+                if rl.shape().dims() != [n, o, ho, wo] {
+                    candle_core::bail!("conv2d: residual {:?} is not ({n}, {o}, {ho}, {wo})", rl);
+                }
+                Some(f32_slice(rs, rl)?)
+            }
+            None => None,
+        };
+        let bias = self.bias.as_deref();
+        if bias.is_some_and(|b| b.len() != o) {
+            candle_core::bail!("conv2d: bias does not have {o} entries");
+        }
+        let per_out = o * ho * wo;
+        let mut out = vec![0f32; n * per_out];
+        for (i, (img, dst)) in xd
+            .chunks_exact(c * h * w)
+            .zip(out.chunks_exact_mut(per_out))
+            .enumerate()
+        {
+            let ep = Epilogue {
+                bias,
+                residual: res.map(|r| &r[i * per_out..(i + 1) * per_out]),
+                relu: self.relu,
+            };
+            conv_image(g, img, c, h, w, wd, o, ep, dst);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, o, ho, wo))))
+    }
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(d) = s else {
+        candle_core::bail!("conv2d: only f32 is supported");
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("conv2d: operands must be contiguous");
+    };
+    Ok(&d[a..b])
 }
 
 impl CustomOp2 for ConvOp {
@@ -233,44 +330,37 @@ impl CustomOp2 for ConvOp {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = xl.shape().dims4()?;
-        let (o, ci, k, _) = wl.shape().dims4()?;
-        let g = self.geom;
-        if ci != c || k != g.k {
-            candle_core::bail!("conv2d: weight {:?} does not fit input {:?}", wl, xl);
-        }
-        if h == 0 || w == 0 || h + 2 * g.pad < g.k || w + 2 * g.pad < g.k || g.stride == 0 {
-            candle_core::bail!("conv2d: input {h}x{w} too small for kernel {}", g.k);
-        }
-        let (CpuStorage::F32(xd), CpuStorage::F32(wd)) = (xs, ws) else {
-            candle_core::bail!("conv2d: only f32 is supported");
-        };
-        let (Some((xa, xb)), Some((wa, wb))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
-        else {
-            candle_core::bail!("conv2d: input and weight must be contiguous");
-        };
-        let bias = self.bias.as_deref();
-        if bias.is_some_and(|b| b.len() != o) {
-            candle_core::bail!("conv2d: bias does not have {o} entries");
-        }
-        let (xd, wd) = (&xd[xa..xb], &wd[wa..wb]);
-        let (ho, wo) = g.out_hw(h, w);
-        let mut out = vec![0f32; n * o * ho * wo];
-        for (img, dst) in xd
-            .chunks_exact(c * h * w)
-            .zip(out.chunks_exact_mut(o * ho * wo))
-        {
-            conv_image(g, img, c, h, w, wd, o, bias, dst);
-        }
-        Ok((CpuStorage::F32(out), Shape::from((n, o, ho, wo))))
+        self.run((xs, xl), (ws, wl), None)
     }
 }
 
-/// conv2d(x, weight) + bias for NCHW f32 `x`, OIHW `weight` and (O,) `bias` (dilation 1, groups 1).
-pub fn conv2d_bias(
+impl CustomOp3 for ConvOp {
+    fn name(&self) -> &'static str {
+        "im2col-conv2d-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.run((xs, xl), (ws, wl), Some((rs, rl)))
+    }
+}
+
+/// relu?(conv2d(x, weight) + bias + residual) for NCHW f32 `x`, OIHW `weight`, (O,) `bias` and a
+/// `residual` of the output's shape (dilation 1, groups 1). On CPU the additions and the ReLU ride
+/// on the GEMM's output pass instead of separate passes over the output.
+pub fn conv2d_fused(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    relu: bool,
     stride: usize,
     pad: usize,
 ) -> Result<Tensor> {
@@ -284,11 +374,14 @@ pub fn conv2d_bias(
         );
     }
     if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
-        let y = x.conv2d(weight, pad, stride, 1, 1)?;
-        return match bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1))?),
-            None => Ok(y),
-        };
+        let mut y = x.conv2d(weight, pad, stride, 1, 1)?;
+        if let Some(b) = bias {
+            y = y.broadcast_add(&b.reshape((1, o, 1, 1))?)?;
+        }
+        if let Some(r) = residual {
+            y = (y + r)?;
+        }
+        return if relu { y.relu() } else { Ok(y) };
     }
     let bias = match bias {
         Some(b) => Some(
@@ -301,8 +394,24 @@ pub fn conv2d_bias(
     let op = ConvOp {
         geom: Geom { k, stride, pad },
         bias,
+        relu,
     };
-    x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &op)
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    match residual {
+        Some(r) => x.apply_op3_no_bwd(&weight, &r.contiguous()?, &op),
+        None => x.apply_op2_no_bwd(&weight, &op),
+    }
+}
+
+/// conv2d(x, weight) + bias for NCHW f32 `x`, OIHW `weight` and (O,) `bias` (dilation 1, groups 1).
+pub fn conv2d_bias(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    conv2d_fused(x, weight, bias, None, false, stride, pad)
 }
 
 /// conv2d(x, weight) for NCHW f32 `x` and OIHW `weight` (dilation 1, groups 1), no bias.
@@ -363,6 +472,29 @@ mod tests {
             assert_eq!(got.dims(), &[2, o, want.h, want.w]);
             let err = tu::rel_err(&got, &want);
             assert!(err < 1e-5, "c{c} o{o} k{k} s{s} p{p} {h}x{w}: {err}");
+        }
+    }
+
+    /// Bias, residual and ReLU folded into a banded and a single-band conv, against the naive conv
+    /// followed by the separate ops.
+    #[test]
+    fn fused_epilogue_matches_separate_ops() {
+        for &(c, o, k, s, p, h, w) in &[(64, 24, 3, 1, 1, 37, 29), (16, 12, 1, 2, 0, 9, 7)] {
+            let x = tu::rand_input(2, c, h, w);
+            let wt = tu::rand_input(o, c, k, k);
+            let b: Vec<f32> = (0..o).map(|i| i as f32 * 0.25 - 1.5).collect();
+            let bt = Tensor::new(b.as_slice(), x.device()).unwrap();
+            let bd: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+            let lin = tu::conv(&Nd::from_tensor(&x), &Nd::from_tensor(&wt), Some(&bd), s, p);
+            let res = tu::rand_input(2, o, lin.h, lin.w);
+            let relu = conv2d_fused(&x, &wt, Some(&bt), None, true, s, p).unwrap();
+            assert!(tu::rel_err(&relu, &lin.relu()) < 1e-5);
+            let want = lin.add(&Nd::from_tensor(&res)).relu();
+            let got = conv2d_fused(&x, &wt, Some(&bt), Some(&res), true, s, p).unwrap();
+            assert!(tu::rel_err(&got, &want) < 1e-5);
+            let want = lin.add(&Nd::from_tensor(&res));
+            let got = conv2d_fused(&x, &wt, Some(&bt), Some(&res), false, s, p).unwrap();
+            assert!(tu::rel_err(&got, &want) < 1e-5);
         }
     }
 
