@@ -55,8 +55,8 @@ pub fn fold_bn(weight: &Tensor, bias: Option<&Tensor>, bn: &BatchNorm) -> Result
     Ok((w.to_dtype(dtype)?, b.to_dtype(dtype)?))
 }
 
-/// A 2-D convolution (dilation 1, groups 1) with an optional bias kept as (1, O, 1, 1) so it
-/// broadcasts without a reshape per call.
+/// A 2-D convolution (dilation 1, groups 1) with an optional (O,) bias that the GEMM accumulates
+/// onto (no separate broadcast pass over the output).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
@@ -74,7 +74,7 @@ impl Conv2d {
     ) -> Result<Self> {
         let (o, _, _, _) = weight.dims4()?;
         let bias = match bias {
-            Some(b) => Some(b.reshape((1, o, 1, 1))?),
+            Some(b) => Some(b.reshape(o)?),
             None => None,
         };
         Ok(Self {
@@ -128,7 +128,7 @@ impl Conv2d {
 
     /// The bias as (O,), if any.
     pub fn bias(&self) -> Option<Tensor> {
-        self.bias.as_ref().and_then(|b| b.flatten_all().ok())
+        self.bias.clone()
     }
 
     pub fn stride(&self) -> usize {
@@ -140,11 +140,29 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = super::im2col::conv2d(x, &self.weight, self.stride, self.padding)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        self.fused(x, None, false)
+    }
+
+    /// relu(forward(x)), the ReLU folded into the conv's output pass.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.fused(x, None, true)
+    }
+
+    /// relu(forward(x) + residual), as at the end of a ResNet bottleneck, in one output pass.
+    pub fn forward_add_relu(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.fused(x, Some(residual), true)
+    }
+
+    fn fused(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        super::im2col::conv2d_fused(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            residual,
+            relu,
+            self.stride,
+            self.padding,
+        )
     }
 }
 
@@ -270,6 +288,27 @@ mod tests {
         assert!(tu::rel_err(&got, &want) < 1e-5);
         assert_eq!(conv_out(11, 3, 2, 0), 5);
         assert_eq!(conv_out(550, 7, 2, 3), 275);
+    }
+
+    #[test]
+    fn fused_relu_and_residual_match_separate_ops() {
+        let mut w = Weights::default();
+        let wn = w.conv("c", 6, 5, 3);
+        let b = w.bias("c", 6);
+        let conv = Conv2d::load(w.vb().pp("c"), 5, 6, 3, 1, 1, true).unwrap();
+        let x = tu::rand_input(2, 5, 9, 8);
+        let res = tu::rand_input(2, 6, 9, 8);
+        let lin = tu::conv(&Nd::from_tensor(&x), &wn, Some(&b), 1, 1);
+        let err = tu::rel_err(&conv.forward_relu(&x).unwrap(), &lin.relu());
+        assert!(err < 1e-5, "relu {err}");
+        let want = lin.add(&Nd::from_tensor(&res)).relu();
+        let err = tu::rel_err(&conv.forward_add_relu(&x, &res).unwrap(), &want);
+        assert!(err < 1e-5, "add relu {err}");
+        // Half the outputs are negative before the ReLU, so a missing ReLU cannot pass.
+        assert!(lin.data.iter().any(|&v| v < 0.0));
+        assert!(conv
+            .forward_add_relu(&x, &tu::rand_input(2, 6, 9, 7))
+            .is_err());
     }
 
     #[test]
