@@ -364,7 +364,8 @@ pub fn cross_class_fast_nms(
         .collect()
 }
 
-fn boxes_to_host(boxes: &Tensor) -> Result<Vec<[f32; 4]>> {
+/// (n, 4) boxes as host arrays.
+pub(crate) fn boxes_to_host(boxes: &Tensor) -> candle_core::Result<Vec<[f32; 4]>> {
     let v = boxes
         .to_dtype(DType::F32)?
         .flatten_all()?

@@ -8,7 +8,7 @@ use candle_core::{DType, Tensor};
 
 use crate::detection::{Detection, Mask};
 use crate::error::{Error, Result};
-use crate::fast_nms::{stable_desc_order, Dets};
+use crate::fast_nms::{boxes_to_host, stable_desc_order, Dets};
 use crate::ops::interp::resize_threshold_planes;
 
 /// Scales the mask-IoU head's output per class; (n, 1, Hp, Wp) soft masks -> (n, classes).
@@ -67,7 +67,7 @@ pub fn crop_bounds(b: &[f32; 4], hp: usize, wp: usize, padding: f32) -> [f32; 4]
 /// Zeroes every pixel of `masks` (n, Hp, Wp) outside its box's crop window (padding 1).
 pub fn crop_masks(masks: &Tensor, boxes: &Tensor) -> candle_core::Result<Tensor> {
     let (n, hp, wp) = masks.dims3()?;
-    let bx = boxes_host(boxes)?;
+    let bx = boxes_to_host(boxes)?;
     if bx.len() != n {
         candle_core::bail!("crop_masks: {n} masks but {} boxes", bx.len());
     }
@@ -159,16 +159,6 @@ pub fn rank_and_cut(scores: &[f32], top_k: usize, score_threshold: f32) -> Vec<u
         .collect()
 }
 
-fn boxes_host(boxes: &Tensor) -> candle_core::Result<Vec<[f32; 4]>> {
-    let v = boxes
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    Ok(v.chunks_exact(4)
-        .map(|c| [c[0], c[1], c[2], c[3]])
-        .collect())
-}
-
 /// Full `--image` post-processing of one image's NMS output.
 ///
 /// `proto` is (Hp, Wp, D); `maskiou`, for YOLACT++, maps (n, 1, Hp, Wp) soft cropped masks to
@@ -229,7 +219,7 @@ pub fn postprocess(
         masks.device(),
     )?;
     let full = upsample_threshold(&masks.index_select(&rows, 0)?, img_h, img_w)?;
-    let boxes = boxes_to_pixels(&boxes_host(&dets.boxes)?, img_w, img_h);
+    let boxes = boxes_to_pixels(&boxes_to_host(&dets.boxes)?, img_w, img_h);
     Ok(order
         .iter()
         .zip(full)

@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::rle_counts;
+
 fn yolact(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_yolact"))
         .args(args)
@@ -22,30 +25,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// Decodes a pycocotools compressed RLE string (independent of the crate's encoder).
-fn rle_counts(s: &str) -> Vec<u64> {
-    let b = s.as_bytes();
-    let (mut i, mut counts) = (0, Vec::new());
-    while i < b.len() {
-        let (mut x, mut k, mut more) = (0i64, 0, true);
-        while more {
-            let c = (b[i] - 48) as i64;
-            x |= (c & 0x1f) << (5 * k);
-            more = c & 0x20 != 0;
-            i += 1;
-            k += 1;
-            if !more && c & 0x10 != 0 {
-                x |= -1i64 << (5 * k);
-            }
-        }
-        if counts.len() > 2 {
-            x += counts[counts.len() - 2] as i64;
-        }
-        counts.push(x as u64);
-    }
-    counts
 }
 
 #[test]
@@ -104,7 +83,7 @@ fn infer_writes_the_json_contract_and_an_overlay() {
         assert_eq!(d["mask"]["size"], serde_json::json!([150, 200]));
         let counts = rle_counts(d["mask"]["counts"].as_str().unwrap());
         assert_eq!(
-            counts.iter().sum::<u64>(),
+            counts.iter().sum::<i64>(),
             150 * 200,
             "RLE covers the image"
         );

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 use serde_json::Value as Json;
 use yolact_ros2::bag::open_bag;
 use yolact_ros2::msgs::schema::{self, Value};
@@ -78,30 +80,9 @@ fn reason_of(kind: &str) -> &'static str {
     }
 }
 
-/// Sum of the runs of a COCO compressed RLE string, decoded independently of src/rle.rs
-/// (pycocotools' rleFrString: 5-bit groups, runs from the third on delta-coded against the run
-/// two back).
+/// Sum of the runs of a COCO compressed RLE string, decoded independently of src/rle.rs.
 fn rle_total(s: &str) -> i64 {
-    let b = s.as_bytes();
-    let (mut i, mut counts) = (0, Vec::<i64>::new());
-    while i < b.len() {
-        let (mut x, mut k, mut more) = (0i64, 0, true);
-        while more {
-            let c = i64::from(b[i]) - 48;
-            x |= (c & 0x1f) << (5 * k);
-            more = c & 0x20 != 0;
-            i += 1;
-            k += 1;
-            if !more && c & 0x10 != 0 {
-                x |= -1i64 << (5 * k);
-            }
-        }
-        if counts.len() > 2 {
-            x += counts[counts.len() - 2];
-        }
-        counts.push(x);
-    }
-    counts.iter().sum()
+    common::rle_counts(s).iter().sum()
 }
 
 /// What our own reader finds in the output bag.
