@@ -195,8 +195,10 @@ fn check_against_fixture(topics: &[&str], report: &Json, ours: &OurRead) {
     }
 }
 
-/// Reads the bag with rosbags; compares with our reader. Prints why when rosbags is missing.
+/// Reads the bag with rosbags; compares with our reader. Prints why when rosbags is missing, and
+/// fails then if `YOLACT_REQUIRE_ROSBAGS` is set (CI sets it after installing rosbags).
 fn check_with_rosbags(out: &Path, ours: &OurRead) {
+    let required = std::env::var_os("YOLACT_REQUIRE_ROSBAGS").is_some();
     let o = match Command::new("python3")
         .arg(root().join("tools/read_replay_bag.py"))
         .arg(out)
@@ -205,11 +207,20 @@ fn check_with_rosbags(out: &Path, ours: &OurRead) {
     {
         Ok(o) => o,
         Err(e) => {
+            assert!(
+                !required,
+                "rosbags check required but python3 cannot run: {e}"
+            );
             eprintln!("NOT CHECKED with rosbags: cannot run python3: {e}");
             return;
         }
     };
     if o.status.code() == Some(2) {
+        assert!(
+            !required,
+            "rosbags check required but unavailable: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         eprintln!(
             "NOT CHECKED with rosbags: {}",
             String::from_utf8_lossy(&o.stderr)
