@@ -16,6 +16,7 @@ pub mod error;
 pub mod fast_nms;
 pub mod model;
 pub mod msgs;
+pub mod node;
 pub mod nms;
 pub mod ops;
 pub mod overlay;
