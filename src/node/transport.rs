@@ -128,6 +128,13 @@ pub trait Transport: Send {
         type_name: &str,
         qos: Qos,
     ) -> Result<Box<dyn RawPublisher>, TransportError>;
+
+    /// Offers the standard lifecycle services under the node's name (`<node>/change_state`,
+    /// `<node>/get_state`, ...), answering from `control`. Called once when the node starts.
+    fn serve_lifecycle(
+        &mut self,
+        control: std::sync::Arc<dyn LifecycleControl>,
+    ) -> Result<(), TransportError>;
 }
 
 /// A lifecycle state as `lifecycle_msgs/msg/State` carries it.
