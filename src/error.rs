@@ -38,6 +38,14 @@ pub enum Error {
     /// Numerically invalid data (NaN/inf in inputs or outputs, wrong tensor shapes between stages).
     #[error("invalid data: {0}")]
     Invalid(String),
+
+    /// A ROS parameter (file or `-p` override) that is unknown, of the wrong type or out of range.
+    #[error("parameter {0}")]
+    Parameter(String),
+
+    /// A ROS 2 transport failure (subscribe, advertise, publish).
+    #[error("transport: {0}")]
+    Transport(#[from] crate::node::transport::TransportError),
 }
 
 impl Error {

@@ -168,10 +168,35 @@ impl Engine {
         img: &RgbImage,
         opts: &InferOptions,
     ) -> Result<(Detections, StageTimes)> {
+        let mut out = self.infer_batch(std::slice::from_ref(img), opts)?;
+        out.pop()
+            .ok_or_else(|| Error::Invalid("a batch of one image returned nothing".into()))
+    }
+
+    /// Runs several frames (of any sizes) through ONE forward pass and post-processes each, so
+    /// N cameras cost one network launch. Results are in input order. The shared stages
+    /// (preprocess .. heads) report the whole batch's time in every frame's [`StageTimes`]; nms and
+    /// masks are per frame.
+    pub fn infer_batch(
+        &self,
+        imgs: &[RgbImage],
+        opts: &InferOptions,
+    ) -> Result<Vec<(Detections, StageTimes)>> {
+        if imgs.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut t = StageTimes::default();
         let mut clock = Clock::new(&self.device);
 
-        let x = preprocess(img, &self.cfg, &self.device)?;
+        let inputs = imgs
+            .iter()
+            .map(|img| preprocess(img, &self.cfg, &self.device))
+            .collect::<Result<Vec<_>>>()?;
+        let x = if inputs.len() == 1 {
+            inputs[0].clone()
+        } else {
+            Tensor::cat(&inputs, 0)?
+        };
         t.preprocess = clock.lap()?;
         let c = self.model.backbone(&x)?;
         t.backbone = clock.lap()?;
@@ -182,12 +207,43 @@ impl Engine {
         let (loc, conf, coef) = self.model.heads(&p)?;
         t.heads = clock.lap()?;
 
-        let boxes = decode_boxes(&loc.get(0)?, &self.priors)?;
+        let mut out = Vec::with_capacity(imgs.len());
+        for (i, img) in imgs.iter().enumerate() {
+            let mut ti = t;
+            let dets = self.finish_one(
+                img,
+                &loc.get(i)?,
+                &conf.get(i)?,
+                &coef.get(i)?,
+                &proto.get(i)?,
+                opts,
+                &mut ti,
+                &mut clock,
+            )?;
+            out.push((dets, ti));
+        }
+        Ok(out)
+    }
+
+    /// Decode, NMS and masks of one image of a batch.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_one(
+        &self,
+        img: &RgbImage,
+        loc: &Tensor,
+        conf: &Tensor,
+        coef: &Tensor,
+        proto: &Tensor,
+        opts: &InferOptions,
+        t: &mut StageTimes,
+        clock: &mut Clock,
+    ) -> Result<Detections> {
+        let boxes = decode_boxes(loc, &self.priors)?;
         let nms = NmsOptions {
             kind: opts.nms,
             ..NmsOptions::from_config(&self.cfg)
         };
-        let dets = detect(&boxes, &conf.get(0)?, &coef.get(0)?, &nms)?;
+        let dets = detect(&boxes, conf, coef, &nms)?;
         t.nms = clock.lap()?;
 
         let (w, h) = img.dimensions();
@@ -202,14 +258,7 @@ impl Engine {
             top_k: opts.top_k,
             crop: opts.crop,
         };
-        let items = postprocess(
-            &dets,
-            &proto.get(0)?,
-            maskiou_fn,
-            w as usize,
-            h as usize,
-            &popts,
-        )?;
+        let items = postprocess(&dets, proto, maskiou_fn, w as usize, h as usize, &popts)?;
         t.masks = clock.lap()?;
 
         if items
@@ -220,13 +269,12 @@ impl Engine {
                 "the network produced NaN or infinite scores or boxes; the weights are probably corrupt".into(),
             ));
         }
-        let dets = Detections {
+        Ok(Detections {
             width: w as usize,
             height: h as usize,
             config: self.cfg.name.to_string(),
             items,
-        };
-        Ok((dets, t))
+        })
     }
 }
 
