@@ -29,13 +29,15 @@ def generate_launch_description():
         ),
         DeclareLaunchArgument(
             "config",
-            default_value="yolact_plus_resnet50",
-            description="Model config name, e.g. yolact_resnet50, yolact_plus_resnet50",
+            # YAML for the empty string: detect the config from the checkpoint.
+            default_value="''",
+            description="Model config name, e.g. yolact_plus_resnet50; '' detects it from the weights",
         ),
         DeclareLaunchArgument(
             "image_topic",
             default_value="camera/image_raw",
-            description="Input sensor_msgs/Image topic (relative names resolve in the namespace)",
+            description="Input sensor_msgs/Image topic of the camera named `camera` (relative names "
+            "resolve in the namespace)",
         ),
         DeclareLaunchArgument(
             "namespace", default_value="", description="Namespace of the node and its topics"
@@ -45,8 +47,8 @@ def generate_launch_description():
         ),
     ]
 
-    def override(name):
-        return ["-p", [name, ":=", LaunchConfiguration(name)]]
+    def override(param, arg):
+        return ["-p", [param, ":=", LaunchConfiguration(arg)]]
 
     node = Node(
         package="yolact_ros2",
@@ -55,9 +57,9 @@ def generate_launch_description():
         namespace=LaunchConfiguration("namespace"),
         output="screen",
         arguments=["node", "--params-file", LaunchConfiguration("params_file")]
-        + override("weights")
-        + override("config")
-        + override("image_topic")
-        + override("use_sim_time"),
+        + override("weights", "weights")
+        + override("config", "config")
+        + override("cameras.camera.topic", "image_topic")
+        + override("use_sim_time", "use_sim_time"),
     )
     return LaunchDescription(args + [node])

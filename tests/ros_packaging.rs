@@ -89,11 +89,17 @@ fn colcon_lists_every_package_with_its_build_type() {
         .expect("run colcon");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "colcon list failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "colcon list failed:\n{stdout}\n{stderr}"
+    );
     let listed = parse_colcon_list(&stdout);
     let expected = vec![
         ("yolact_ros2".to_string(), "ament_cargo".to_string()),
-        ("yolact_ros2_msgs".to_string(), "ros.ament_cmake".to_string()),
+        (
+            "yolact_ros2_msgs".to_string(),
+            "ros.ament_cmake".to_string(),
+        ),
     ];
     let mut sorted = listed.clone();
     sorted.sort();
@@ -119,7 +125,14 @@ fn colcon_lists_every_package_with_its_build_type() {
 
     // colcon-metadata turns colcon.pkg's cargo-args into the package's build arguments.
     let out = Command::new(&colcon)
-        .args(["--log-base", "log", "info", "--base-paths", "src", "yolact_ros2"])
+        .args([
+            "--log-base",
+            "log",
+            "info",
+            "--base-paths",
+            "src",
+            "yolact_ros2",
+        ])
         .current_dir(ws.path())
         .output()
         .expect("run colcon info");
@@ -154,7 +167,11 @@ for node in ast.walk(tree):
         .arg(path)
         .output()
         .ok()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(
         String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -230,12 +247,22 @@ fn launch_xml_uses_only_declared_arguments_and_starts_yolact_node() {
     let undeclared: Vec<_> = x.used.difference(&x.declared).collect();
     assert!(undeclared.is_empty(), "undeclared: {undeclared:?}");
     assert_eq!(x.node_exec, "yolact");
-    assert!(x.node_args.starts_with("node --params-file $(var params_file)"), "{}", x.node_args);
+    assert!(
+        x.node_args
+            .starts_with("node --params-file $(var params_file)"),
+        "{}",
+        x.node_args
+    );
     // Every model/topic argument reaches the node as an override.
-    for a in ["weights", "config", "image_topic", "use_sim_time"] {
+    for (param, arg) in [
+        ("weights", "weights"),
+        ("config", "config"),
+        ("cameras.camera.topic", "image_topic"),
+        ("use_sim_time", "use_sim_time"),
+    ] {
         assert!(
-            x.node_args.contains(&format!("-p {a}:=$(var {a})")),
-            "{a} not passed: {}",
+            x.node_args.contains(&format!("-p {param}:=$(var {arg})")),
+            "{arg} not passed as {param}: {}",
             x.node_args
         );
     }
@@ -280,7 +307,7 @@ fn launch_py_compiles_and_declares_the_same_arguments_as_the_xml() {
 fn manifest(path: &Path) -> (String, String, BTreeSet<String>) {
     let text = std::fs::read_to_string(path).unwrap();
     let doc = roxmltree::Document::parse(&text).unwrap();
-    let el = |name: &str| {
+    let el = |name: &'static str| {
         doc.descendants()
             .filter(move |n| n.tag_name().name() == name)
             .filter_map(|n| n.text())
@@ -307,7 +334,10 @@ fn manifests_name_the_packages_and_their_dependencies() {
         assert!(deps.contains(d), "yolact_ros2 does not depend on {d}");
     }
     let (name, ty, deps) = manifest(&repo().join("yolact_ros2_msgs/package.xml"));
-    assert_eq!((name.as_str(), ty.as_str()), ("yolact_ros2_msgs", "ament_cmake"));
+    assert_eq!(
+        (name.as_str(), ty.as_str()),
+        ("yolact_ros2_msgs", "ament_cmake")
+    );
     assert!(deps.contains("std_msgs"));
     // The Cargo package and the ROS package agree on the name cargo-ament-build installs under.
     let cargo = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();

@@ -282,13 +282,12 @@ def run_transport(peer):
 def run_node(peer):
     """`yolact node` end to end: frames at a steady pace, then a flood, then a transition."""
     a = peer.args
-    peer.reader("inst", f"{peer.ns}/yolact/instances", "yolact_ros2_msgs/msg/InstanceArray")
-    peer.reader("det", f"{peer.ns}/yolact/detections", "vision_msgs/msg/Detection2DArray")
+    ns = peer.ns
+    peer.reader("inst", a.instances_topic or f"{ns}/camera/yolact/instances",
+                "yolact_ros2_msgs/msg/InstanceArray")
+    peer.reader("det", a.detections_topic or f"{ns}/camera/yolact/detections",
+                "vision_msgs/msg/Detection2DArray")
     peer.reader("diag", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")
-    for key, topic in (("inst", a.instances_topic), ("det", a.detections_topic)):
-        if topic:
-            peer.reader(key, topic, {"inst": "yolact_ros2_msgs/msg/InstanceArray",
-                                     "det": "vision_msgs/msg/Detection2DArray"}[key])
     w = peer.writer(a.image_topic or f"{peer.ns}/camera/image_raw", peer.Image, reliable=False, depth=1)
     emit("matched", image_writer=peer.wait_matched(w, a.timeout))
     sent = {}

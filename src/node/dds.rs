@@ -14,7 +14,7 @@ mod lifecycle;
 mod raw;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -22,15 +22,15 @@ use std::time::Duration;
 use ros2_client::dds::rustdds;
 use ros2_client::{Context, NodeName, NodeOptions};
 use rustdds::no_key::{DataReader, DataWriter};
-use rustdds::{policy, QosPolicies, QosPolicyBuilder, TopicKind};
+use rustdds::{policy, DataWriterStatus, QosPolicies, QosPolicyBuilder, StatusEvented, TopicKind};
 
 use super::open::NodeIdentity;
 use super::transport::{
     Durability, LifecycleControl, Qos, RawPublisher, RawSink, Reliability, SubscriptionId,
     Transport, TransportError,
 };
-pub use raw::{dds_topic_name, dds_type_name, RawCdr};
 use raw::RawAdapter;
+pub use raw::{dds_topic_name, dds_type_name, RawCdr};
 
 /// How often the reader thread looks for new samples. RustDDS readers can also be polled
 /// through mio, but one sweep over a handful of readers every 2 ms costs nothing next to a
@@ -66,9 +66,15 @@ impl DdsTransport {
     /// Joins DDS domain `identity.domain_id` as node `identity.namespace/identity.name`.
     pub fn open(identity: &NodeIdentity) -> Result<Self, TransportError> {
         let fq = fully_qualified(identity);
-        let context =
-            Context::with_options(ros2_client::dds::ContextOptions::new().domain_id(identity.domain_id))
-                .map_err(|e| err(&fq, format!("cannot join DDS domain {}: {e:?}", identity.domain_id)))?;
+        let context = Context::with_options(
+            ros2_client::dds::ContextOptions::new().domain_id(identity.domain_id),
+        )
+        .map_err(|e| {
+            err(
+                &fq,
+                format!("cannot join DDS domain {}: {e:?}", identity.domain_id),
+            )
+        })?;
         let node_name = NodeName::new(&identity.namespace, &identity.name)
             .map_err(|e| err(&fq, format!("invalid node name: {e:?}")))?;
         // Parameters live in the node's own YAML; ros2-client's parameter services would offer a
@@ -180,6 +186,10 @@ pub fn dds_qos(qos: Qos) -> QosPolicies {
 struct DdsPublisher {
     writer: DataWriter<RawCdr, RawAdapter>,
     topic: String,
+    /// Matched readers as of the last PublicationMatched event. RustDDS has no matched-status
+    /// query yet (`get_matched_subscriptions` is a panicking placeholder), so the count is
+    /// folded from the writer's status events whenever it is asked for.
+    matched: AtomicUsize,
 }
 
 impl RawPublisher for DdsPublisher {
@@ -191,7 +201,13 @@ impl RawPublisher for DdsPublisher {
     }
 
     fn subscription_count(&self) -> Option<usize> {
-        Some(self.writer.get_matched_subscriptions().len())
+        while let Some(status) = self.writer.try_recv_status() {
+            if let DataWriterStatus::PublicationMatched { current, .. } = status {
+                let n = usize::try_from(current.count()).unwrap_or(0);
+                self.matched.store(n, Ordering::Relaxed);
+            }
+        }
+        Some(self.matched.load(Ordering::Relaxed))
     }
 }
 
@@ -257,6 +273,7 @@ impl Transport for DdsTransport {
         Ok(Box::new(DdsPublisher {
             writer,
             topic: topic.to_string(),
+            matched: AtomicUsize::new(0),
         }))
     }
 

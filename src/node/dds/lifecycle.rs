@@ -243,12 +243,18 @@ mod tests {
 
     #[test]
     fn mapping_is_chosen_by_name() {
-        assert!(matches!(service_mapping_from(None), Ok(ServiceMapping::Enhanced)));
+        assert!(matches!(
+            service_mapping_from(None),
+            Ok(ServiceMapping::Enhanced)
+        ));
         assert!(matches!(
             service_mapping_from(Some("Cyclone")),
             Ok(ServiceMapping::Cyclone)
         ));
-        assert!(matches!(service_mapping_from(Some("basic")), Ok(ServiceMapping::Basic)));
+        assert!(matches!(
+            service_mapping_from(Some("basic")),
+            Ok(ServiceMapping::Basic)
+        ));
         assert!(service_mapping_from(Some("zenoh")).is_err());
     }
 }

@@ -139,7 +139,10 @@ mod tests {
 
     #[test]
     fn names_follow_the_ros2_dds_mapping() {
-        assert_eq!(dds_topic_name("/camera/image_raw").unwrap(), "rt/camera/image_raw");
+        assert_eq!(
+            dds_topic_name("/camera/image_raw").unwrap(),
+            "rt/camera/image_raw"
+        );
         assert_eq!(dds_topic_name("/diagnostics").unwrap(), "rt/diagnostics");
         for bad in ["", "/", "camera", "/a//b", "/a/", "/a b"] {
             assert!(dds_topic_name(bad).is_err(), "{bad:?}");
@@ -152,7 +155,13 @@ mod tests {
             dds_type_name("yolact_ros2_msgs/msg/InstanceArray").unwrap(),
             "yolact_ros2_msgs::msg::dds_::InstanceArray_"
         );
-        for bad in ["Image", "sensor_msgs/Image", "a/b/c/d", "sensor_msgs/idl/Image", "/msg/X"] {
+        for bad in [
+            "Image",
+            "sensor_msgs/Image",
+            "a/b/c/d",
+            "sensor_msgs/idl/Image",
+            "/msg/X",
+        ] {
             assert!(dds_type_name(bad).is_err(), "{bad:?}");
         }
     }
@@ -176,7 +185,10 @@ mod tests {
 
     #[test]
     fn rejects_what_it_cannot_send() {
-        assert!(matches!(RawCdr::from_message(&[0, 1]), Err(RawCdrError::Short(2))));
+        assert!(matches!(
+            RawCdr::from_message(&[0, 1]),
+            Err(RawCdrError::Short(2))
+        ));
         assert!(matches!(
             RawCdr::from_message(&[0, 0, 0, 0, 1]),
             Err(RawCdrError::NotCdrLe(0, 0))
