@@ -218,6 +218,8 @@ class Peer:
         # The reply comes only to matched readers; give the server a moment to match ours.
         time.sleep(0.5)
         guid = int.from_bytes(os.urandom(8), "little") & 0x7FFF_FFFF_FFFF_FFFF
+        if not req_fields:
+            request = {"structure_needs_at_least_one_member": 0}
         rq.write(Req(header_guid=guid, header_seq=1, **request))
         while time.time() < end:
             for s in rr.take(N=10):
