@@ -105,8 +105,9 @@ fn node_over_dds_against_a_cyclonedds_peer() {
     let detections = of("detections");
     assert!(
         instances.len() as u64 >= STEADY,
-        "{} InstanceArrays; stats {stats:?}; peer stderr:\n{stderr}",
-        instances.len()
+        "{} InstanceArrays; stats {stats:?}; topics {:?}; peer stderr:\n{stderr}",
+        instances.len(),
+        node.topics()
     );
     // Fewer results than frames: the flood was thinned, not queued.
     assert!(

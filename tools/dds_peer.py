@@ -138,11 +138,14 @@ def to_dict(obj):
         return [to_dict(x) for x in obj]
     if isinstance(obj, bytes):
         return list(obj)
+    if isinstance(obj, float) and obj != obj:
+        # JSON has no NaN (mask_iou of a model without the mask-IoU head).
+        return "NaN"
     return obj
 
 
 def emit(kind, **kw):
-    print(json.dumps({"kind": kind, **kw}), flush=True)
+    print(json.dumps({"kind": kind, **kw}, allow_nan=False), flush=True)
 
 
 def qos(reliable, depth):
