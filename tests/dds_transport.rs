@@ -70,7 +70,9 @@ impl LifecycleControl for Recorder {
 
 /// What the peer writes into frame `i`, computed here independently of the bytes we received.
 fn expected_pixels(i: u64, len: usize) -> Vec<u8> {
-    (0..len as u64).map(|x| ((x * 7 + i * 13) % 256) as u8).collect()
+    (0..len as u64)
+        .map(|x| ((x * 7 + i * 13) % 256) as u8)
+        .collect()
 }
 
 #[test]
@@ -175,8 +177,15 @@ fn images_in_diagnostics_out_and_lifecycle_services_against_cyclonedds() {
     }
     let PeerRun { lines, stderr, ok } = peer.wait(Duration::from_secs(90));
     assert!(ok, "peer failed:\n{stderr}\n{lines:#?}");
-    assert_eq!(received.len() as u64, frames, "images received; peer:\n{stderr}");
-    assert!(max_matched >= 1, "the peer's reader never matched our writer");
+    assert_eq!(
+        received.len() as u64,
+        frames,
+        "images received; peer:\n{stderr}"
+    );
+    assert!(
+        max_matched >= 1,
+        "the peer's reader never matched our writer"
+    );
     for (i, img) in received.iter().enumerate() {
         assert_eq!(img.header.frame_id, format!("cam_{i}"));
         assert_eq!(img.header.stamp.sec, 1000 + i as i32);
@@ -186,7 +195,10 @@ fn images_in_diagnostics_out_and_lifecycle_services_against_cyclonedds() {
     }
 
     // What the peer decoded (with cyclonedds, from the rosbags definitions) is what we sent.
-    let diags: Vec<_> = lines.iter().filter(|l| l["kind"] == "diagnostics").collect();
+    let diags: Vec<_> = lines
+        .iter()
+        .filter(|l| l["kind"] == "diagnostics")
+        .collect();
     assert_eq!(diags.len() as u64, frames, "{lines:#?}");
     for (i, d) in diags.iter().enumerate() {
         let m = &d["msg"];

@@ -26,15 +26,28 @@ fn tool_missing(var: &str, why: &str) -> bool {
     false
 }
 
-fn colcon() -> Option<PathBuf> {
+/// The colcon command: `$YOLACT_COLCON`, `colcon` on PATH, or `python3 -m colcon` (pip may
+/// install the script where PATH does not look).
+fn colcon() -> Option<Vec<String>> {
     if let Ok(p) = std::env::var("YOLACT_COLCON") {
-        return Some(PathBuf::from(p));
+        return Some(vec![p]);
     }
-    let ok = Command::new("colcon")
-        .arg("--help")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then(|| PathBuf::from("colcon"))
+    [vec!["colcon"], vec!["python3", "-m", "colcon"]]
+        .into_iter()
+        .find(|cmd| {
+            Command::new(cmd[0])
+                .args(&cmd[1..])
+                .arg("--help")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|cmd| cmd.into_iter().map(String::from).collect())
+}
+
+fn colcon_cmd(colcon: &[String]) -> Command {
+    let mut c = Command::new(&colcon[0]);
+    c.args(&colcon[1..]);
+    c
 }
 
 fn cargo_ament_build_installed() -> bool {
@@ -82,7 +95,7 @@ fn colcon_lists_every_package_with_its_build_type() {
     let src = ws.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::os::unix::fs::symlink(repo(), src.join("yolact_ros2")).unwrap();
-    let out = Command::new(&colcon)
+    let out = colcon_cmd(&colcon)
         .args(["--log-base", "log", "list", "--base-paths", "src"])
         .current_dir(ws.path())
         .output()
@@ -106,7 +119,7 @@ fn colcon_lists_every_package_with_its_build_type() {
     assert_eq!(sorted, expected, "colcon list:\n{stdout}\n{stderr}");
 
     // Build order: the messages first, because r2r is generated from the installed messages.
-    let out = Command::new(&colcon)
+    let out = colcon_cmd(&colcon)
         .args([
             "--log-base",
             "log",
@@ -124,7 +137,7 @@ fn colcon_lists_every_package_with_its_build_type() {
     assert_eq!(order, ["yolact_ros2_msgs", "yolact_ros2"]);
 
     // colcon-metadata turns colcon.pkg's cargo-args into the package's build arguments.
-    let out = Command::new(&colcon)
+    let out = colcon_cmd(&colcon)
         .args([
             "--log-base",
             "log",

@@ -301,3 +301,44 @@ impl Drop for DdsTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos_maps_policy_by_policy() {
+        let q = dds_qos(Qos::SENSOR_DATA);
+        assert_eq!(q.reliability(), Some(policy::Reliability::BestEffort));
+        assert_eq!(q.durability(), Some(policy::Durability::Volatile));
+        assert_eq!(q.history(), Some(policy::History::KeepLast { depth: 1 }));
+        let q = dds_qos(Qos {
+            reliability: Reliability::Reliable,
+            durability: Durability::TransientLocal,
+            depth: 7,
+        });
+        assert!(matches!(
+            q.reliability(),
+            Some(policy::Reliability::Reliable { .. })
+        ));
+        assert_eq!(q.durability(), Some(policy::Durability::TransientLocal));
+        assert_eq!(q.history(), Some(policy::History::KeepLast { depth: 7 }));
+        // KEEP_LAST(0) is not a valid DDS history; the seam promises at least 1.
+        let q = dds_qos(Qos {
+            depth: 0,
+            ..Qos::DEFAULT
+        });
+        assert_eq!(q.history(), Some(policy::History::KeepLast { depth: 1 }));
+    }
+
+    #[test]
+    fn node_names_are_fully_qualified() {
+        let id = |ns: &str| NodeIdentity {
+            name: "yolact".into(),
+            namespace: ns.into(),
+            domain_id: 0,
+        };
+        assert_eq!(fully_qualified(&id("/")), "/yolact");
+        assert_eq!(fully_qualified(&id("/robot/front")), "/robot/front/yolact");
+    }
+}

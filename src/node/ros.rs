@@ -20,8 +20,8 @@ use r2r::lifecycle_msgs::{msg as lmsg, srv as lsrv};
 
 use super::open::NodeIdentity;
 use super::transport::{
-    Durability, LifecycleControl, LifecycleState, LifecycleTransition, Qos, RawPublisher,
-    RawSink, Reliability, SubscriptionId, Transport, TransportError,
+    Durability, LifecycleControl, LifecycleState, LifecycleTransition, Qos, RawPublisher, RawSink,
+    Reliability, SubscriptionId, Transport, TransportError,
 };
 
 const SPIN_TIMEOUT: Duration = Duration::from_millis(10);
@@ -58,8 +58,12 @@ impl RosTransport {
     /// parameters files) from the process arguments itself, so the node name r2r reports can
     /// differ from `identity`; the services are named after the one rcl reports.
     pub fn open(identity: &NodeIdentity) -> Result<Self, TransportError> {
-        let ctx = r2r::Context::create()
-            .map_err(|e| err(&identity.name, format!("cannot create the rcl context: {e}")))?;
+        let ctx = r2r::Context::create().map_err(|e| {
+            err(
+                &identity.name,
+                format!("cannot create the rcl context: {e}"),
+            )
+        })?;
         let ns = if identity.namespace == "/" {
             ""
         } else {
@@ -187,8 +191,9 @@ impl Transport for RosTransport {
         type_name: &str,
         qos: Qos,
     ) -> Result<Box<dyn RawPublisher>, TransportError> {
-        let publisher =
-            self.with_node(topic, |n| n.create_publisher_untyped(topic, type_name, ros_qos(qos)))?;
+        let publisher = self.with_node(topic, |n| {
+            n.create_publisher_untyped(topic, type_name, ros_qos(qos))
+        })?;
         log::info!("rcl: advertised {topic} [{type_name}] ({qos})");
         Ok(Box::new(RosPublisher {
             publisher,
@@ -241,22 +246,12 @@ impl Transport for RosTransport {
                 available_states: c.available_states().iter().map(state).collect(),
             });
             let transitions = serve(transitions, |_| lsrv::GetAvailableTransitions::Response {
-                available_transitions: c
-                    .available_transitions()
-                    .iter()
-                    .map(description)
-                    .collect(),
+                available_transitions: c.available_transitions().iter().map(description).collect(),
             });
             let graph = serve(graph, |_| lsrv::GetAvailableTransitions::Response {
                 available_transitions: c.transition_graph().iter().map(description).collect(),
             });
-            futures::executor::block_on(future::join5(
-                change,
-                get,
-                states,
-                transitions,
-                graph,
-            ));
+            futures::executor::block_on(future::join5(change, get, states, transitions, graph));
         })?;
         log::info!("rcl: lifecycle services under {fq}");
         Ok(())
