@@ -131,13 +131,16 @@ impl RosTransport {
 }
 
 struct RosPublisher {
-    publisher: r2r::PublisherUntyped,
+    // r2r's untyped publisher is Send but not Sync; the seam shares publishers between threads.
+    publisher: Mutex<r2r::PublisherUntyped>,
     topic: String,
 }
 
 impl RawPublisher for RosPublisher {
     fn publish(&self, cdr: &[u8]) -> Result<(), TransportError> {
         self.publisher
+            .lock()
+            .map_err(|_| err(&self.topic, "publisher poisoned"))?
             .publish_raw(cdr)
             .map_err(|e| err(&self.topic, e))
     }
@@ -145,7 +148,11 @@ impl RawPublisher for RosPublisher {
     fn subscription_count(&self) -> Option<usize> {
         // rcl counts other processes only; a same-process subscriber (composition) is not a use
         // case of this binary.
-        self.publisher.get_inter_process_subscription_count().ok()
+        self.publisher
+            .lock()
+            .ok()?
+            .get_inter_process_subscription_count()
+            .ok()
     }
 }
 
@@ -196,7 +203,7 @@ impl Transport for RosTransport {
         })?;
         log::info!("rcl: advertised {topic} [{type_name}] ({qos})");
         Ok(Box::new(RosPublisher {
-            publisher,
+            publisher: Mutex::new(publisher),
             topic: topic.to_string(),
         }))
     }
@@ -263,7 +270,7 @@ async fn serve<T>(
     requests: impl Stream<Item = r2r::ServiceRequest<T>> + Unpin,
     mut answer: impl FnMut(T::Request) -> T::Response,
 ) where
-    T: r2r::WrappedServiceTypeSupport,
+    T: r2r::WrappedServiceTypeSupport + 'static,
 {
     requests
         .for_each(move |req| {
