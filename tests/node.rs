@@ -694,3 +694,30 @@ fn cli_dry_run_validates_the_shipped_config() {
         );
     }
 }
+
+#[test]
+fn a_failing_configure_is_refused_and_leaves_the_node_unconfigured() {
+    let lb = LoopbackTransport::new();
+    let mut p = params(&["camera"]);
+    p.weights = "/nonexistent/yolact.pth".into();
+    let e = match Node::start(p.clone(), identity(), Box::new(lb.clone())) {
+        Ok(_) => panic!("autostart with a missing checkpoint started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("configure failed") && e.contains("does not exist"),
+        "{e}"
+    );
+
+    let lb = LoopbackTransport::new();
+    p.autostart = false;
+    let node = Node::start(p, identity(), Box::new(lb.clone())).unwrap();
+    let lc = node.lifecycle();
+    assert!(!lc.change_state(1, "configure"));
+    assert_eq!(lc.current_state().label, "unconfigured");
+    assert!(!node.stats().host_weights_loaded);
+    // Nothing was advertised but the transition events.
+    let advertised: Vec<String> = lb.advertised().into_keys().collect();
+    assert_eq!(advertised, vec!["/yolact/transition_event".to_string()]);
+    node.shutdown().unwrap();
+}
