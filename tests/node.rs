@@ -721,3 +721,49 @@ fn a_failing_configure_is_refused_and_leaves_the_node_unconfigured() {
     assert_eq!(advertised, vec!["/yolact/transition_event".to_string()]);
     node.shutdown().unwrap();
 }
+
+#[test]
+fn node_handle_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Node>();
+    check::<LoopbackTransport>();
+}
+
+#[test]
+fn the_class_allow_list_keeps_only_the_named_classes() {
+    use yolact_ros2::pipeline::Engine;
+    let p0 = params(&["camera"]);
+    let cfg = yolact_ros2::YolactConfig::by_name("yolact_resnet50").unwrap();
+    let sd = yolact_ros2::synth::synth_state_dict(&cfg, yolact_ros2::synth::DEFAULT_SEED).unwrap();
+    let engine = Engine::from_state_dict(sd, cfg, &candle_core::Device::Cpu).unwrap();
+    let all = engine.infer(&test_image(9), &p0.infer_options()).unwrap();
+    let keep = all.items.last().expect("no detections").class_id;
+    let name = yolact_ros2::coco::class_name(keep);
+    let want: Vec<[f32; 4]> = all
+        .items
+        .iter()
+        .filter(|d| d.class_id == keep)
+        .map(|d| d.bbox)
+        .collect();
+
+    let mut p = p0;
+    p.classes = vec![name.clone()];
+    let lb = LoopbackTransport::new();
+    let node = Node::start(p, identity(), Box::new(lb.clone())).unwrap();
+    let inst_rx = listen(&lb, "/camera/yolact/instances", schema::INSTANCE_ARRAY);
+    camera_pub(&lb, "/camera/image_raw")
+        .publish(&image_cdr(9))
+        .unwrap();
+    let inst =
+        InstanceArray::from_cdr(&inst_rx.recv_timeout(Duration::from_secs(120)).unwrap()).unwrap();
+    assert_eq!(inst.instances.len(), want.len());
+    for (i, b) in inst.instances.iter().zip(&want) {
+        assert_eq!(i.class_name, name);
+        let got = [i.x1, i.y1, i.x2, i.y2];
+        assert!(
+            got.iter().zip(b).all(|(g, w)| (g - w).abs() < 1e-3),
+            "{got:?} vs {b:?}"
+        );
+    }
+    node.shutdown().unwrap();
+}
