@@ -56,6 +56,20 @@ pub fn run(a: NodeArgs) -> Result<ExitCode> {
         }
     };
     let ros = parse_ros_args(rest, NODE_NAME)?;
+    if let Some(extra) = ros.trailing.first() {
+        bail!("unexpected argument `{extra}` after `--ros-args ... --`; put yolact's own flags before --ros-args");
+    }
+    if let Some(level) = &ros.log_level {
+        // env_logger's own filter still applies, so this can only make the log quieter.
+        let filter = match level.to_ascii_lowercase().as_str() {
+            "debug" => log::LevelFilter::Debug,
+            "info" => log::LevelFilter::Info,
+            "warn" => log::LevelFilter::Warn,
+            "error" | "fatal" => log::LevelFilter::Error,
+            other => bail!("--log-level `{other}`: expected debug, info, warn, error or fatal"),
+        };
+        log::set_max_level(filter);
+    }
     let name = ros
         .node_name
         .clone()
