@@ -3,7 +3,6 @@
 //! transition events out.
 
 use std::sync::mpsc::{self, Receiver};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
@@ -50,14 +49,24 @@ fn test_image(seed: u32) -> RgbImage {
 }
 
 fn header(sec: i32) -> Header {
+    header_for(sec, "cam_optical")
+}
+
+fn header_for(sec: i32, frame: &str) -> Header {
     Header {
         stamp: Time { sec, nanosec: 7 },
-        frame_id: "cam_optical".into(),
+        frame_id: frame.into(),
     }
 }
 
 fn image_cdr(sec: i32) -> Vec<u8> {
     ImageMsg::from_rgb(header(sec), &test_image(sec as u32))
+        .to_cdr(true)
+        .unwrap()
+}
+
+fn image_cdr_for(sec: i32, frame: &str) -> Vec<u8> {
+    ImageMsg::from_rgb(header_for(sec, frame), &test_image(sec as u32))
         .to_cdr(true)
         .unwrap()
 }
@@ -159,5 +168,602 @@ fn one_frame_in_instance_array_out_with_header_and_boxes_in_input_pixels() {
     assert_eq!(s.cameras[0].processed, 1);
     assert_eq!(s.cameras[0].dropped, 0);
     assert_eq!(s.cameras[0].last_published_stamp_ns, Some(42_000_000_007));
+    node.shutdown().unwrap();
+}
+
+#[test]
+fn a_flood_while_one_frame_is_processed_is_dropped_down_to_the_newest() {
+    let lb = LoopbackTransport::new();
+    let node = Node::start(params(&["camera"]), identity(), Box::new(lb.clone())).unwrap();
+    let inst_rx = listen(&lb, "/camera/yolact/instances", schema::INSTANCE_ARRAY);
+    let cam = camera_pub(&lb, "/camera/image_raw");
+    cam.publish(&image_cdr(1)).unwrap();
+    wait_for(
+        &node,
+        "the first frame in flight",
+        Duration::from_secs(30),
+        |s| s.cameras[0].in_flight,
+    );
+    for sec in 2..=21 {
+        cam.publish(&image_cdr(sec)).unwrap();
+    }
+    let s = wait_for(&node, "idle", Duration::from_secs(120), |s| {
+        idle(s) && s.cameras[0].processed == 2
+    });
+    let c = &s.cameras[0];
+    assert_eq!(c.received, 21);
+    assert_eq!(c.dropped, 19, "{c:?}");
+    assert!(c.published <= c.received);
+    assert_eq!(c.published, 2);
+    assert_eq!(c.last_published_stamp_ns, Some(21_000_000_007));
+    let stamps: Vec<i32> = inst_rx
+        .try_iter()
+        .map(|m| InstanceArray::from_cdr(&m).unwrap().header.stamp.sec)
+        .collect();
+    assert_eq!(stamps, vec![1, 21]);
+    // Latency is bounded by about two inferences, not by the 20 queued frames.
+    assert!(c.last_latency.unwrap() < Duration::from_secs(60));
+    node.shutdown().unwrap();
+}
+
+#[test]
+fn frames_of_two_cameras_pending_together_share_one_forward_pass() {
+    let lb = LoopbackTransport::new();
+    let node = Node::start(params(&["left", "right"]), identity(), Box::new(lb.clone())).unwrap();
+    let left_rx = listen(&lb, "/left/yolact/instances", schema::INSTANCE_ARRAY);
+    let right_rx = listen(&lb, "/right/yolact/instances", schema::INSTANCE_ARRAY);
+    let left = camera_pub(&lb, "/left/image_raw");
+    let right = camera_pub(&lb, "/right/image_raw");
+    left.publish(&image_cdr_for(1, "left")).unwrap();
+    wait_for(&node, "left in flight", Duration::from_secs(30), |s| {
+        s.camera("left").unwrap().in_flight
+    });
+    left.publish(&image_cdr_for(2, "left")).unwrap();
+    right.publish(&image_cdr_for(3, "right")).unwrap();
+    let s = wait_for(&node, "both processed", Duration::from_secs(120), |s| {
+        idle(s) && s.camera("right").unwrap().processed == 1
+    });
+    assert_eq!(s.forward_passes, 2, "{s:#?}");
+    assert_eq!(s.batch_sizes.get(&2), Some(&1), "{s:#?}");
+    assert_eq!(s.batch_sizes.get(&1), Some(&1), "{s:#?}");
+    assert_eq!(s.camera("right").unwrap().last_batch_size, 2);
+    assert_eq!(s.camera("left").unwrap().batches, 2);
+    let l: Vec<Header> = left_rx
+        .try_iter()
+        .map(|m| InstanceArray::from_cdr(&m).unwrap().header)
+        .collect();
+    let r: Vec<Header> = right_rx
+        .try_iter()
+        .map(|m| InstanceArray::from_cdr(&m).unwrap().header)
+        .collect();
+    assert_eq!(l, vec![header_for(1, "left"), header_for(2, "left")]);
+    assert_eq!(r, vec![header_for(3, "right")]);
+    node.shutdown().unwrap();
+}
+
+#[test]
+fn batched_inference_equals_single_image_inference() {
+    use yolact_ros2::pipeline::{Engine, InferOptions};
+    let cfg = yolact_ros2::YolactConfig::by_name("yolact_resnet50").unwrap();
+    let sd = yolact_ros2::synth::synth_state_dict(&cfg, 3).unwrap();
+    let engine = Engine::from_state_dict(sd, cfg, &candle_core::Device::Cpu).unwrap();
+    let opts = InferOptions {
+        score_threshold: 0.05,
+        top_k: 5,
+        ..InferOptions::default()
+    };
+    let a = test_image(1);
+    let b = RgbImage::from_fn(64, 80, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 3) as u8, 90])
+    });
+    let batch = engine.infer_batch(&[a.clone(), b.clone()], &opts).unwrap();
+    assert_eq!(batch.len(), 2);
+    for (img, (got, _)) in [a, b].iter().zip(&batch) {
+        let want = engine.infer(img, &opts).unwrap();
+        assert_eq!((got.width, got.height), (want.width, want.height));
+        assert_eq!(got.items.len(), want.items.len());
+        assert!(!want.items.is_empty());
+        for (g, w) in got.items.iter().zip(&want.items) {
+            assert_eq!(g.class_id, w.class_id);
+            assert!(
+                (g.score - w.score).abs() < 1e-4,
+                "{} vs {}",
+                g.score,
+                w.score
+            );
+            for k in 0..4 {
+                assert!(
+                    (g.bbox[k] - w.bbox[k]).abs() < 1e-2,
+                    "{:?} vs {:?}",
+                    g.bbox,
+                    w.bbox
+                );
+            }
+            let differ = g
+                .mask
+                .data
+                .iter()
+                .zip(&w.mask.data)
+                .filter(|(x, y)| x != y)
+                .count();
+            assert!(
+                differ * 1000 <= g.mask.data.len(),
+                "{differ} mask pixels differ"
+            );
+        }
+    }
+    assert!(engine.infer_batch(&[], &opts).unwrap().is_empty());
+}
+
+/// (transition id, start state, goal state) of each TransitionEvent.
+fn events(rx: &Receiver<Vec<u8>>) -> Vec<(u8, u8, u8)> {
+    rx.try_iter()
+        .map(|m| {
+            let mut r = CdrReader::new(&m).unwrap();
+            let _stamp = r.read_u64().unwrap();
+            let id = r.read_u8().unwrap();
+            let _label = r.read_string().unwrap();
+            let start = r.read_u8().unwrap();
+            let start_label = r.read_string().unwrap();
+            assert_eq!(start_label, lifecycle::state_label(start));
+            let goal = r.read_u8().unwrap();
+            let _ = r.read_string().unwrap();
+            (id, start, goal)
+        })
+        .collect()
+}
+
+#[test]
+fn lifecycle_configure_activate_deactivate_cleanup_shutdown() {
+    let lb = LoopbackTransport::new();
+    let ev_rx = listen(
+        &lb,
+        "/yolact/transition_event",
+        lifecycle::TRANSITION_EVENT_TYPE,
+    );
+    let mut p = params(&["camera"]);
+    p.autostart = false;
+    let node = Node::start(p, identity(), Box::new(lb.clone())).unwrap();
+    let lc = node.lifecycle();
+    // The transport got the same control for its services.
+    assert_eq!(lb.lifecycle().unwrap().current_state(), lc.current_state());
+    assert_eq!(lc.current_state().id, 1);
+    assert_eq!(lc.current_state().label, "unconfigured");
+    let cam = camera_pub(&lb, "/camera/image_raw");
+    assert_eq!(cam.subscription_count(), Some(0));
+    assert!(!lc.change_state(3, ""), "activate from unconfigured");
+    assert!(!lc.change_state(0, "deactivate"));
+    assert!(!lc.change_state(42, ""));
+
+    assert!(lc.change_state(1, ""));
+    assert_eq!(lc.current_state().label, "inactive");
+    let s = node.stats();
+    assert!(s.host_weights_loaded && s.engine_loaded);
+    assert_eq!(
+        cam.subscription_count(),
+        Some(0),
+        "inactive: not subscribed"
+    );
+
+    assert!(lc.change_state(0, "activate"));
+    assert_eq!(lc.current_state().label, "active");
+    assert_eq!(cam.subscription_count(), Some(1));
+    let labels: Vec<String> = lc
+        .available_transitions()
+        .into_iter()
+        .map(|t| t.label)
+        .collect();
+    assert_eq!(labels, vec!["deactivate", "shutdown"]);
+    assert!(!lc.change_state(2, ""), "cleanup from active");
+
+    assert!(lc.change_state(4, ""));
+    assert_eq!(lc.current_state().label, "inactive");
+    assert_eq!(cam.subscription_count(), Some(0));
+    let s = node.stats();
+    assert!(
+        s.host_weights_loaded && !s.engine_loaded,
+        "deactivate drops the engine only"
+    );
+
+    assert!(lc.change_state(3, ""));
+    assert!(node.stats().engine_loaded);
+    let inst_rx = listen(&lb, "/camera/yolact/instances", schema::INSTANCE_ARRAY);
+    cam.publish(&image_cdr(5)).unwrap();
+    let inst =
+        InstanceArray::from_cdr(&inst_rx.recv_timeout(Duration::from_secs(120)).unwrap()).unwrap();
+    assert_eq!(inst.header, header(5));
+    assert!(lc.change_state(4, ""));
+    assert!(lc.change_state(2, ""));
+    assert_eq!(lc.current_state().label, "unconfigured");
+    let s = node.stats();
+    assert!(!s.host_weights_loaded && !s.engine_loaded);
+    assert!(lc.change_state(0, "shutdown"));
+    assert_eq!(lc.current_state().id, 4);
+    assert_eq!(lc.current_state().label, "finalized");
+    assert!(!lc.change_state(1, ""));
+
+    let ev = events(&ev_rx);
+    assert_eq!(
+        ev,
+        vec![
+            (1, 1, 10),
+            (10, 10, 2),
+            (3, 2, 13),
+            (30, 13, 3),
+            (4, 3, 14),
+            (40, 14, 2),
+            (3, 2, 13),
+            (30, 13, 3),
+            (4, 3, 14),
+            (40, 14, 2),
+            (2, 2, 11),
+            (20, 11, 1),
+            (5, 1, 12),
+            (50, 12, 4),
+        ]
+    );
+    node.shutdown().unwrap();
+}
+
+#[test]
+fn bad_encodings_are_reported_on_diagnostics_and_good_frames_still_flow() {
+    let lb = LoopbackTransport::new();
+    let mut p = params(&["camera", "packed"]);
+    p.cameras[1].transport = yolact_ros2::node::params::InputTransport::Compressed;
+    let node = Node::start(p, identity(), Box::new(lb.clone())).unwrap();
+    let diag_rx = listen(&lb, "/diagnostics", schema::DIAGNOSTIC_ARRAY);
+    let inst_rx = listen(&lb, "/camera/yolact/instances", schema::INSTANCE_ARRAY);
+    let packed_rx = listen(&lb, "/packed/yolact/instances", schema::INSTANCE_ARRAY);
+    let cam = camera_pub(&lb, "/camera/image_raw");
+    let mut bad = ImageMsg::from_rgb(header(1), &test_image(1));
+    bad.encoding = "yuv422".into();
+    for _ in 0..3 {
+        cam.publish(&bad.to_cdr(true).unwrap()).unwrap();
+        wait_for(&node, "bad frame taken", Duration::from_secs(30), idle);
+    }
+    cam.publish(&[0, 1, 0, 0, 9]).unwrap(); // truncated CDR
+    wait_for(&node, "corrupt frame taken", Duration::from_secs(30), idle);
+    cam.publish(&image_cdr(2)).unwrap();
+    let inst =
+        InstanceArray::from_cdr(&inst_rx.recv_timeout(Duration::from_secs(120)).unwrap()).unwrap();
+    assert_eq!(inst.header, header(2));
+
+    // A PNG on the compressed camera (`<topic>/compressed`).
+    let mut png = Vec::new();
+    test_image(4)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let packed = {
+        let mut t = lb.clone();
+        t.advertise(
+            "/packed/image_raw/compressed",
+            schema::COMPRESSED_IMAGE,
+            Qos::SENSOR_DATA,
+        )
+        .unwrap()
+    };
+    let msg = yolact_ros2::bag::CompressedImageMsg {
+        header: header(4),
+        format: "png".into(),
+        data: png,
+    };
+    packed.publish(&msg.to_cdr(true).unwrap()).unwrap();
+    let inst = InstanceArray::from_cdr(&packed_rx.recv_timeout(Duration::from_secs(120)).unwrap())
+        .unwrap();
+    assert_eq!(inst.header, header(4));
+    assert_eq!((inst.image_width, inst.image_height), (W, H));
+
+    let s = node.stats();
+    let c = s.camera("camera").unwrap();
+    assert_eq!(c.decode_errors, 4);
+    assert_eq!(c.decode_reasons.get("encoding:yuv422"), Some(&3));
+    assert_eq!(c.decode_reasons.get("cdr"), Some(&1));
+    assert_eq!(c.processed, 1);
+
+    // Within a few periods a /diagnostics message names the encoding for that camera.
+    let t0 = Instant::now();
+    let mut saw_warn = false;
+    let status = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no diagnostics naming yuv422"
+        );
+        let Ok(m) = diag_rx.recv_timeout(Duration::from_secs(2)) else {
+            continue;
+        };
+        let d = DiagnosticArray::from_cdr(&m).unwrap();
+        assert_eq!(d.status.len(), 2);
+        let st = d
+            .status
+            .into_iter()
+            .find(|s| s.name.ends_with("camera camera"))
+            .unwrap();
+        saw_warn |= st.level == 1 && st.message.contains("yuv422");
+        let names_it = st
+            .values
+            .iter()
+            .any(|(k, v)| k == "decode_errors.encoding:yuv422" && v.contains("yuv422"));
+        let after_good_frame = st.values.iter().any(|(k, v)| k == "processed" && v == "1");
+        if names_it && after_good_frame {
+            break st;
+        }
+    };
+    assert!(saw_warn, "no WARN status whose message names yuv422");
+    let value = |k: &str| {
+        status
+            .values
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(value("decode_errors").as_deref(), Some("4"));
+    assert_eq!(value("device").as_deref(), Some("cpu"));
+    assert_eq!(value("model").as_deref(), Some("yolact_resnet50"));
+    assert!(value("latency_p95_ms").is_some());
+    assert!(
+        value("stability.run.frames").is_some(),
+        "{:?}",
+        status.values
+    );
+    node.shutdown().unwrap();
+}
+
+#[test]
+fn the_overlay_is_drawn_only_while_subscribed() {
+    let lb = LoopbackTransport::new();
+    let node = Node::start(params(&["camera"]), identity(), Box::new(lb.clone())).unwrap();
+    let inst_rx = listen(&lb, "/camera/yolact/instances", schema::INSTANCE_ARRAY);
+    let cam = camera_pub(&lb, "/camera/image_raw");
+    cam.publish(&image_cdr(1)).unwrap();
+    inst_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    let s = wait_for(&node, "published", Duration::from_secs(10), |s| {
+        s.cameras[0].published == 1
+    });
+    assert_eq!(s.cameras[0].overlays_published, 0);
+    let overlay_rx = listen(&lb, "/camera/yolact/overlay", schema::IMAGE);
+    cam.publish(&image_cdr(2)).unwrap();
+    let ov =
+        ImageMsg::from_cdr(&overlay_rx.recv_timeout(Duration::from_secs(120)).unwrap()).unwrap();
+    assert_eq!(ov.header, header(2));
+    assert_eq!((ov.width, ov.height, ov.encoding.as_str()), (W, H, "rgb8"));
+    let s = wait_for(&node, "published", Duration::from_secs(10), |s| {
+        s.cameras[0].published == 2
+    });
+    assert_eq!(s.cameras[0].overlays_published, 1);
+    node.shutdown().unwrap();
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn params_file_errors_name_the_parameter() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |text: &str| {
+        let f = write(dir.path(), "p.yaml", text);
+        yolact_ros2::node::load_params(Some(&f), &[], "yolact")
+    };
+    let e = load("yolact:\n  ros__parameters:\n    weights: w.pth\n    scor_threshold: 0.3\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`scor_threshold`: unknown parameter"), "{e}");
+    let e = load("/**:\n  ros__parameters:\n    weights: w.pth\n    top_k: many\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`top_k`: expected an int, got string \"many\""),
+        "{e}"
+    );
+    let e = load("/**:\n  ros__parameters:\n    weights: w.pth\n    classes: [person, dragon]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown class \"dragon\"") && e.contains("teddy bear"),
+        "{e}"
+    );
+    let e = load("/**:\n  ros__parameters:\n    weights: w.pth\n    qos:\n      output:\n        reliability: sometimes\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`qos.output.reliability`: \"sometimes\" is not one of: reliable, best_effort"),
+        "{e}"
+    );
+    let e = load("/**:\n  ros__parameters:\n    weights: w.pth\n    diagnostics:\n      warn:\n        max_drop_ratio: 1.5\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`diagnostics.warn.max_drop_ratio`: 1.5 is out of range"),
+        "{e}"
+    );
+    let e = load("- just a list\n").unwrap_err().to_string();
+    assert!(e.contains("p.yaml"), "{e}");
+    // A section for another node does not apply.
+    let e = load("other_node:\n  ros__parameters:\n    weights: w.pth\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`weights`: required"), "{e}");
+}
+
+#[test]
+fn shipped_config_loads_and_lists_every_parameter() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("config/yolact.yaml");
+    let p = yolact_ros2::node::load_params(Some(&path), &[], "/robot/yolact").unwrap();
+    let defaults = NodeParams::with_weights(&p.weights).unwrap();
+    // The file states the defaults, so it loads to exactly what no file gives.
+    assert_eq!(p, defaults);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let docs = std::fs::read_to_string(root.join("docs/ros_reference.md")).unwrap();
+    for (name, _, _) in yolact_ros2::node::params::PARAMETERS {
+        let leaf = name.rsplit('.').next().unwrap();
+        assert!(
+            text.contains(&format!("{leaf}:")),
+            "{name} missing from config/yolact.yaml"
+        );
+        assert!(
+            docs.contains(&format!("`{name}`")),
+            "{name} missing from docs/ros_reference.md"
+        );
+    }
+}
+
+#[test]
+fn cli_dry_run_validates_the_shipped_config() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let yolact = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_yolact"))
+            .args(args)
+            .current_dir(root)
+            .env("RUST_LOG", "warn")
+            .env_remove("ROS_DOMAIN_ID")
+            .output()
+            .unwrap()
+    };
+    let o = yolact(&[
+        "node",
+        "--dry-run",
+        "--params-file",
+        "config/yolact.yaml",
+        "-p",
+        "weights:=synthetic",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("/camera/image_raw") && out.contains("best_effort, volatile, keep_last(1)"),
+        "{out}"
+    );
+    assert!(out.contains("/camera/yolact/instances"), "{out}");
+
+    // What ros2 launch appends: renamed node, namespace, remap, params.
+    let o = yolact(&[
+        "node",
+        "--dry-run",
+        "--params-file",
+        "config/yolact.yaml",
+        "--ros-args",
+        "-r",
+        "__node:=seg",
+        "-r",
+        "__ns:=/robot",
+        "-r",
+        "camera/image_raw:=/front/image",
+        "-p",
+        "weights:=synthetic",
+        "-p",
+        "use_sim_time:=True",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("node /robot/seg"), "{out}");
+    assert!(out.contains("/front/image"), "{out}");
+    assert!(out.contains("/robot/camera/yolact/instances"), "{out}");
+    assert!(out.contains("/robot/seg/transition_event"), "{out}");
+
+    let o = yolact(&[
+        "node",
+        "--dry-run",
+        "--params-file",
+        "config/yolact.yaml",
+        "-p",
+        "weights:=synthetic",
+        "-p",
+        "top_kk:=3",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("`top_kk`: unknown parameter"), "{err}");
+
+    // No transport in a default build: a clear error, exit 2.
+    if yolact_ros2::node::open::default_kind().is_none() {
+        let o = yolact(&[
+            "node",
+            "--params-file",
+            "config/yolact.yaml",
+            "-p",
+            "weights:=synthetic",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("--features ros") && err.contains("--features dds"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_failing_configure_is_refused_and_leaves_the_node_unconfigured() {
+    let lb = LoopbackTransport::new();
+    let mut p = params(&["camera"]);
+    p.weights = "/nonexistent/yolact.pth".into();
+    let e = match Node::start(p.clone(), identity(), Box::new(lb.clone())) {
+        Ok(_) => panic!("autostart with a missing checkpoint started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("configure failed") && e.contains("does not exist"),
+        "{e}"
+    );
+
+    let lb = LoopbackTransport::new();
+    p.autostart = false;
+    let node = Node::start(p, identity(), Box::new(lb.clone())).unwrap();
+    let lc = node.lifecycle();
+    assert!(!lc.change_state(1, "configure"));
+    assert_eq!(lc.current_state().label, "unconfigured");
+    assert!(!node.stats().host_weights_loaded);
+    // Nothing was advertised but the transition events.
+    let advertised: Vec<String> = lb.advertised().into_keys().collect();
+    assert_eq!(advertised, vec!["/yolact/transition_event".to_string()]);
+    node.shutdown().unwrap();
+}
+
+#[test]
+fn node_handle_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Node>();
+    check::<LoopbackTransport>();
+}
+
+#[test]
+fn the_class_allow_list_keeps_only_the_named_classes() {
+    use yolact_ros2::pipeline::Engine;
+    let p0 = params(&["camera"]);
+    let cfg = yolact_ros2::YolactConfig::by_name("yolact_resnet50").unwrap();
+    let sd = yolact_ros2::synth::synth_state_dict(&cfg, yolact_ros2::synth::DEFAULT_SEED).unwrap();
+    let engine = Engine::from_state_dict(sd, cfg, &candle_core::Device::Cpu).unwrap();
+    let all = engine.infer(&test_image(9), &p0.infer_options()).unwrap();
+    let keep = all.items.last().expect("no detections").class_id;
+    let name = yolact_ros2::coco::class_name(keep);
+    let want: Vec<[f32; 4]> = all
+        .items
+        .iter()
+        .filter(|d| d.class_id == keep)
+        .map(|d| d.bbox)
+        .collect();
+
+    let mut p = p0;
+    p.classes = vec![name.clone()];
+    let lb = LoopbackTransport::new();
+    let node = Node::start(p, identity(), Box::new(lb.clone())).unwrap();
+    let inst_rx = listen(&lb, "/camera/yolact/instances", schema::INSTANCE_ARRAY);
+    camera_pub(&lb, "/camera/image_raw")
+        .publish(&image_cdr(9))
+        .unwrap();
+    let inst =
+        InstanceArray::from_cdr(&inst_rx.recv_timeout(Duration::from_secs(120)).unwrap()).unwrap();
+    assert_eq!(inst.instances.len(), want.len());
+    for (i, b) in inst.instances.iter().zip(&want) {
+        assert_eq!(i.class_name, name);
+        let got = [i.x1, i.y1, i.x2, i.y2];
+        assert!(
+            got.iter().zip(b).all(|(g, w)| (g - w).abs() < 1e-3),
+            "{got:?} vs {b:?}"
+        );
+    }
     node.shutdown().unwrap();
 }

@@ -5,6 +5,7 @@ mod coco_eval;
 mod convert;
 mod eval;
 mod infer;
+mod node;
 mod replay;
 
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ pub enum Command {
     CocoEval(coco_eval::CocoEvalArgs),
     /// Segment every image of a rosbag2 recording offline; write an MCAP bag and a report.
     Replay(replay::ReplayArgs),
+    /// Run the ROS 2 node (`--params-file config/yolact.yaml`, `--dry-run` to check a config).
+    Node(node::NodeArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::CocoEval(a) => coco_eval::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Replay(a) => replay::run(a),
+        Command::Node(a) => node::run(a),
     }
 }
 

@@ -20,6 +20,8 @@ pub struct RosArgs {
     pub remaps: Vec<(String, String)>,
     /// `--log-level [logger:=]level`, last one wins.
     pub log_level: Option<String>,
+    /// Arguments after a closing `--` (not ROS arguments).
+    pub trailing: Vec<String>,
 }
 
 fn split_assign(s: &str, flag: &str) -> Result<(String, String)> {
@@ -48,7 +50,10 @@ pub fn parse_ros_args(args: &[String], node_name: &str) -> Result<RosArgs> {
     let missing = |flag: &str| Error::Parameter(format!("--ros-args {flag} needs a value"));
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--" => break,
+            "--" => {
+                out.trailing = it.by_ref().cloned().collect();
+                break;
+            }
             "--ros-args" => {}
             "-r" | "--remap" => {
                 let v = it.next().ok_or_else(|| missing(a))?;
@@ -130,6 +135,7 @@ mod tests {
             vec![("camera/image_raw".to_string(), "/front/image".to_string())]
         );
         assert_eq!(a.log_level.as_deref(), Some("debug"));
+        assert_eq!(a.trailing, vec!["ignored".to_string()]);
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct CameraStats {
     pub dropped: u64,
     /// Frames whose outputs were published.
     pub published: u64,
+    /// Overlay images drawn and published (only while the overlay topic has subscribers).
+    pub overlays_published: u64,
     pub decode_errors: u64,
     /// Decode errors by reason (e.g. `encoding:yuv422`).
     pub decode_reasons: BTreeMap<String, u64>,
@@ -84,6 +86,10 @@ pub struct NodeStats {
     pub batch_sizes: BTreeMap<usize, u64>,
     /// `lifecycle_msgs/msg/State` id.
     pub state: u8,
+    /// Checkpoint held in host memory (configured).
+    pub host_weights_loaded: bool,
+    /// Engine built on the device (configured or active; dropped on deactivate).
+    pub engine_loaded: bool,
 }
 
 impl NodeStats {
@@ -439,7 +445,13 @@ impl Node {
         let pending = self.latest.pending();
         let cams = lock(&self.shared.cams);
         let (forward_passes, batch_sizes) = lock(&self.shared.forward).clone();
+        let (host_weights_loaded, engine_loaded) = {
+            let m = lock(&self.shared.model);
+            (m.host.is_some(), m.engine.is_some())
+        };
         NodeStats {
+            host_weights_loaded,
+            engine_loaded,
             cameras: cams
                 .iter()
                 .enumerate()

@@ -57,24 +57,25 @@ fn wanted(p: &dyn RawPublisher) -> bool {
 
 impl CameraOutputs {
     /// Encodes and publishes one frame. The overlay is only drawn while it has subscribers.
-    /// Returns how many messages went out; the first encode/publish error is returned after
+    /// Returns whether the overlay went out; the first encode/publish error is returned after
     /// trying every output.
     pub fn publish(
         &self,
         inst: &InstanceArray,
         dets: &Detections,
         image: &RgbImage,
-    ) -> Result<usize, String> {
-        let mut sent = 0;
+    ) -> Result<bool, String> {
+        let mut overlay_sent = false;
         let mut first_err = None;
         let mut send = |p: &dyn RawPublisher, bytes: Result<Vec<u8>, BagError>, what: &str| {
             let r = bytes
                 .map_err(|e| format!("{what}: encode: {e}"))
                 .and_then(|b| p.publish(&b).map_err(|e| format!("{what}: {e}")));
             match r {
-                Ok(()) => sent += 1,
+                Ok(()) => true,
                 Err(e) => {
                     first_err.get_or_insert(e);
+                    false
                 }
             }
         };
@@ -94,7 +95,7 @@ impl CameraOutputs {
         if let Some(p) = &self.overlay {
             if wanted(p.as_ref()) {
                 let drawn = crate::overlay::draw(image, dets);
-                send(
+                overlay_sent = send(
                     p.as_ref(),
                     ImageMsg::from_rgb(inst.header.clone(), &drawn).to_cdr(true),
                     "overlay",
@@ -103,7 +104,7 @@ impl CameraOutputs {
         }
         match first_err {
             Some(e) => Err(e),
-            None => Ok(sent),
+            None => Ok(overlay_sent),
         }
     }
 }

@@ -165,20 +165,20 @@ pub(super) fn run(s: &Shared) {
             // A deactivate while this frame ran: its outputs would appear after the node stopped.
             let publish =
                 s.epoch.load(Ordering::SeqCst) == epoch && s.active.load(Ordering::SeqCst);
-            let published = if publish {
+            let (published, overlay) = if publish {
                 let outs = lock(&s.outputs);
                 match outs.get(fr.cam) {
                     Some(o) => match o.publish(&inst, &dets, &image) {
-                        Ok(_) => true,
+                        Ok(overlay) => (true, overlay),
                         Err(e) => {
                             log::warn!("publishing failed: {e}");
-                            false
+                            (false, false)
                         }
                     },
-                    None => false,
+                    None => (false, false),
                 }
             } else {
-                false
+                (false, false)
             };
             let latency = fr.pending.received_at.elapsed();
             let mut cams = lock(&s.cams);
@@ -187,6 +187,9 @@ pub(super) fn run(s: &Shared) {
                 c.stats.batches += 1;
                 c.stats.last_batch_size = batch;
                 c.stats.in_flight = false;
+                if overlay {
+                    c.stats.overlays_published += 1;
+                }
                 if published {
                     c.stats.published += 1;
                     c.stats.last_latency = Some(latency);
