@@ -259,6 +259,8 @@ def lifecycle_checks(peer, timeout):
         timeout,
     )
     emit("change_state", reply=change)
+    after = peer.call("get_state", "lifecycle_msgs/GetState", [], [("current_state", State)], {}, timeout)
+    emit("get_state_after", reply=after)
 
 
 def run_transport(peer):

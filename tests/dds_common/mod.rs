@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use std::io::Read;
+
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,4 +115,121 @@ impl Peer {
             ok: !timed_out && status.is_some_and(|s| s.success()),
         }
     }
+}
+
+const W: f64 = 96.0;
+const H: f64 = 72.0;
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// The output checks shared by the in-process and the `yolact node` runs: `lines` is the peer's
+/// output after `steady` paced frames and a `flood`; `context` goes into failure messages.
+pub fn check_node_outputs(lines: &[Value], steady: u64, flood: u64, context: &str) {
+    let of = |k: &str| -> Vec<&Value> { lines.iter().filter(|l| l["kind"] == k).collect() };
+    let sent: Vec<(String, i64, i64)> = of("sent")
+        .iter()
+        .map(|s| {
+            (
+                s["frame_id"].as_str().unwrap().to_string(),
+                s["sec"].as_i64().unwrap(),
+                s["nanosec"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(sent.len() as u64, steady + flood);
+    let instances = of("instances");
+    let detections = of("detections");
+    assert!(
+        instances.len() as u64 >= steady,
+        "{} InstanceArrays; {context}",
+        instances.len()
+    );
+    // Fewer results than frames: the flood was thinned, not queued.
+    assert!(
+        (instances.len() as u64) < steady + flood,
+        "{}",
+        instances.len()
+    );
+
+    let mut boxes = 0;
+    for m in instances.iter().map(|l| &l["msg"]) {
+        let h = &m["header"];
+        let key = (
+            h["frame_id"].as_str().unwrap().to_string(),
+            h["stamp"]["sec"].as_i64().unwrap(),
+            h["stamp"]["nanosec"].as_i64().unwrap(),
+        );
+        assert!(sent.contains(&key), "header {key:?} was never sent");
+        assert_eq!((num(&m["image_width"]), num(&m["image_height"])), (W, H));
+        assert_eq!(m["model"], "yolact_resnet50");
+        for inst in m["instances"].as_array().unwrap() {
+            let (x1, y1, x2, y2) = (
+                num(&inst["x1"]),
+                num(&inst["y1"]),
+                num(&inst["x2"]),
+                num(&inst["y2"]),
+            );
+            assert!(0.0 <= x1 && x1 <= x2 && x2 <= W, "x {x1}..{x2}");
+            assert!(0.0 <= y1 && y1 <= y2 && y2 <= H, "y {y1}..{y2}");
+            assert!(num(&inst["mask_x"]) + num(&inst["mask_width"]) <= W);
+            assert!(num(&inst["mask_y"]) + num(&inst["mask_height"]) <= H);
+            assert!(inst["score"].as_f64().unwrap() >= 0.05);
+            boxes += 1;
+        }
+    }
+    assert!(
+        boxes > 0,
+        "no instance in any frame; nothing about boxes was checked"
+    );
+
+    // Detection2DArray: one per InstanceArray, same header, same boxes as centre/size.
+    for d in detections.iter().map(|l| &l["msg"]) {
+        let twin = instances
+            .iter()
+            .map(|l| &l["msg"])
+            .find(|m| m["header"] == d["header"])
+            .unwrap_or_else(|| panic!("Detection2DArray without InstanceArray: {}", d["header"]));
+        let dets = d["detections"].as_array().unwrap();
+        let insts = twin["instances"].as_array().unwrap();
+        assert_eq!(dets.len(), insts.len());
+        for (det, inst) in dets.iter().zip(insts) {
+            let b = &det["bbox"];
+            let cx = num(&b["center"]["position"]["x"]);
+            let cy = num(&b["center"]["position"]["y"]);
+            let x1 = num(&inst["x1"]);
+            let x2 = num(&inst["x2"]);
+            let y1 = num(&inst["y1"]);
+            let y2 = num(&inst["y2"]);
+            assert!((cx - (x1 + x2) / 2.0).abs() < 1e-3 && (cy - (y1 + y2) / 2.0).abs() < 1e-3);
+            assert!((num(&b["size_x"]) - (x2 - x1)).abs() < 1e-3);
+            assert!((num(&b["size_y"]) - (y2 - y1)).abs() < 1e-3);
+            assert_eq!(det["header"], d["header"]);
+        }
+    }
+    assert!(!detections.is_empty());
+
+    // The newest flood frame is processed: latency stays bounded however fast frames come.
+    let last = sent.last().unwrap();
+    assert!(
+        instances
+            .iter()
+            .any(|l| l["msg"]["header"]["frame_id"] == last.0.as_str()),
+        "the last frame {last:?} never came out; {context}"
+    );
+
+    // /diagnostics counted the drops.
+    let dropped = of("diagnostics")
+        .iter()
+        .flat_map(|l| l["msg"]["status"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+        .filter(|kv| kv["key"] == "dropped")
+        .filter_map(|kv| kv["value"].as_str().and_then(|v| v.parse::<u64>().ok()))
+        .max();
+    let dropped = dropped.unwrap_or_else(|| panic!("no `dropped` on /diagnostics: {lines:#?}"));
+    assert!(
+        dropped >= flood / 2,
+        "dropped {dropped} of a {flood}-frame flood"
+    );
 }
