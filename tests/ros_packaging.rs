@@ -374,3 +374,57 @@ fn the_messages_package_builds_the_repositorys_msg_files() {
     assert!(cmake.contains("msg/*.msg"));
     assert!(cmake.contains("DEPENDENCIES std_msgs"));
 }
+
+/// `$(var X)` replaced from `vars`.
+fn substitute(s: &str, vars: &[(&str, String)]) -> String {
+    let mut out = s.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("$(var {k})"), v);
+    }
+    out
+}
+
+#[test]
+fn the_launch_command_line_is_one_yolact_node_accepts() {
+    let text = std::fs::read_to_string(repo().join("launch/yolact.launch.xml")).unwrap();
+    let x = xml_launch(&text);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let default = |name: &str| {
+        doc.descendants()
+            .find(|n| n.tag_name().name() == "arg" && n.attribute("name") == Some(name))
+            .and_then(|n| n.attribute("default"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let config_yaml = repo().join("config/yolact.yaml");
+    let vars = [
+        // The installed share/yolact_ros2/config/yolact.yaml is this file.
+        ("params_file", config_yaml.display().to_string()),
+        ("weights", "synthetic".to_string()),
+        ("config", default("config")),
+        ("image_topic", default("image_topic")),
+        ("use_sim_time", default("use_sim_time")),
+    ];
+    let cmdline = substitute(&x.node_args, &vars);
+    assert!(!cmdline.contains("$("), "{cmdline}");
+    // launch splits `args` on whitespace and appends the node's --ros-args.
+    let mut args: Vec<&str> = cmdline.split_whitespace().collect();
+    assert_eq!(args.remove(0), "node");
+    let out = Command::new(env!("CARGO_BIN_EXE_yolact"))
+        .arg("node")
+        .arg("--dry-run")
+        .args(&args)
+        .args(["--ros-args", "-r", "__node:=yolact", "-r", "__ns:=/front"])
+        .output()
+        .expect("run yolact node --dry-run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{cmdline}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The launch arguments arrived: namespace, detected config, image topic.
+    assert!(stdout.contains("node /front/yolact"), "{stdout}");
+    assert!(stdout.contains("model yolact_resnet50"), "{stdout}");
+    assert!(stdout.contains("/front/camera/image_raw"), "{stdout}");
+}
