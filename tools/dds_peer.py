@@ -158,9 +158,40 @@ def qos(reliable, depth):
     )
 
 
+def multicast_available():
+    """Whether an interface other than loopback is up with IFF_MULTICAST (0x1000)."""
+    try:
+        for name in os.listdir("/sys/class/net"):
+            if name == "lo":
+                continue
+            with open(f"/sys/class/net/{name}/flags") as f:
+                flags = int(f.read().strip(), 16)
+            with open(f"/sys/class/net/{name}/operstate") as f:
+                up = f.read().strip() in ("up", "unknown")
+            if up and flags & 0x1000:
+                return True
+    except OSError:
+        return True  # not Linux sysfs: leave discovery to the defaults
+    return False
+
+
+def unicast_discovery():
+    """Without multicast, Cyclone sends SPDP to unicast peers on 127.0.0.1; RustDDS (which has
+    no peer list of its own) answers every participant that reaches it."""
+    os.environ["CYCLONEDDS_URI"] = (
+        "<CycloneDDS><Domain><General><AllowMulticast>false</AllowMulticast></General>"
+        "<Discovery><ParticipantIndex>auto</ParticipantIndex><MaxAutoParticipantIndex>50"
+        "</MaxAutoParticipantIndex><Peers><Peer address=\"127.0.0.1\"/></Peers></Discovery>"
+        "</Domain></CycloneDDS>"
+    )
+
+
 class Peer:
     def __init__(self, args):
         self.args = args
+        if args.unicast or not multicast_available():
+            unicast_discovery()
+            emit("discovery", mode="unicast")
         self.dp = DomainParticipant(args.domain)
         self.t = Types(args.msg_dir)
         ns = args.namespace.rstrip("/")
@@ -356,6 +387,8 @@ def main():
     p.add_argument("--instances-topic", default="")
     p.add_argument("--detections-topic", default="")
     p.add_argument("--lifecycle", action="store_true")
+    p.add_argument("--unicast", action="store_true", help="unicast discovery via 127.0.0.1 "
+                   "(automatic when no interface has multicast)")
     p.add_argument("--transition-id", type=int, default=4)
     p.add_argument("--transition-label", default="deactivate")
     a = p.parse_args()

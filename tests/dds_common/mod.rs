@@ -71,6 +71,12 @@ pub fn run_peer(args: &[&str]) -> Peer {
         .args(args)
         .arg("--msg-dir")
         .arg(repo().join("msg"))
+        // Unicast discovery even where multicast works (the peer switches by itself where not).
+        .args(
+            std::env::var("YOLACT_DDS_PEER_UNICAST")
+                .is_ok_and(|v| v == "1")
+                .then_some("--unicast"),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
