@@ -139,7 +139,7 @@ extern "C" __global__ void fast_nms_prepare(const float* conf, int p, int c1, fl
   const float* row = conf + (long long)i * c1;
   float best = -__int_as_float(0x7f800000);
   int cls = 0;
-  bool nan = false;
+  bool nan = row[0] != row[0];  // the host rejects a NaN anywhere, background included
   for (int c = 1; c < c1; ++c) {
     const float s = row[c];
     if (s != s) nan = true;

@@ -402,6 +402,9 @@ pub fn detect(boxes: &Tensor, conf: &Tensor, coefs: &Tensor, opts: &NmsOptions) 
     #[cfg(feature = "cuda")]
     if device.is_cuda() {
         if let Some(kept) = crate::cuda::nms::detect_keep(boxes, conf, opts)? {
+            if kept.is_empty() {
+                return Ok(Dets::empty(mask_dim, device)?);
+            }
             let rows: Vec<u32> = kept.iter().map(|k| k.cand as u32).collect();
             let n = rows.len();
             let rows_t = Tensor::from_vec(rows, n, device)?;

@@ -37,7 +37,7 @@ fn with_f32<R>(
         .contiguous_offsets()
         .ok_or_else(|| Error::Invalid(format!("{what}: not contiguous")))?;
     let view = s.as_cuda_slice::<f32>()?.slice(start..end);
-    f(s.device(), view)
+    f(&s.device, view)
 }
 
 /// Parses the `[count, nan flag, idx[m], cls[m], score bits[m]]` result block.

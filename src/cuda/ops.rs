@@ -1,5 +1,6 @@
 //! Launchers behind the `cuda_fwd` of the custom ops in [`crate::ops`].
 
+use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result};
@@ -26,7 +27,7 @@ pub(crate) fn deform_im2col(
     (os, ol): (&CudaStorage, &Layout),
     (ms, ml): (&CudaStorage, &Layout),
 ) -> Result<CudaStorage> {
-    let dev = xs.device().clone();
+    let dev = xs.device.clone();
     let slice = match (&xs.slice, &os.slice, &ms.slice) {
         (CudaStorageSlice::F32(x), CudaStorageSlice::F32(o), CudaStorageSlice::F32(m)) => {
             CudaStorageSlice::F32(deform_t(
@@ -128,7 +129,7 @@ pub(crate) fn resize_bilinear(
     (h, w): (usize, usize),
     (oh, ow): (usize, usize),
 ) -> Result<CudaStorage> {
-    let dev = s.device().clone();
+    let dev = s.device.clone();
     let slice = match &s.slice {
         CudaStorageSlice::F32(v) => CudaStorageSlice::F32(resize_t(
             &dev,
