@@ -328,3 +328,26 @@ impl<'a> Clock<'a> {
         Ok(d)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_and_other_dtypes_are_refused_on_the_cpu_before_any_loading() {
+        let cfg = YolactConfig::by_name("yolact_resnet50").unwrap();
+        for dt in [DType::F16, DType::BF16, DType::F64] {
+            let e = Engine::from_state_dict_dtype(StateDict::new(), cfg.clone(), &Device::Cpu, dt)
+                .err()
+                .unwrap_or_else(|| panic!("{dt:?} accepted on the CPU"))
+                .to_string();
+            assert!(e.contains("f32"), "{dt:?}: {e}");
+        }
+        // f32 gets past the dtype check and fails on the (empty) weights instead.
+        let e = Engine::from_state_dict_dtype(StateDict::new(), cfg, &Device::Cpu, DType::F32)
+            .err()
+            .expect("empty weights accepted")
+            .to_string();
+        assert!(!e.contains("needs a CUDA device"), "{e}");
+    }
+}
