@@ -18,9 +18,18 @@ fn ptx_cache() -> &'static PtxCache {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// (major, minor) compute capability of `dev`.
+/// (major, minor) compute capability of `dev`, queried once per device (every launch asks).
 pub fn compute_capability(dev: &CudaDevice) -> Result<(i32, i32)> {
-    dev.cuda_stream().context().compute_capability().w()
+    type CcCache = Mutex<HashMap<candle_core::cuda_backend::DeviceId, (i32, i32)>>;
+    static CC: OnceLock<CcCache> = OnceLock::new();
+    let cache = CC.get_or_init(|| Mutex::new(HashMap::new()));
+    let poisoned = || candle_core::Error::Msg("compute capability cache poisoned".into());
+    if let Some(cc) = cache.lock().map_err(|_| poisoned())?.get(&dev.id()) {
+        return Ok(*cc);
+    }
+    let cc = dev.cuda_stream().context().compute_capability().w()?;
+    cache.lock().map_err(|_| poisoned())?.insert(dev.id(), cc);
+    Ok(cc)
 }
 
 /// PTX of `src` for `compute_{major}{minor}`. NVRTC needs no GPU, so this also runs in tests.
