@@ -177,15 +177,10 @@ fn fast_nms_on_the_device_keeps_exactly_what_the_host_keeps() {
     }
 }
 
+/// One DCN shape: returns (f32 max |diff|, f16 max |diff|, max |CPU output|).
 fn dcn_case(
     dev: &Device,
-    n: usize,
-    c: usize,
-    o: usize,
-    h: usize,
-    w: usize,
-    stride: usize,
-    seed: u64,
+    (n, c, o, h, w, stride, seed): (usize, usize, usize, usize, usize, usize, u64),
 ) -> (f32, f32, f32) {
     let ho = (h - 1) / stride + 1;
     let wo = (w - 1) / stride + 1;
@@ -254,7 +249,7 @@ fn dcn_on_the_device_matches_the_cpu_op() {
         (1, 3, 5, 1, 1, 2, 4),
         (1, 17, 3, 8, 11, 2, 5),
     ] {
-        let (d32, d16, scale) = dcn_case(&dev, n, c, o, h, w, stride, seed);
+        let (d32, d16, scale) = dcn_case(&dev, (n, c, o, h, w, stride, seed));
         eprintln!("dcn n={n} c={c} o={o} {h}x{w} s={stride}: f32 max|diff| {d32:.2e}, f16 max|diff| {d16:.2e} (max |out| {scale:.2})");
         assert!(d32 <= 1e-4, "f32 DCN differs from the CPU by {d32}");
         // f16 has an 11-bit significand; C·9 products accumulate in cuBLAS.
