@@ -91,6 +91,21 @@ fn nms_inputs(p: usize, c1: usize, seed: u64) -> (Tensor, Tensor, Tensor) {
     (boxes, conf, coefs)
 }
 
+/// The runtime's own NVRTC path (cudarc, the options and names it uses) needs no GPU, only
+/// libnvrtc, which the `cuda` build links anyway.
+#[test]
+fn the_runtime_compiles_every_module_without_a_device() {
+    for k in yolact_ros2::cuda::sources::ALL {
+        for cc in [(9, 0), (8, 7)] {
+            let ptx = yolact_ros2::cuda::runtime::compile(&k, cc)
+                .unwrap_or_else(|e| panic!("{} for {cc:?}: {e}", k.module));
+            for e in k.entries {
+                assert!(ptx.contains(&format!(".entry {e}(")), "{}: {e}", k.module);
+            }
+        }
+    }
+}
+
 #[test]
 fn fast_nms_on_the_device_keeps_exactly_what_the_host_keeps() {
     let Some(dev) = gpu("fast_nms_on_the_device_keeps_exactly_what_the_host_keeps") else {
