@@ -313,6 +313,12 @@ pub fn fast_nms_keep_tensor(
             boxes.dims()
         )));
     }
+    #[cfg(feature = "cuda")]
+    if scores.device().is_cuda() {
+        if let Some(kept) = crate::cuda::nms::fast_nms_keep(scores, boxes, top_k, iou_thresh)? {
+            return Ok(kept);
+        }
+    }
     let s = scores
         .to_dtype(DType::F32)?
         .flatten_all()?
@@ -392,6 +398,24 @@ pub fn detect(boxes: &Tensor, conf: &Tensor, coefs: &Tensor, opts: &NmsOptions) 
         )));
     }
     let device = boxes.device();
+    // On CUDA the whole filter + NMS + cap runs on the device; only the kept rows come back.
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() {
+        if let Some(kept) = crate::cuda::nms::detect_keep(boxes, conf, opts)? {
+            if kept.is_empty() {
+                return Ok(Dets::empty(mask_dim, device)?);
+            }
+            let rows: Vec<u32> = kept.iter().map(|k| k.cand as u32).collect();
+            let n = rows.len();
+            let rows_t = Tensor::from_vec(rows, n, device)?;
+            return Ok(Dets {
+                boxes: boxes.to_dtype(DType::F32)?.index_select(&rows_t, 0)?,
+                coefs: coefs.index_select(&rows_t, 0)?,
+                classes: kept.iter().map(|k| k.class).collect(),
+                scores: kept.iter().map(|k| k.score).collect(),
+            });
+        }
+    }
     let cands = candidates(conf, opts.conf_thresh)?;
     if cands.is_empty() {
         return Ok(Dets::empty(mask_dim, device)?);

@@ -10,6 +10,7 @@ pub mod coco;
 pub mod coco_eval;
 pub mod coco_export;
 pub mod config;
+pub mod cuda;
 pub mod decode;
 pub mod detection;
 pub mod error;

@@ -105,13 +105,40 @@ pub struct Engine {
     model: Yolact,
     priors: Tensor,
     device: Device,
+    /// The network's dtype: f32, or f16 with `--half` on CUDA. Decode, NMS and masks are f32.
+    dtype: DType,
 }
 
 impl Engine {
     /// Builds the engine from a state dict in the reference's key layout.
     pub fn from_state_dict(sd: StateDict, cfg: YolactConfig, device: &Device) -> Result<Self> {
+        Self::from_state_dict_dtype(sd, cfg, device, DType::F32)
+    }
+
+    /// [`Engine::from_state_dict`] with the network in `dtype`: F32, or F16 on a CUDA device
+    /// (batch norms are folded in full precision, then the weights are cast).
+    pub fn from_state_dict_dtype(
+        sd: StateDict,
+        cfg: YolactConfig,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        match dtype {
+            DType::F32 => {}
+            DType::F16 if device.is_cuda() => {}
+            DType::F16 => {
+                return Err(Error::Config(
+                    "f16 (--half) needs a CUDA device; the CPU path is f32 only".into(),
+                ))
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "the network runs in f32 or f16, not {other:?}"
+                )))
+            }
+        }
         let tensors = weights::prepare(sd, &cfg)?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let vb = VarBuilder::from_tensors(tensors, dtype, device);
         let model = Yolact::load(vb, &cfg)?;
         let priors = priors_tensor(&cfg, &conv_sizes(&cfg), device)?;
         Ok(Engine {
@@ -119,18 +146,43 @@ impl Engine {
             model,
             priors,
             device: device.clone(),
+            dtype,
         })
     }
 
     /// Loads a checkpoint (legacy `.pth`, zip `.pth` or safetensors). The config is `config` when
     /// given, else detected from the keys and the file name.
     pub fn load(path: &Path, config: Option<&str>, device: &Device) -> Result<Self> {
+        Self::load_dtype(path, config, device, DType::F32)
+    }
+
+    /// [`Engine::load`] with the network in `dtype` (see [`Engine::from_state_dict_dtype`]).
+    pub fn load_dtype(
+        path: &Path,
+        config: Option<&str>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         let sd = weights::load_checkpoint(path)?;
         let cfg = match config {
             Some(name) => YolactConfig::by_name(name)?,
             None => weights::detect_config(&sd, Some(path))?,
         };
-        Self::from_state_dict(sd, cfg, device)
+        Self::from_state_dict_dtype(sd, cfg, device, dtype)
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The preprocessed image in the network's dtype.
+    fn input(&self, img: &RgbImage) -> Result<Tensor> {
+        let x = preprocess(img, &self.cfg, &self.device)?;
+        Ok(if self.dtype == DType::F32 {
+            x
+        } else {
+            x.to_dtype(self.dtype)?
+        })
     }
 
     pub fn config(&self) -> &YolactConfig {
@@ -147,14 +199,14 @@ impl Engine {
 
     /// The eval-mode head outputs for one image (what `--dump-raw` writes).
     pub fn raw(&self, img: &RgbImage) -> Result<RawFrame> {
-        let x = preprocess(img, &self.cfg, &self.device)?;
+        let x = self.input(img)?;
         let out = self.model.forward(&x)?;
         Ok(RawFrame {
-            loc: out.loc.get(0)?,
-            conf: out.conf.get(0)?,
-            mask: out.mask.get(0)?,
+            loc: f32_of(&out.loc.get(0)?)?,
+            conf: f32_of(&out.conf.get(0)?)?,
+            mask: f32_of(&out.mask.get(0)?)?,
             priors: self.priors.clone(),
-            proto: out.proto.get(0)?,
+            proto: f32_of(&out.proto.get(0)?)?,
         })
     }
 
@@ -190,7 +242,7 @@ impl Engine {
 
         let inputs = imgs
             .iter()
-            .map(|img| preprocess(img, &self.cfg, &self.device))
+            .map(|img| self.input(img))
             .collect::<Result<Vec<_>>>()?;
         let x = if inputs.len() == 1 {
             inputs[0].clone()
@@ -205,6 +257,13 @@ impl Engine {
         let proto = self.model.protonet(&p[0])?;
         t.protonet = clock.lap()?;
         let (loc, conf, coef) = self.model.heads(&p)?;
+        // Decode, NMS and mask assembly always run in f32.
+        let (loc, conf, coef, proto) = (
+            f32_of(&loc)?,
+            f32_of(&conf)?,
+            f32_of(&coef)?,
+            f32_of(&proto)?,
+        );
         t.heads = clock.lap()?;
 
         let mut out = Vec::with_capacity(imgs.len());
@@ -247,7 +306,15 @@ impl Engine {
         t.nms = clock.lap()?;
 
         let (w, h) = img.dimensions();
-        let maskiou = |m: &Tensor| self.model.maskiou(m);
+        let maskiou = |m: &Tensor| {
+            if self.dtype == DType::F32 {
+                self.model.maskiou(m)
+            } else {
+                self.model
+                    .maskiou(&m.to_dtype(self.dtype)?)?
+                    .to_dtype(DType::F32)
+            }
+        };
         let maskiou_fn: Option<MaskIouFn> = if self.cfg.use_maskiou {
             Some(&maskiou)
         } else {
@@ -278,6 +345,15 @@ impl Engine {
     }
 }
 
+/// `t` in f32 (a no-op for f32 tensors).
+fn f32_of(t: &Tensor) -> candle_core::Result<Tensor> {
+    if t.dtype() == DType::F32 {
+        Ok(t.clone())
+    } else {
+        t.to_dtype(DType::F32)
+    }
+}
+
 /// Wall-clock laps that wait for queued device work, so a lap is the stage's time and not its launch.
 struct Clock<'a> {
     device: &'a Device,
@@ -298,5 +374,28 @@ impl<'a> Clock<'a> {
         let d = now - self.last;
         self.last = now;
         Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_and_other_dtypes_are_refused_on_the_cpu_before_any_loading() {
+        let cfg = YolactConfig::by_name("yolact_resnet50").unwrap();
+        for dt in [DType::F16, DType::BF16, DType::F64] {
+            let e = Engine::from_state_dict_dtype(StateDict::new(), cfg.clone(), &Device::Cpu, dt)
+                .err()
+                .unwrap_or_else(|| panic!("{dt:?} accepted on the CPU"))
+                .to_string();
+            assert!(e.contains("f32"), "{dt:?}: {e}");
+        }
+        // f32 gets past the dtype check and fails on the (empty) weights instead.
+        let e = Engine::from_state_dict_dtype(StateDict::new(), cfg, &Device::Cpu, DType::F32)
+            .err()
+            .expect("empty weights accepted")
+            .to_string();
+        assert!(!e.contains("needs a CUDA device"), "{e}");
     }
 }

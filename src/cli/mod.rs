@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::{Parser, Subcommand, ValueEnum};
 use yolact_ros2::config::{YolactConfig, CONFIG_NAMES};
+use yolact_ros2::cuda::{select_device, DeviceChoice, Selected};
 use yolact_ros2::fast_nms::NmsKind;
 use yolact_ros2::pipeline::Engine;
 
@@ -65,14 +65,19 @@ pub struct ModelArgs {
     /// Config name; detected from the checkpoint's keys and file name when omitted.
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(CONFIG_NAMES))]
     pub config: Option<String>,
-    /// cpu, cuda[:N] or auto.
+    /// cpu, cuda[:N] or auto (CUDA device 0 when usable, else the CPU with one log line saying
+    /// why).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Run the network in f16 (CUDA only; decode, NMS and masks stay f32).
+    #[arg(long)]
+    pub half: bool,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Engine> {
-        let device = parse_device(&self.device)?;
+        let sel = select(&self.device, self.half)?;
+        let (device, dtype) = (sel.device, sel.dtype);
         if let Some(rest) = self.weights.strip_prefix("synthetic") {
             let seed = match rest.strip_prefix(':') {
                 Some(s) => s
@@ -92,7 +97,7 @@ impl ModelArgs {
             };
             let cfg = YolactConfig::by_name(name)?;
             let sd = yolact_ros2::synth::synth_state_dict(&cfg, seed)?;
-            return Ok(Engine::from_state_dict(sd, cfg, &device)?);
+            return Ok(Engine::from_state_dict_dtype(sd, cfg, &device, dtype)?);
         }
         let path = PathBuf::from(&self.weights);
         if !path.exists() {
@@ -102,7 +107,7 @@ impl ModelArgs {
                 path.display()
             );
         }
-        Engine::load(&path, self.config.as_deref(), &device)
+        Engine::load_dtype(&path, self.config.as_deref(), &device, dtype)
             .with_context(|| format!("loading {}", path.display()))
     }
 }
@@ -159,33 +164,12 @@ impl From<NmsArg> for NmsKind {
     }
 }
 
-/// `cpu`, `cuda`, `cuda:N` or `auto`.
-pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => {
-            if candle_core::utils::cuda_is_available() {
-                Ok(Device::new_cuda(0)?)
-            } else {
-                log::info!("using the CPU: this binary was built without the `cuda` feature");
-                Ok(Device::Cpu)
-            }
-        }
-        _ => {
-            let ordinal = match s.strip_prefix("cuda") {
-                Some("") => 0,
-                Some(n) => n
-                    .strip_prefix(':')
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .with_context(|| {
-                        format!("--device `{s}`: expected cpu, cuda, cuda:N or auto")
-                    })?,
-                None => bail!("--device `{s}`: expected cpu, cuda, cuda:N or auto"),
-            };
-            if !candle_core::utils::cuda_is_available() {
-                bail!("--device {s}: this binary was built without the `cuda` feature; rebuild with `--features cuda` or use --device cpu");
-            }
-            Ok(Device::new_cuda(ordinal)?)
-        }
+/// `cpu`, `cuda`, `cuda:N` or `auto`, and `--half`; logs once why `auto` chose the CPU.
+pub fn select(device: &str, half: bool) -> Result<Selected> {
+    let choice: DeviceChoice = device.parse()?;
+    let sel = select_device(choice, half)?;
+    if let Some(why) = &sel.fallback_reason {
+        log::info!("--device auto: using the CPU ({why})");
     }
+    Ok(sel)
 }

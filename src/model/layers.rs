@@ -17,13 +17,14 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
-    /// Requests exactly the four float keys; `num_batches_tracked` is never read.
+    /// Requests exactly the four float keys; `num_batches_tracked` is never read. Always f32: the
+    /// statistics are only folded into convs, which are cast to the model dtype afterwards.
     pub fn load(vb: VarBuilder, c: usize) -> Result<Self> {
         Ok(Self {
-            weight: vb.get_with_hints(c, "weight", init::ONE)?,
-            bias: vb.get_with_hints(c, "bias", init::ZERO)?,
-            running_mean: vb.get_with_hints(c, "running_mean", init::ZERO)?,
-            running_var: vb.get_with_hints(c, "running_var", init::ONE)?,
+            weight: vb.get_with_hints_dtype(c, "weight", init::ONE, DType::F32)?,
+            bias: vb.get_with_hints_dtype(c, "bias", init::ZERO, DType::F32)?,
+            running_mean: vb.get_with_hints_dtype(c, "running_mean", init::ZERO, DType::F32)?,
+            running_var: vb.get_with_hints_dtype(c, "running_var", init::ONE, DType::F32)?,
         })
     }
 
@@ -115,11 +116,22 @@ impl Conv2d {
         stride: usize,
         padding: usize,
     ) -> Result<Self> {
-        let weight =
-            vb_conv.get_with_hints((c_out, c_in, k, k), "weight", init::DEFAULT_KAIMING_NORMAL)?;
+        // Fold in full precision, then cast once to the model dtype (`--half`).
+        let dtype = vb_conv.dtype();
+        let weight = vb_conv.get_with_hints_dtype(
+            (c_out, c_in, k, k),
+            "weight",
+            init::DEFAULT_KAIMING_NORMAL,
+            DType::F32,
+        )?;
         let bn = BatchNorm::load(vb_bn, c_out)?;
         let (w, b) = fold_bn(&weight, None, &bn)?;
-        Self::new(w, Some(b), stride, padding)
+        Self::new(
+            w.to_dtype(dtype)?,
+            Some(b.to_dtype(dtype)?),
+            stride,
+            padding,
+        )
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -186,12 +198,18 @@ impl DeformConv2d {
         c_out: usize,
         stride: usize,
     ) -> Result<Self> {
-        let weight =
-            vb.get_with_hints((c_out, c_in, 3, 3), "weight", init::DEFAULT_KAIMING_NORMAL)?;
-        let bias = vb.get_with_hints(c_out, "bias", init::ZERO)?;
+        let dtype = vb.dtype();
+        let weight = vb.get_with_hints_dtype(
+            (c_out, c_in, 3, 3),
+            "weight",
+            init::DEFAULT_KAIMING_NORMAL,
+            DType::F32,
+        )?;
+        let bias = vb.get_with_hints_dtype(c_out, "bias", init::ZERO, DType::F32)?;
         let offset_mask = Conv2d::load(vb.pp("conv_offset_mask"), c_in, 27, 3, stride, 1, true)?;
         let bn = BatchNorm::load(vb_bn, c_out)?;
         let (weight, bias) = fold_bn(&weight, Some(&bias), &bn)?;
+        let (weight, bias) = (weight.to_dtype(dtype)?, bias.to_dtype(dtype)?);
         Ok(Self {
             offset_mask,
             weight,

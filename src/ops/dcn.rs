@@ -57,7 +57,13 @@ pub fn modulated_deform_conv2d(
             bias.dims()
         );
     }
-    let cols = x.apply_op3_no_bwd(offset, mask, &DeformIm2col { stride })?;
+    // The device kernel reads packed buffers; `offset` and `mask` are usually channel slices.
+    let (x, offset, mask) = if x.device().is_cpu() {
+        (x.clone(), offset.clone(), mask.clone())
+    } else {
+        (x.contiguous()?, offset.contiguous()?, mask.contiguous()?)
+    };
+    let cols = x.apply_op3_no_bwd(&offset, &mask, &DeformIm2col { stride })?;
     let wmat = weight.reshape((o, geo.c * TAPS))?;
     // One GEMM per image keeps the weight un-broadcast (N is 1 in practice).
     let per_image = (0..geo.n)
@@ -260,6 +266,30 @@ impl CustomOp3 for DeformIm2col {
             ),
         };
         Ok((out, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = Geometry::new(l1.dims(), l2.dims(), l3.dims(), self.stride)?;
+        let dims = crate::cuda::ops::DeformDims {
+            n: g.n,
+            c: g.c,
+            h: g.h,
+            w: g.w,
+            ho: g.ho,
+            wo: g.wo,
+            stride: g.stride,
+        };
+        let out = crate::cuda::ops::deform_im2col(dims, (s1, l1), (s2, l2), (s3, l3))?;
+        Ok((out, Shape::from((g.n, g.c * TAPS, g.ho * g.wo))))
     }
 }
 

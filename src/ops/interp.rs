@@ -34,7 +34,13 @@ pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor>
     if h == 0 || w == 0 {
         bail!("resize_bilinear: input has an empty spatial size {h}x{w}");
     }
-    x.apply_op1_no_bwd(&ResizeBilinear { out_h, out_w })
+    if x.device().is_cpu() {
+        x.apply_op1_no_bwd(&ResizeBilinear { out_h, out_w })
+    } else {
+        // The device kernel reads packed planes.
+        x.contiguous()?
+            .apply_op1_no_bwd(&ResizeBilinear { out_h, out_w })
+    }
 }
 
 /// Resizes `src`, contiguous (h, w) f32 planes, to (out_h, out_w) and returns `value > threshold`
@@ -276,6 +282,21 @@ impl CustomOp1 for ResizeBilinear {
             ),
         };
         Ok((out, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, h, w) = layout.shape().dims4()?;
+        let (oh, ow) = (self.out_h, self.out_w);
+        if h == 0 || w == 0 || oh == 0 || ow == 0 {
+            bail!("resize_bilinear: empty size {h}x{w} -> {oh}x{ow}");
+        }
+        let out = crate::cuda::ops::resize_bilinear(storage, layout, n * c, (h, w), (oh, ow))?;
+        Ok((out, Shape::from((n, c, oh, ow))))
     }
 }
 

@@ -1,0 +1,243 @@
+// Fast NMS on the device, end to end (spec §6.2-6.4; host twin: src/fast_nms.rs).
+//
+//   fast_nms_prepare      conf (P, 1+C) -> per-class sort keys (C, P), best-class keys (P)
+//   fast_nms_keys         scores (C, n) -> sort keys (C, n)        [the fast_nms_keep_tensor seam]
+//   fast_nms_classwise    one block per class: top-k, pairwise IoU, upper-triangular keep
+//   fast_nms_merge        one block: global top max_det over the per-class keep lists
+//   fast_nms_cross_class  one block: top-k of the best-class scores, IoU, keep (no global cap)
+//
+// Ordering is exactly the host's stable descending sort: a score maps to a monotone u32 key
+// (NaN as -inf, -0 as +0, 0 reserved for "not a candidate"), and the key is extended with the
+// complement of the index so that every 64-bit composite is unique and ties go to the lower index.
+// Top-k is then a 64-bit radix select (8 passes of 8 bits over a shared histogram) followed by a
+// rank sort of the k survivors. Compile with --fmad=false so IoU rounds like the host's.
+
+#define NT 256
+#define KMAX 1024
+
+__device__ __forceinline__ unsigned score_key(float s) {
+  unsigned u = __float_as_uint(s);
+  if (s != s) u = 0xff800000u;          // NaN ranks as -inf, like the host's sort key
+  if (u == 0x80000000u) u = 0u;         // -0 == +0
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__device__ __forceinline__ unsigned long long composite(unsigned key, int idx) {
+  return ((unsigned long long)key << 32) | (unsigned long long)(~(unsigned)idx);
+}
+
+// Indices of the min(k, #valid) largest composites among keys[0..n) (key 0 = absent), written in
+// descending order to `sorted`; returns their count. k <= KMAX. Called by all NT threads.
+__device__ int block_top_k(const unsigned* keys, int n, int k, int* sorted, int* sel,
+                           unsigned long long* selc) {
+  __shared__ unsigned hist[256];
+  __shared__ unsigned long long s_prefix, s_mask;
+  __shared__ unsigned s_remaining, s_total;
+  __shared__ int s_count;
+  const int tid = threadIdx.x;
+  if (k <= 0) return 0;
+  if (tid == 0) {
+    s_prefix = 0ull;
+    s_mask = 0ull;
+    s_remaining = (unsigned)k;
+    s_count = 0;
+    s_total = 0;
+  }
+  bool take_all = false;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    for (int b = tid; b < 256; b += NT) hist[b] = 0u;
+    __syncthreads();
+    const unsigned long long prefix = s_prefix, mask = s_mask;
+    for (int i = tid; i < n; i += NT) {
+      const unsigned key = keys[i];
+      if (key == 0u) continue;
+      const unsigned long long cv = composite(key, i);
+      if ((cv & mask) == prefix) atomicAdd(&hist[(unsigned)(cv >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (tid == 0) {
+      if (shift == 56) {
+        unsigned t = 0;
+        for (int b = 0; b < 256; ++b) t += hist[b];
+        s_total = t;
+      }
+      const unsigned rem = s_remaining;
+      unsigned above = 0;
+      int bin = 0;
+      for (int b = 255; b >= 0; --b) {
+        if (above + hist[b] >= rem) {
+          bin = b;
+          break;
+        }
+        above += hist[b];
+      }
+      s_remaining = rem - above;
+      s_prefix = prefix | ((unsigned long long)bin << shift);
+      s_mask = mask | (0xffull << shift);
+    }
+    __syncthreads();
+    if (s_total <= (unsigned)k) {
+      take_all = true;
+      break;
+    }
+  }
+  // Composites are unique, so after 8 passes s_prefix is exactly the k-th largest.
+  const unsigned long long thr = s_prefix;
+  for (int i = tid; i < n; i += NT) {
+    const unsigned key = keys[i];
+    if (key == 0u) continue;
+    const unsigned long long cv = composite(key, i);
+    if (take_all || cv >= thr) {
+      const int pos = atomicAdd(&s_count, 1);
+      sel[pos] = i;
+      selc[pos] = cv;
+    }
+  }
+  __syncthreads();
+  const int m = s_count;
+  for (int e = tid; e < m; e += NT) {
+    int rank = 0;
+    for (int f = 0; f < m; ++f) rank += selc[f] > selc[e];
+    sorted[rank] = sel[e];
+  }
+  __syncthreads();
+  return m;
+}
+
+// The host's `iou`: no +1, f32, two empty boxes give NaN.
+__device__ __forceinline__ float box_iou(const float* a, const float* b) {
+  const float iw = fmaxf(fminf(a[2], b[2]) - fmaxf(a[0], b[0]), 0.0f);
+  const float ih = fmaxf(fminf(a[3], b[3]) - fmaxf(a[1], b[1]), 0.0f);
+  const float inter = iw * ih;
+  const float area_a = (a[2] - a[0]) * (a[3] - a[1]);
+  const float area_b = (b[2] - b[0]) * (b[3] - b[1]);
+  return inter / (area_a + area_b - inter);
+}
+
+// Loads the boxes of the m ranked indices and marks, per rank j, whether no higher-ranked box
+// (suppressed or not) overlaps it by more than iou_thresh. A NaN IoU suppresses.
+__device__ void ranked_keep(const float* boxes, const int* sorted, int m, float iou_thresh,
+                            float* bx, unsigned char* keep) {
+  for (int e = threadIdx.x; e < m * 4; e += NT) bx[e] = boxes[(long long)sorted[e / 4] * 4 + e % 4];
+  __syncthreads();
+  for (int j = threadIdx.x; j < m; j += NT) {
+    bool ok = true;
+    for (int i = 0; i < j && ok; ++i) ok = box_iou(bx + 4 * i, bx + 4 * j) <= iou_thresh;
+    keep[j] = ok ? 1 : 0;
+  }
+  __syncthreads();
+}
+
+// One thread per prior. keys (C, P): the class score's key where the prior is a candidate (best
+// foreground score strictly above conf_thresh), else 0. best_key/best_cls: the best class (first
+// on ties) for cross-class NMS. out[1] |= 1 when a score is NaN (the host rejects those frames).
+extern "C" __global__ void fast_nms_prepare(const float* conf, int p, int c1, float conf_thresh,
+                                            unsigned* keys, unsigned* best_key, int* best_cls,
+                                            int* out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= p) return;
+  const float* row = conf + (long long)i * c1;
+  float best = -__int_as_float(0x7f800000);
+  int cls = 0;
+  bool nan = row[0] != row[0];  // the host rejects a NaN anywhere, background included
+  for (int c = 1; c < c1; ++c) {
+    const float s = row[c];
+    if (s != s) nan = true;
+    if (s > best) {
+      best = s;
+      cls = c - 1;
+    }
+  }
+  const bool cand = best > conf_thresh;
+  for (int c = 1; c < c1; ++c) keys[(long long)(c - 1) * p + i] = cand ? score_key(row[c]) : 0u;
+  best_key[i] = cand ? score_key(best) : 0u;
+  best_cls[i] = cls;
+  if (nan) atomicOr(out + 1, 1);
+}
+
+// scores (len) -> keys, every entry a candidate.
+extern "C" __global__ void fast_nms_keys(const float* scores, long long len, unsigned* keys) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < len;
+       i += (long long)gridDim.x * blockDim.x)
+    keys[i] = score_key(scores[i]);
+}
+
+// Grid: one block of NT threads per class. keys (C, n); score of (class c, item i) is
+// scores[c * sc + i * si]; boxes (n, 4). Writes, per class, the kept items in rank order to
+// kept_idx / kept_score / kept_key (C, top_k; key 0 marks an empty slot) and kept_count (C).
+extern "C" __global__ void fast_nms_classwise(const unsigned* keys, const float* scores,
+                                              long long sc, long long si, int n,
+                                              const float* boxes, int top_k, float iou_thresh,
+                                              int* kept_idx, float* kept_score,
+                                              unsigned* kept_key, int* kept_count) {
+  __shared__ int sorted[KMAX];
+  __shared__ int sel[KMAX];
+  __shared__ unsigned long long selc[KMAX];
+  __shared__ float bx[KMAX * 4];
+  __shared__ unsigned char keep[KMAX];
+  const int c = blockIdx.x;
+  const unsigned* row = keys + (long long)c * n;
+  const long long base = (long long)c * top_k;
+  for (int r = threadIdx.x; r < top_k; r += NT) kept_key[base + r] = 0u;
+  const int m = block_top_k(row, n, top_k, sorted, sel, selc);
+  ranked_keep(boxes, sorted, m, iou_thresh, bx, keep);
+  if (threadIdx.x == 0) {
+    int r = 0;
+    for (int j = 0; j < m; ++j) {
+      if (!keep[j]) continue;
+      const int i = sorted[j];
+      kept_idx[base + r] = i;
+      kept_score[base + r] = scores[c * sc + i * si];
+      kept_key[base + r] = row[i];
+      ++r;
+    }
+    kept_count[c] = r;
+  }
+}
+
+// One block. The global top max_det of the per-class lists, class-major order breaking ties (the
+// host's stable sort of the flattened lists). out = [count, nan flag, idx[M], cls[M], score[M]]
+// with M = max_det and scores as f32 bit patterns.
+extern "C" __global__ void fast_nms_merge(const unsigned* kept_key, const int* kept_idx,
+                                          const float* kept_score, int num_classes, int top_k,
+                                          int max_det, int* out) {
+  __shared__ int sorted[KMAX];
+  __shared__ int sel[KMAX];
+  __shared__ unsigned long long selc[KMAX];
+  const int m = block_top_k(kept_key, num_classes * top_k, max_det, sorted, sel, selc);
+  for (int e = threadIdx.x; e < m; e += NT) {
+    const int s = sorted[e];
+    out[2 + e] = kept_idx[s];
+    out[2 + max_det + e] = s / top_k;
+    out[2 + 2 * max_det + e] = __float_as_int(kept_score[s]);
+  }
+  if (threadIdx.x == 0) out[0] = m;
+}
+
+// One block. Cross-class Fast NMS over the best-class keys; out as in fast_nms_merge with
+// M = top_k.
+extern "C" __global__ void fast_nms_cross_class(const unsigned* best_key, const int* best_cls,
+                                                const float* conf, int c1, int p,
+                                                const float* boxes, int top_k, float iou_thresh,
+                                                int* out) {
+  __shared__ int sorted[KMAX];
+  __shared__ int sel[KMAX];
+  __shared__ unsigned long long selc[KMAX];
+  __shared__ float bx[KMAX * 4];
+  __shared__ unsigned char keep[KMAX];
+  const int m = block_top_k(best_key, p, top_k, sorted, sel, selc);
+  ranked_keep(boxes, sorted, m, iou_thresh, bx, keep);
+  if (threadIdx.x == 0) {
+    int r = 0;
+    for (int j = 0; j < m; ++j) {
+      if (!keep[j]) continue;
+      const int i = sorted[j];
+      const int cls = best_cls[i];
+      out[2 + r] = i;
+      out[2 + top_k + r] = cls;
+      out[2 + 2 * top_k + r] = __float_as_int(conf[(long long)i * c1 + 1 + cls]);
+      ++r;
+    }
+    out[0] = r;
+  }
+}

@@ -1,0 +1,16 @@
+//! The CUDA path: device selection (always compiled) and, with the `cuda` feature, our own
+//! kernels (`kernels/*.cu`, NVRTC-compiled on first use and cached per device) behind the seams
+//! the CPU code already has: `cuda_fwd` of the custom ops in [`crate::ops`] and the Fast NMS
+//! stages of [`crate::fast_nms`].
+
+pub mod device;
+pub mod sources;
+
+#[cfg(feature = "cuda")]
+pub mod nms;
+#[cfg(feature = "cuda")]
+pub(crate) mod ops;
+#[cfg(feature = "cuda")]
+pub mod runtime;
+
+pub use device::{select_device, DeviceChoice, Selected};

@@ -1,0 +1,418 @@
+//! GPU parity tests (feature `cuda`): our CUDA kernels and the whole network on CUDA against the
+//! CPU implementations, which are themselves tested against the reference.
+//!
+//! Every test skips with a printed reason when no CUDA device is usable, unless
+//! YOLACT_REQUIRE_GPU=1 (set it on the GPU machine so a broken driver setup fails loudly).
+//! Run: `cargo test --release --features cuda --test cuda_gpu -- --nocapture --test-threads 1`.
+#![cfg(feature = "cuda")]
+
+use candle_core::{DType, Device, Tensor};
+use yolact_ros2::cuda::{select_device, DeviceChoice};
+use yolact_ros2::fast_nms::{detect, fast_nms_keep_tensor, NmsKind, NmsOptions};
+use yolact_ros2::ops::dcn::modulated_deform_conv2d;
+use yolact_ros2::ops::interp::resize_bilinear;
+use yolact_ros2::pipeline::{Engine, InferOptions};
+
+fn gpu(test: &str) -> Option<Device> {
+    match select_device(DeviceChoice::Cuda(0), false) {
+        Ok(s) => Some(s.device),
+        Err(e) => {
+            if std::env::var("YOLACT_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("{test}: YOLACT_REQUIRE_GPU=1 but {e}");
+            }
+            eprintln!("SKIPPED {test}: {e}");
+            None
+        }
+    }
+}
+
+/// Deterministic uniform values in [lo, hi).
+fn uniform(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let b = b
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Boxes clustered around a few centres (so many overlap near the threshold) and scores with
+/// ties, over `p` priors and `c1` = 1 + classes columns.
+fn nms_inputs(p: usize, c1: usize, seed: u64) -> (Tensor, Tensor, Tensor) {
+    let centres = uniform(2 * 12, seed, 0.1, 0.9);
+    let jitter = uniform(4 * p, seed + 1, -0.04, 0.04);
+    let size = uniform(2 * p, seed + 2, 0.05, 0.3);
+    let mut boxes = Vec::with_capacity(4 * p);
+    for i in 0..p {
+        let c = i % 12;
+        let (cx, cy) = (
+            centres[2 * c] + jitter[4 * i],
+            centres[2 * c + 1] + jitter[4 * i + 1],
+        );
+        let (w, h) = (size[2 * i], size[2 * i + 1]);
+        boxes.extend_from_slice(&[cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]);
+    }
+    // Quantised logits: many exact ties across priors, as real softmax outputs have at 0.
+    let logits: Vec<f32> = uniform(p * c1, seed + 3, -6.0, 2.0)
+        .into_iter()
+        .map(|v| (v * 4.0).round() / 4.0)
+        .collect();
+    let conf = Tensor::from_vec(logits, (p, c1), &Device::Cpu).unwrap();
+    let conf = candle_nn::ops::softmax_last_dim(&conf).unwrap();
+    let boxes = Tensor::from_vec(boxes, (p, 4), &Device::Cpu).unwrap();
+    let coefs =
+        Tensor::from_vec(uniform(p * 8, seed + 4, -1.0, 1.0), (p, 8), &Device::Cpu).unwrap();
+    (boxes, conf, coefs)
+}
+
+/// The runtime's own NVRTC path (cudarc, the options and names it uses) needs no GPU, only
+/// libnvrtc, which the `cuda` build links anyway.
+#[test]
+fn the_runtime_compiles_every_module_without_a_device() {
+    for k in yolact_ros2::cuda::sources::ALL {
+        for cc in [(9, 0), (8, 7)] {
+            let ptx = yolact_ros2::cuda::runtime::compile(&k, cc)
+                .unwrap_or_else(|e| panic!("{} for {cc:?}: {e}", k.module));
+            for e in k.entries {
+                assert!(ptx.contains(&format!(".entry {e}(")), "{}: {e}", k.module);
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_nms_on_the_device_keeps_exactly_what_the_host_keeps() {
+    let Some(dev) = gpu("fast_nms_on_the_device_keeps_exactly_what_the_host_keeps") else {
+        return;
+    };
+    for (p, c1, seed) in [
+        (19248usize, 81usize, 1u64),
+        (5000, 81, 2),
+        (700, 5, 3),
+        (3, 81, 4),
+    ] {
+        let (boxes, conf, coefs) = nms_inputs(p, c1, seed);
+        for kind in [NmsKind::Fast, NmsKind::FastCrossClass] {
+            for (conf_thresh, top_k, max_det) in [
+                (0.05f32, 200usize, 100usize),
+                (0.01, 1000, 1000),
+                (0.3, 5, 3),
+            ] {
+                let opts = NmsOptions {
+                    kind,
+                    conf_thresh,
+                    top_k,
+                    max_num_detections: max_det,
+                    ..NmsOptions::default()
+                };
+                let host = detect(&boxes, &conf, &coefs, &opts).unwrap();
+                let t = std::time::Instant::now();
+                let on_dev = detect(
+                    &boxes.to_device(&dev).unwrap(),
+                    &conf.to_device(&dev).unwrap(),
+                    &coefs.to_device(&dev).unwrap(),
+                    &opts,
+                )
+                .unwrap();
+                let el = t.elapsed();
+                let what = format!(
+                    "p={p} c1={c1} {kind:?} thresh={conf_thresh} top_k={top_k} max={max_det}"
+                );
+                assert_eq!(host.classes, on_dev.classes, "{what}: classes");
+                assert_eq!(
+                    host.scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+                    on_dev
+                        .scores
+                        .iter()
+                        .map(|s| s.to_bits())
+                        .collect::<Vec<_>>(),
+                    "{what}: scores"
+                );
+                assert_eq!(
+                    max_abs_diff(&host.boxes, &on_dev.boxes),
+                    0.0,
+                    "{what}: boxes"
+                );
+                assert_eq!(
+                    max_abs_diff(&host.coefs, &on_dev.coefs),
+                    0.0,
+                    "{what}: coefs"
+                );
+                eprintln!(
+                    "{what}: {} detections identical ({el:?} incl. upload)",
+                    host.len()
+                );
+            }
+        }
+        // The per-class seam on its own.
+        let cands = yolact_ros2::fast_nms::candidates(&conf, 0.05).unwrap();
+        let n = cands.len();
+        if n == 0 {
+            continue;
+        }
+        let scores =
+            Tensor::from_vec(cands.scores.clone(), (cands.num_classes, n), &Device::Cpu).unwrap();
+        let rows = Tensor::from_vec(cands.priors.clone(), n, &Device::Cpu).unwrap();
+        let cb = boxes.index_select(&rows, 0).unwrap();
+        let host = fast_nms_keep_tensor(&scores, &cb, 200, 0.5).unwrap();
+        let on_dev = fast_nms_keep_tensor(
+            &scores.to_device(&dev).unwrap(),
+            &cb.to_device(&dev).unwrap(),
+            200,
+            0.5,
+        )
+        .unwrap();
+        assert_eq!(host, on_dev, "fast_nms_keep_tensor p={p}");
+    }
+}
+
+/// One DCN shape: returns (f32 max |diff|, f16 max |diff|, max |CPU output|).
+fn dcn_case(
+    dev: &Device,
+    (n, c, o, h, w, stride, seed): (usize, usize, usize, usize, usize, usize, u64),
+) -> (f32, f32, f32) {
+    let ho = (h - 1) / stride + 1;
+    let wo = (w - 1) / stride + 1;
+    let cpu = Device::Cpu;
+    let x = Tensor::from_vec(uniform(n * c * h * w, seed, -2.0, 2.0), (n, c, h, w), &cpu).unwrap();
+    // Offsets up to ±(size) so that samples fall outside the image on every border too.
+    let off = Tensor::from_vec(
+        uniform(n * 18 * ho * wo, seed + 1, -(h as f32), h as f32),
+        (n, 18, ho, wo),
+        &cpu,
+    )
+    .unwrap();
+    let mask = Tensor::from_vec(
+        uniform(n * 9 * ho * wo, seed + 2, 0.0, 1.0),
+        (n, 9, ho, wo),
+        &cpu,
+    )
+    .unwrap();
+    let wt = Tensor::from_vec(uniform(o * c * 9, seed + 3, -0.2, 0.2), (o, c, 3, 3), &cpu).unwrap();
+    let b = Tensor::from_vec(uniform(o, seed + 4, -1.0, 1.0), o, &cpu).unwrap();
+    let want = modulated_deform_conv2d(&x, &off, &mask, &wt, &b, stride).unwrap();
+    let to = |t: &Tensor, dt: DType| t.to_dtype(dt).unwrap().to_device(dev).unwrap();
+    let got = modulated_deform_conv2d(
+        &to(&x, DType::F32),
+        &to(&off, DType::F32),
+        &to(&mask, DType::F32),
+        &to(&wt, DType::F32),
+        &to(&b, DType::F32),
+        stride,
+    )
+    .unwrap();
+    assert_eq!(got.dims(), want.dims());
+    let d32 = max_abs_diff(&got, &want);
+    let got16 = modulated_deform_conv2d(
+        &to(&x, DType::F16),
+        &to(&off, DType::F16),
+        &to(&mask, DType::F16),
+        &to(&wt, DType::F16),
+        &to(&b, DType::F16),
+        stride,
+    )
+    .unwrap();
+    assert_eq!(got16.dtype(), DType::F16);
+    let d16 = max_abs_diff(&got16, &want);
+    let scale = want
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    (d32, d16, scale)
+}
+
+#[test]
+fn dcn_on_the_device_matches_the_cpu_op() {
+    let Some(dev) = gpu("dcn_on_the_device_matches_the_cpu_op") else {
+        return;
+    };
+    for (n, c, o, h, w, stride, seed) in [
+        (1usize, 64usize, 64usize, 69usize, 69usize, 1usize, 1u64),
+        (1, 128, 128, 35, 35, 2, 2),
+        (2, 20, 7, 13, 9, 1, 3),
+        (1, 3, 5, 1, 1, 2, 4),
+        (1, 17, 3, 8, 11, 2, 5),
+    ] {
+        let (d32, d16, scale) = dcn_case(&dev, (n, c, o, h, w, stride, seed));
+        eprintln!("dcn n={n} c={c} o={o} {h}x{w} s={stride}: f32 max|diff| {d32:.2e}, f16 max|diff| {d16:.2e} (max |out| {scale:.2})");
+        assert!(d32 <= 1e-4, "f32 DCN differs from the CPU by {d32}");
+        // f16 has an 11-bit significand; C·9 products accumulate in cuBLAS.
+        assert!(
+            d16 <= 2e-2 * scale.max(1.0),
+            "f16 DCN differs from the CPU by {d16}"
+        );
+    }
+}
+
+#[test]
+fn resize_on_the_device_matches_the_cpu_op() {
+    let Some(dev) = gpu("resize_on_the_device_matches_the_cpu_op") else {
+        return;
+    };
+    for (n, c, h, w, oh, ow) in [
+        (1usize, 3usize, 480usize, 640usize, 550usize, 550usize),
+        (2, 4, 18, 18, 35, 35),
+        (1, 32, 138, 138, 480, 640),
+        (1, 1, 7, 9, 13, 4),
+        (1, 2, 1, 1, 3, 5),
+    ] {
+        let x = Tensor::from_vec(
+            uniform(n * c * h * w, (h * w) as u64, -2.0, 2.0),
+            (n, c, h, w),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let want = resize_bilinear(&x, oh, ow).unwrap();
+        let got = resize_bilinear(&x.to_device(&dev).unwrap(), oh, ow).unwrap();
+        let d = max_abs_diff(&got, &want);
+        // Strided input on the device goes through the contiguous copy.
+        let xt = x.transpose(2, 3).unwrap();
+        let dt = max_abs_diff(
+            &resize_bilinear(&xt.to_device(&dev).unwrap(), oh, ow).unwrap(),
+            &resize_bilinear(&xt, oh, ow).unwrap(),
+        );
+        let d16 = max_abs_diff(
+            &resize_bilinear(
+                &x.to_dtype(DType::F16).unwrap().to_device(&dev).unwrap(),
+                oh,
+                ow,
+            )
+            .unwrap(),
+            &resize_bilinear(&x.to_dtype(DType::F16).unwrap(), oh, ow).unwrap(),
+        );
+        eprintln!(
+            "resize {h}x{w}->{oh}x{ow}: f32 {d:.2e}, strided {dt:.2e}, f16 vs CPU f16 {d16:.2e}"
+        );
+        // Same formula, unfused arithmetic: equal up to the last bit.
+        assert!(
+            d <= 1e-6 && dt <= 1e-6,
+            "resize differs from the CPU by {d} / {dt}"
+        );
+        assert!(
+            d16 <= 2e-3,
+            "f16 resize differs from the CPU f16 op by {d16}"
+        );
+    }
+}
+
+fn engine(config: &str, dev: &Device, dtype: DType) -> Engine {
+    let cfg = yolact_ros2::YolactConfig::by_name(config).unwrap();
+    let sd = yolact_ros2::synth::synth_state_dict(&cfg, yolact_ros2::synth::DEFAULT_SEED).unwrap();
+    Engine::from_state_dict_dtype(sd, cfg, dev, dtype).unwrap()
+}
+
+fn test_image() -> image::RgbImage {
+    // The binary is built here and run from the repository root on the GPU machine, where the
+    // build's absolute path does not exist.
+    let rel = "tests/fixtures/parity/test_image.png";
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let p = if built.exists() { built } else { rel.into() };
+    image::open(&p).unwrap().to_rgb8()
+}
+
+#[test]
+fn the_network_on_the_gpu_matches_the_cpu_f32_and_reports_f16() {
+    let Some(dev) = gpu("the_network_on_the_gpu_matches_the_cpu_f32_and_reports_f16") else {
+        return;
+    };
+    let img = test_image();
+    for config in ["yolact_plus_resnet50", "yolact_resnet50"] {
+        let cpu = engine(config, &Device::Cpu, DType::F32);
+        let g32 = engine(config, &dev, DType::F32);
+        let g16 = engine(config, &dev, DType::F16);
+        let (rc, r32, r16) = (
+            cpu.raw(&img).unwrap(),
+            g32.raw(&img).unwrap(),
+            g16.raw(&img).unwrap(),
+        );
+        let mut worst = 0f32;
+        for (name, a, b, h) in [
+            ("loc", &rc.loc, &r32.loc, &r16.loc),
+            ("conf", &rc.conf, &r32.conf, &r16.conf),
+            ("mask", &rc.mask, &r32.mask, &r16.mask),
+            ("proto", &rc.proto, &r32.proto, &r16.proto),
+        ] {
+            let (d32, d16) = (max_abs_diff(a, b), max_abs_diff(a, h));
+            eprintln!("{config} raw {name}: f32 GPU vs CPU {d32:.2e}, f16 GPU vs CPU {d16:.2e}");
+            worst = worst.max(d32);
+        }
+        assert!(worst <= 1e-3, "{config}: raw outputs differ by {worst}");
+
+        let opts = InferOptions::default();
+        let dc = cpu.infer(&img, &opts).unwrap();
+        let d32 = g32.infer(&img, &opts).unwrap();
+        assert_eq!(dc.items.len(), d32.items.len(), "{config}: detection count");
+        for (a, b) in dc.items.iter().zip(&d32.items) {
+            assert_eq!(a.class_id, b.class_id, "{config}: classes");
+            assert!(
+                (a.score - b.score).abs() <= 1e-3,
+                "{config}: score {} vs {}",
+                a.score,
+                b.score
+            );
+            for q in 0..4 {
+                assert!(
+                    (a.bbox[q] - b.bbox[q]).abs() <= 0.5,
+                    "{config}: box {:?} vs {:?}",
+                    a.bbox,
+                    b.bbox
+                );
+            }
+        }
+        // f16 is reported, not asserted: its agreement is a measurement for BENCHMARKS.md.
+        match g16.infer(&img, &opts) {
+            Ok(d16) => {
+                let same_class = dc
+                    .items
+                    .iter()
+                    .zip(&d16.items)
+                    .filter(|(a, b)| a.class_id == b.class_id)
+                    .count();
+                let dscore = dc
+                    .items
+                    .iter()
+                    .zip(&d16.items)
+                    .map(|(a, b)| (a.score - b.score).abs())
+                    .fold(0f32, f32::max);
+                eprintln!(
+                    "{config}: {} detections; f16: {} detections, {same_class} same class in rank \
+                     order, max |score diff| {dscore:.2e}",
+                    dc.items.len(),
+                    d16.items.len()
+                );
+            }
+            Err(e) => eprintln!("{config}: f16 inference failed: {e}"),
+        }
+    }
+}
