@@ -112,9 +112,9 @@ pub fn run(a: NodeArgs) -> Result<ExitCode> {
     }
 
     if a.dry_run {
-        let device = resolve_device(&params.device)?;
+        let (device, dtype) = resolve_device(&params.device, params.fp16)?;
         let host = HostWeights::load(&params.weights, &params.config)?;
-        let engine = host.build(&device)?;
+        let engine = host.build(&device, dtype)?;
         println!(
             "node {fqn} (ROS_DOMAIN_ID {domain_id}): model {} from {} on {}, {} camera(s), autostart {}",
             engine.config().name,

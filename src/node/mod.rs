@@ -152,18 +152,15 @@ impl Shared {
 
     fn configure(&self) -> Result<()> {
         let p = &self.params;
-        if p.fp16 {
-            log::warn!("fp16: half precision is not implemented yet; running in f32");
-        }
         if p.use_sim_time {
             log::info!(
                 "use_sim_time: accepted; latencies and rates use the wall clock, outputs keep the input stamps"
             );
         }
-        let device = model::resolve_device(&p.device)?;
+        let (device, dtype) = model::resolve_device(&p.device, p.fp16)?;
         let t0 = Instant::now();
         let host = Arc::new(HostWeights::load(&p.weights, &p.config)?);
-        let engine = Arc::new(host.build(&device)?);
+        let engine = Arc::new(host.build(&device, dtype)?);
         log::info!(
             "configure: model {} from {} on {} in {:.1} s",
             host.config.name,
@@ -211,9 +208,10 @@ impl Shared {
                     .host
                     .clone()
                     .ok_or_else(|| Error::Invalid("activate without configured weights".into()))?;
-                let device = model::resolve_device(&self.params.device)?;
+                let (device, dtype) =
+                    model::resolve_device(&self.params.device, self.params.fp16)?;
                 let t0 = Instant::now();
-                m.engine = Some(Arc::new(host.build(&device)?));
+                m.engine = Some(Arc::new(host.build(&device, dtype)?));
                 log::info!(
                     "activate: engine rebuilt from host weights in {:.2} s",
                     t0.elapsed().as_secs_f64()

@@ -2,9 +2,10 @@
 //! the device engine (built from them at configure/activate, dropped at deactivate so the GPU
 //! memory is freed while the node is inactive).
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::config::YolactConfig;
+use crate::cuda::{select_device, DeviceChoice};
 use crate::error::{Error, Result};
 use crate::pipeline::Engine;
 use crate::weights::{self, StateDict};
@@ -69,37 +70,28 @@ impl HostWeights {
         })
     }
 
-    /// Builds the engine on `device`. The state dict's tensors are shared, not copied.
-    pub fn build(&self, device: &Device) -> Result<Engine> {
-        Engine::from_state_dict(self.state_dict.clone(), self.config.clone(), device)
+    /// Builds the engine on `device` in `dtype`. The state dict's tensors are shared, not copied.
+    pub fn build(&self, device: &Device, dtype: DType) -> Result<Engine> {
+        Engine::from_state_dict_dtype(self.state_dict.clone(), self.config.clone(), device, dtype)
     }
 }
 
-/// `auto`, `cpu`, `cuda` or `cuda:N`.
-pub fn resolve_device(s: &str) -> Result<Device> {
-    let cuda = |ordinal: usize| -> Result<Device> {
-        if !candle_core::utils::cuda_is_available() {
-            return Err(Error::Parameter(format!(
-                "`device`: \"{s}\" needs a binary built with the `cuda` feature; use cpu or auto"
-            )));
-        }
-        Ok(Device::new_cuda(ordinal)?)
-    };
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "auto" if candle_core::utils::cuda_is_available() => Ok(Device::new_cuda(0)?),
-        "auto" => Ok(Device::Cpu),
-        "cuda" => cuda(0),
-        _ => match s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            Some(n) => cuda(n),
-            None => Err(Error::Parameter(format!(
-                "`device`: \"{s}\" is not one of: auto, cpu, cuda, cuda:N"
-            ))),
-        },
+/// Resolves the `device` and `fp16` parameters: `auto`, `cpu`, `cuda` or `cuda:N`; f16 needs a
+/// CUDA device. `auto` without a usable GPU logs why once and runs on the CPU.
+pub fn resolve_device(s: &str, fp16: bool) -> Result<(Device, DType)> {
+    let choice: DeviceChoice = s.parse().map_err(|_| {
+        Error::Parameter(format!(
+            "`device`: \"{s}\" is not one of: auto, cpu, cuda, cuda:N"
+        ))
+    })?;
+    let sel = select_device(choice, fp16).map_err(|e| {
+        let which = if fp16 { "`device`/`fp16`" } else { "`device`" };
+        Error::Parameter(format!("{which}: {e}"))
+    })?;
+    if let Some(why) = &sel.fallback_reason {
+        log::info!("device auto: using the CPU ({why})");
     }
+    Ok((sel.device, sel.dtype))
 }
 
 /// `cpu` or `cuda:N`, for diagnostics.
