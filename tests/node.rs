@@ -767,3 +767,16 @@ fn the_class_allow_list_keeps_only_the_named_classes() {
     }
     node.shutdown().unwrap();
 }
+
+#[test]
+fn fp16_on_the_cpu_is_a_clear_configure_error() {
+    let lb = LoopbackTransport::new();
+    let mut p = params(&["camera"]);
+    p.device = "cpu".into();
+    p.fp16 = true;
+    let e = match Node::start(p, identity(), Box::new(lb)) {
+        Ok(_) => panic!("fp16 on the CPU started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("fp16") && e.contains("CUDA"), "{e}");
+}
