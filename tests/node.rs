@@ -596,7 +596,7 @@ fn shipped_config_loads_and_lists_every_parameter() {
     // The file states the defaults, so it loads to exactly what no file gives.
     assert_eq!(p, defaults);
     let text = std::fs::read_to_string(&path).unwrap();
-    let docs = std::fs::read_to_string(root.join("docs/ros_reference.md")).unwrap();
+    let docs = std::fs::read_to_string(root.join("docs/ros.md")).unwrap();
     for (name, _, _) in yolact_ros2::node::params::PARAMETERS {
         let leaf = name.rsplit('.').next().unwrap();
         assert!(
@@ -605,7 +605,7 @@ fn shipped_config_loads_and_lists_every_parameter() {
         );
         assert!(
             docs.contains(&format!("`{name}`")),
-            "{name} missing from docs/ros_reference.md"
+            "{name} missing from docs/ros.md"
         );
     }
 }

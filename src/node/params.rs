@@ -97,7 +97,7 @@ pub struct NodeParams {
 }
 
 /// Name, type and default of every fixed parameter (per-camera ones are listed as
-/// `cameras.<name>.*`), as documented in `docs/ros_reference.md` and `config/yolact.yaml`.
+/// `cameras.<name>.*`), as documented in `docs/ros.md` and `config/yolact.yaml`.
 pub const PARAMETERS: &[(&str, &str, &str)] = &[
     ("weights", "string", "\"\""),
     ("config", "string", "\"\""),
@@ -627,7 +627,7 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
                 rest.split('.').next().unwrap_or(""),
                 names
             ),
-            _ => "unknown parameter; see docs/ros_reference.md for the list".to_string(),
+            _ => "unknown parameter; see docs/ros.md for the list".to_string(),
         };
         r.err(&name, hint);
     }
