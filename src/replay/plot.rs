@@ -137,7 +137,9 @@ fn ranges(p: &Panel) -> ((f64, f64), (f64, f64)) {
     if y1 - y0 < 1e-9 {
         y1 = y0 + 1.0;
     }
-    ((x0, x1), (y0, y1 + 0.05 * (y1 - y0)))
+    // Margins on both sides keep a line at the extremes (often 0) off the axes.
+    let pad = 0.05 * (y1 - y0);
+    ((x0, x1), (y0 - pad, y1 + pad))
 }
 
 /// Renders stacked panels into one image.
@@ -328,11 +330,11 @@ mod tests {
         let c = Rgb(PALETTE[0]);
         let count = img.pixels().filter(|p| **p == c).count();
         assert!(count > 100, "line pixels: {count}");
-        // With y from 0 to 10.5, the line's middle (5, 5) is at 5/10 of the width and
-        // 5.5/10.5 of the height from the top.
+        // With y from -0.5 to 10.5, the line's middle (5, 5) is at 5/10 of the width and
+        // 5.5/11 of the height from the top.
         let (pw, ph) = (400 - LEFT - RIGHT, 300 - TOP - BOTTOM);
         let x = LEFT + pw / 2;
-        let y = TOP as f64 + (ph - 1) as f64 * (5.5 / 10.5);
+        let y = TOP as f64 + (ph - 1) as f64 * (5.5 / 11.0);
         let near = (y as u32 - 4..y as u32 + 4).any(|yy| *img.get_pixel(x, yy) == c);
         assert!(near, "no line pixel near ({x}, {y})");
         // Nothing of the line in the upper-left quadrant of the plot area.
