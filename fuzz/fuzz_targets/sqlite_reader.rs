@@ -10,9 +10,7 @@ use libfuzzer_sys::fuzz_target;
 
 fn scratch() -> &'static PathBuf {
     static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| {
-        std::env::temp_dir().join(format!("yolact_fuzz_{}.db3", std::process::id()))
-    })
+    P.get_or_init(|| std::env::temp_dir().join(format!("yolact_fuzz_{}.db3", std::process::id())))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -96,9 +96,7 @@ fn vline(img: &mut RgbImage, x: u32, y0: u32, y1: u32, c: [u8; 3]) {
 
 /// Short tick label: integers as such, else up to three significant decimals.
 fn tick(v: f64) -> String {
-    if v == v.round() && v.abs() < 1e7 {
-        format!("{v:.0}")
-    } else if v.abs() >= 100.0 {
+    if (v == v.round() && v.abs() < 1e7) || v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {
         format!("{v:.1}")
@@ -170,7 +168,9 @@ pub fn render(size: (u32, u32), panels: &[Panel]) -> Result<RgbImage> {
         let root = BitMapBackend::with_buffer(buf, (w, h)).into_drawing_area();
         for (k, p) in panels.iter().enumerate() {
             let ((x0, x1), (y0, y1)) = all_ranges[k];
-            let area = root.clone().shrink((LEFT, k as u32 * ph + TOP), (pw, plot_h));
+            let area = root
+                .clone()
+                .shrink((LEFT, k as u32 * ph + TOP), (pw, plot_h));
             let mut chart = ChartBuilder::on(&area)
                 .build_cartesian_2d(x0..x1, y0..y1)
                 .map_err(plot_err)?;
