@@ -480,3 +480,33 @@ fn replay_truncated_mcap_records_read_error() {
     assert_eq!(d.status[0].level, 1);
     check_with_rosbags(&out, &ours);
 }
+
+/// Inputs the fuzz targets found (docs/replay.md, "Fuzzing"): an MCAP whose channel metadata
+/// declares a 3.4 GB string, and a db3 whose row names an unknown topic id before a malformed
+/// page. The replay must end with a status of its own (0, or 1 when nothing was segmented),
+/// never a panic or a signal.
+#[test]
+fn replay_survives_fuzz_findings() {
+    for name in [
+        "fuzz_mcap_huge_string.mcap",
+        "fuzz_sqlite_unknown_topic.db3",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_yolact"))
+            .arg("replay")
+            .arg(bags().join(name))
+            .args(["--weights", "synthetic", "--config", "yolact_resnet50"])
+            .args(["--device", "cpu", "--score-threshold", "0.3"])
+            .arg("--out")
+            .arg(dir.path().join("out.mcap"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            matches!(o.status.code(), Some(0 | 1)),
+            "{name}: {:?}\n{err}",
+            o.status
+        );
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+}
