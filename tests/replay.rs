@@ -22,8 +22,19 @@ fn bags() -> PathBuf {
     root().join("tests/fixtures/bags")
 }
 
-/// Runs the replay; returns (output bag, report.json).
+/// Runs the replay, which must succeed; returns (output bag, report.json).
 fn run_replay(bag: &Path, extra: &[&str], threshold: &str, dir: &Path) -> (PathBuf, Json) {
+    run_replay_code(bag, extra, threshold, dir, 0)
+}
+
+/// Runs the replay, which must exit with `code`; returns (output bag, report.json).
+fn run_replay_code(
+    bag: &Path,
+    extra: &[&str],
+    threshold: &str,
+    dir: &Path,
+    code: i32,
+) -> (PathBuf, Json) {
     let out = dir.join("out.mcap");
     let rep = dir.join("report");
     let o = Command::new(env!("CARGO_BIN_EXE_yolact"))
@@ -47,10 +58,17 @@ fn run_replay(bag: &Path, extra: &[&str], threshold: &str, dir: &Path) -> (PathB
         .env("RUST_LOG", "warn")
         .output()
         .expect("run yolact");
-    assert!(
-        o.status.success(),
-        "yolact replay failed: {}{}",
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "yolact replay: {}{}",
         String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // stderr is a pipe here: the progress bar must stay hidden.
+    assert!(
+        !o.stderr.contains(&0x1b),
+        "escape codes on a non-terminal stderr: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(rep.join("report.md").is_file());
@@ -300,6 +318,117 @@ fn replay_mcap_bag_all_image_topics() {
         .count();
     assert_eq!(copied, 6);
     check_with_rosbags(&out, &ours);
+    assert_eq!(report["interrupted"], false);
+    check_plots(&dir.path().join("report"));
+}
+
+/// Distinct colours in a rectangle of the image.
+fn colours(img: &image::RgbImage, x0: u32, y0: u32, x1: u32, y1: u32) -> usize {
+    let mut set = std::collections::BTreeSet::new();
+    for y in y0..y1 {
+        for x in x0..x1 {
+            set.insert(img.get_pixel(x, y).0);
+        }
+    }
+    set.len()
+}
+
+/// Distinct non-grey colours (the lines; background, grid and text are grey or black) in the
+/// plot area of panel `k` of `panels`, without the legend on the right.
+fn line_colours(img: &image::RgbImage, panels: u32, k: u32) -> usize {
+    let (w, h) = img.dimensions();
+    let ph = h / panels;
+    let mut set = std::collections::BTreeSet::new();
+    for y in k * ph + 32..(k + 1) * ph - 36 {
+        for x in 82..w - 242 {
+            let p = img.get_pixel(x, y).0;
+            if !(p[0] == p[1] && p[1] == p[2]) {
+                set.insert(p);
+            }
+        }
+    }
+    set.len()
+}
+
+/// latency.png and stability.png decode, have the documented sizes, and hold coloured lines in
+/// their plot areas: latency has the total and the stages; the instances-per-frame panel of
+/// stability.png (defined from the first frame on, unlike mask stability) has both topics.
+fn check_plots(dir: &Path) {
+    let open = |name: &str| {
+        image::open(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .to_rgb8()
+    };
+    let lat = open("latency.png");
+    assert_eq!(lat.dimensions(), (1000, 560));
+    let n = line_colours(&lat, 1, 0);
+    assert!(n >= 5, "latency.png: {n} line colours");
+    assert!(colours(&lat, 0, 0, 1000, 560) >= 8);
+    let stab = open("stability.png");
+    assert_eq!(stab.dimensions(), (1000, 840));
+    let n = line_colours(&stab, 3, 2);
+    assert!(n >= 2, "stability.png instances panel: {n} line colours");
+}
+
+fn run_fail(args: &[&str], bag: &Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_yolact"))
+        .arg("replay")
+        .arg(bag)
+        .args([
+            "--weights",
+            "synthetic",
+            "--config",
+            "yolact_resnet50",
+            "--device",
+            "cpu",
+        ])
+        .args(args)
+        .output()
+        .expect("run yolact");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `--topics` naming a topic the bag lacks fails and lists the bag's image topics; a bag without
+/// image topics fails and lists what it has.
+#[test]
+fn replay_refuses_missing_topics() {
+    let err = run_fail(
+        &["--topics", "/cam/image_raw,/nope"],
+        &bags().join("bag_mcap"),
+    );
+    assert!(err.contains("/nope"), "{err}");
+    assert!(
+        err.contains("image topics: /cam/image_raw, /cam/image_raw/compressed"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bag = dir.path().join("diag_only.mcap");
+    let mut w = yolact_ros2::replay::BagWriter::create(&bag).unwrap();
+    let diag = DiagnosticArray {
+        header: Default::default(),
+        status: vec![],
+    };
+    w.write(
+        "/diagnostics",
+        schema::DIAGNOSTIC_ARRAY,
+        5,
+        &diag.to_cdr().unwrap(),
+    )
+    .unwrap();
+    w.finish().unwrap();
+    let err = run_fail(&[], &bag);
+    assert!(err.contains("no Image or CompressedImage topic"), "{err}");
+    assert!(
+        err.contains("/diagnostics (diagnostic_msgs/msg/DiagnosticArray)"),
+        "{err}"
+    );
 }
 
 /// sqlite3 storage, an explicit topic list including a non-image topic, and a low threshold so
@@ -330,15 +459,17 @@ fn replay_sqlite_bag_explicit_topics() {
     check_with_rosbags(&out, &ours);
 }
 
-/// A file cut off mid-chunk: the read error is recorded, the run still ends with a valid bag.
+/// A file cut off mid-chunk: the read error is recorded, the run still ends with a valid bag;
+/// no frame was segmented, so the exit status is 1.
 #[test]
 fn replay_truncated_mcap_records_read_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, report) = run_replay(
+    let (out, report) = run_replay_code(
         &bags().join("truncated.mcap"),
         &["--topics", "/chatter"],
         "0.3",
         dir.path(),
+        1,
     );
     assert_eq!(report["read_errors"].as_array().unwrap().len(), 1);
     assert_eq!(report["frames"], 0);
@@ -348,4 +479,34 @@ fn replay_truncated_mcap_records_read_error() {
     let d = ours.diagnostics.as_ref().unwrap();
     assert_eq!(d.status[0].level, 1);
     check_with_rosbags(&out, &ours);
+}
+
+/// Inputs the fuzz targets found (docs/replay.md, "Fuzzing"): an MCAP whose channel metadata
+/// declares a 3.4 GB string, and a db3 whose row names an unknown topic id before a malformed
+/// page. The replay must end with a status of its own (0, or 1 when nothing was segmented),
+/// never a panic or a signal.
+#[test]
+fn replay_survives_fuzz_findings() {
+    for name in [
+        "fuzz_mcap_huge_string.mcap",
+        "fuzz_sqlite_unknown_topic.db3",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_yolact"))
+            .arg("replay")
+            .arg(bags().join(name))
+            .args(["--weights", "synthetic", "--config", "yolact_resnet50"])
+            .args(["--device", "cpu", "--score-threshold", "0.3"])
+            .arg("--out")
+            .arg(dir.path().join("out.mcap"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            matches!(o.status.code(), Some(0 | 1)),
+            "{name}: {:?}\n{err}",
+            o.status
+        );
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
 }

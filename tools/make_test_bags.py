@@ -21,7 +21,7 @@ from rosbags.typesys import Stores, get_typestore
 
 W, H = 32, 24
 MSGS_PER_CHUNK = 3
-OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / 'tests/fixtures/bags'
+OUT = Path(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith('--') else Path(__file__).resolve().parent.parent / 'tests/fixtures/bags'
 
 ts = get_typestore(Stores.ROS2_HUMBLE)
 Image = ts.types['sensor_msgs/msg/Image']
@@ -151,6 +151,48 @@ def main():
     kept = damage(OUT)
     doc = {'messages': [f[4] for f in frames], 'damaged_intact_prefix': kept}
     (OUT / 'expected.json').write_text(json.dumps(doc, indent=1) + '\n')
+    write_coco_gt(OUT)
+
+
+# COCO categories the synthetic test weights (seed 0) detect often on these frames, so that the
+# evaluation has true positives as well as misses.
+COCO_CATS = [(87, 'scissors'), (51, 'bowl'), (58, 'hot dog'), (72, 'tv')]
+GOOD_SEQS = [0, 1, 2, 3, 4, 5, 8, 9]  # header indices of the frames the replay must segment
+
+
+def stamp_ns(i):
+    return (1_700_000_000 + i) * 1_000_000_000 + 1000 * i + 7
+
+
+def write_coco_gt(out):
+    """coco_gt.json: ground truth for `yolact replay --coco-gt`, matched to frames by stamp.
+
+    Images: every good frame but the last (which stays unmatched), named `<stamp_ns>.png`, except
+    one that carries the stamp in a `stamp_ns` field instead; plus one image no frame has. Ids
+    run against bag order, so that matching by index would pair different images.
+    """
+    images, anns = [], []
+    for k, i in enumerate(GOOD_SEQS[:-1]):
+        img = {'id': 1000 - i, 'width': W, 'height': H, 'file_name': f'{stamp_ns(i)}.png'}
+        if i == 8:
+            img['file_name'] = 'compressed_png.png'
+            img['stamp_ns'] = stamp_ns(i)
+        images.append(img)
+    images.append({'id': 100, 'width': W, 'height': H, 'file_name': '1600000000000000000.png'})
+    regions = [(0, 0, W, H), (0, 0, W // 2, H), (W // 2, 0, W // 2, H), (4, 4, W - 8, H - 8)]
+    for img in images:
+        for (cat, _), (x, y, w, h) in zip(COCO_CATS, regions):
+            # Shift each image's regions a little so that the frames differ.
+            dx = (img['id'] % 3)
+            w2 = max(1, min(w, W - x - dx))
+            anns.append({'id': len(anns) + 1, 'image_id': img['id'], 'category_id': cat,
+                         'bbox': [x + dx, y, w2, h], 'area': float(w2 * h), 'iscrowd': 0,
+                         'segmentation': [[x + dx, y, x + dx + w2, y, x + dx + w2, y + h,
+                                           x + dx, y + h]]})
+    doc = {'info': {'description': 'yolact_ros2 replay COCO fixture'},
+           'images': images, 'annotations': anns,
+           'categories': [{'id': c, 'name': n, 'supercategory': ''} for c, n in COCO_CATS]}
+    (out / 'coco_gt.json').write_text(json.dumps(doc, indent=1) + '\n')
 
 
 def mcap_records(data):
@@ -206,4 +248,8 @@ def damage(out):
 
 
 if __name__ == '__main__':
-    main()
+    if '--coco-gt-only' in sys.argv:
+        OUT = Path(__file__).resolve().parent.parent / 'tests/fixtures/bags'
+        write_coco_gt(OUT)
+    else:
+        main()

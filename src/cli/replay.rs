@@ -1,12 +1,38 @@
 //! `yolact replay`: segment every image of a rosbag2 recording offline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use yolact_ros2::replay::{replay, ReplayOptions};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use yolact_ros2::coco_eval::{
+    evaluate, results_from_json_str, results_have_masks, stats_json, CocoGt, IouType,
+};
+use yolact_ros2::replay::{replay, CocoCollector, CocoMatch, CocoMatcher, ReplayOptions, Report};
 
 use super::{DetectArgs, ModelArgs};
+
+/// Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CocoMatchArg {
+    Index,
+    Stamp,
+    Auto,
+}
+
+impl From<CocoMatchArg> for CocoMatch {
+    fn from(a: CocoMatchArg) -> Self {
+        match a {
+            CocoMatchArg::Index => CocoMatch::Index,
+            CocoMatchArg::Stamp => CocoMatch::Stamp,
+            CocoMatchArg::Auto => CocoMatch::Auto,
+        }
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -25,26 +51,93 @@ pub struct ReplayArgs {
     /// Also copy the input images into the output bag.
     #[arg(long)]
     pub copy_inputs: bool,
-    /// Directory for report.json and report.md.
+    /// Directory for report.json, report.md, latency.png and stability.png.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// COCO ground truth for the bag's frames: writes results.json (into --report, else next to
+    /// --out) and prints box and mask AP.
+    #[arg(long, value_name = "ANN.json")]
+    pub coco_gt: Option<PathBuf>,
+    /// How frames find their COCO image: by position among the image messages of the selected
+    /// topics (images sorted by id), by header stamp (`stamp_ns` field or a file name whose stem
+    /// is the stamp in ns), or stamps when every image has one.
+    #[arg(long, value_enum, default_value_t = CocoMatchArg::Auto)]
+    pub coco_match: CocoMatchArg,
 }
 
-pub fn run(a: ReplayArgs) -> Result<ExitCode> {
-    let engine = a.model.load()?;
-    let opts = ReplayOptions {
-        topics: a.topics.clone(),
-        out: a.out.clone(),
-        copy_inputs: a.copy_inputs,
-        infer: a.detect.options()?,
-    };
-    let report =
-        replay(&engine, &a.bag, &opts).with_context(|| format!("replaying {}", a.bag.display()))?;
-    if let Some(dir) = &a.report {
-        report
-            .write(dir)
-            .with_context(|| format!("writing the report into {}", dir.display()))?;
+/// First Ctrl-C: ask the loop to stop between frames. Second: leave at once.
+fn install_ctrlc() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: aborting; the output bag is left unfinished");
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        eprintln!("\ninterrupted: finishing the output bag (Ctrl-C again to abort)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+/// Hidden by indicatif itself when stderr is not a terminal, so logs and tests see no escapes.
+fn progress_bar() -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{bar:40.cyan/blue} {pos}/{len} frames  {per_sec}  ETA {eta}  {elapsed_precise}",
+    ) {
+        pb.set_style(style);
     }
+    pb
+}
+
+struct Coco {
+    gt: CocoGt,
+    dir: PathBuf,
+}
+
+fn coco_dir(a: &ReplayArgs) -> PathBuf {
+    if let Some(d) = &a.report {
+        return d.clone();
+    }
+    a.out
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Writes results.json (and results_bbox.json for YOLACT++), evaluates and prints the stats;
+/// returns `{"bbox": .., "segm": ..}`.
+fn coco_evaluate(c: &Coco, rec: &CocoCollector) -> Result<serde_json::Value> {
+    std::fs::create_dir_all(&c.dir).with_context(|| format!("creating {}", c.dir.display()))?;
+    let write = |name: &str, records: &Vec<serde_json::Value>| -> Result<String> {
+        let p = c.dir.join(name);
+        let text = serde_json::to_string(records)?;
+        std::fs::write(&p, &text).with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+        Ok(text)
+    };
+    let mask_results = results_from_json_str(&write("results.json", &rec.masks)?)?;
+    // YOLACT++ ranks boxes by the class score and masks by the rescored one, as `yolact eval`.
+    let box_results = match &rec.boxes {
+        Some(b) => results_from_json_str(&write("results_bbox.json", b)?)?,
+        None => mask_results.clone(),
+    };
+    let bbox = evaluate(&c.gt, &box_results, IouType::Bbox)?;
+    let segm = if results_have_masks(&mask_results) {
+        Some(evaluate(&c.gt, &mask_results, IouType::Segm)?)
+    } else {
+        None
+    };
+    super::coco_eval::print_table("bbox", &bbox);
+    if let Some(s) = &segm {
+        super::coco_eval::print_table("segm", s);
+    }
+    Ok(stats_json(&bbox, segm.as_ref()))
+}
+
+fn print_summary(report: &Report) {
     println!(
         "{} messages, {} frames processed, {} skipped, {} read errors, {:.3} frames/s, {} detections",
         report.messages,
@@ -59,6 +152,85 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode> {
     }
     for e in &report.read_errors {
         println!("  read error: {e}");
+    }
+    if let Some(c) = &report.coco {
+        println!(
+            "COCO: {} frames matched by {}, {} unmatched (not evaluated)",
+            c.matched, c.matched_by, c.unmatched
+        );
+    }
+}
+
+pub fn run(a: ReplayArgs) -> Result<ExitCode> {
+    let stop = install_ctrlc()?;
+    let (coco, matcher) = match &a.coco_gt {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+            let matcher = CocoMatcher::new(&json, a.coco_match.into())
+                .with_context(|| format!("reading {}", p.display()))?;
+            let gt =
+                CocoGt::from_value(&json).with_context(|| format!("reading {}", p.display()))?;
+            (
+                Some(Coco {
+                    gt,
+                    dir: coco_dir(&a),
+                }),
+                Some(matcher),
+            )
+        }
+        None => (None, None),
+    };
+    let engine = a.model.load()?;
+    let pb = progress_bar();
+    let opts = ReplayOptions {
+        topics: a.topics.clone(),
+        out: a.out.clone(),
+        copy_inputs: a.copy_inputs,
+        stop: Some(stop),
+        progress: Some(pb.clone()),
+        coco: matcher,
+        ..ReplayOptions::new(a.detect.options()?)
+    };
+    let result = replay(&engine, &a.bag, &opts);
+    pb.finish_and_clear();
+    let mut report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: replaying {}: {e}", a.bag.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+
+    print_summary(&report);
+    if let (Some(c), Some(rec)) = (&coco, report.coco_records.take()) {
+        let stats = coco_evaluate(c, &rec)?;
+        if let Some(s) = report.coco.as_mut() {
+            s.stats = Some(stats);
+        }
+    }
+    if let Some(dir) = &a.report {
+        report
+            .write(dir)
+            .with_context(|| format!("writing the report into {}", dir.display()))?;
+    }
+    if report.interrupted {
+        eprintln!(
+            "interrupted after {} frames; the output bag and the report are complete up to there",
+            report.frames
+        );
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    if report.frames == 0 {
+        eprintln!(
+            "error: no frame was segmented: {} messages read, {} skipped, {} read errors (see the reasons above)",
+            report.messages,
+            report.skipped_total,
+            report.read_errors.len()
+        );
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

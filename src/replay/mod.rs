@@ -7,20 +7,27 @@
 //! error ends that file (as [`crate::bag::BagReader::messages`] does) and is recorded. The output
 //! bag is finished even when the loop stops early, so processed frames are never lost.
 
+pub mod coco;
+pub mod plot;
 pub mod report;
 pub mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
+use indicatif::ProgressBar;
+
 use crate::bag::{decode_image, image_msg::is_image_type, open_bag, BagError, Header, Time};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::msgs::{schema, DiagnosticArray, DiagnosticStatus, InstanceArray};
 use crate::pipeline::{Engine, InferOptions, StageTimes};
 use crate::tracking::{MetricsConfig, StreamStability, TrackerConfig};
 
-pub use report::{Percentiles, Report, Skipped, TopicReport};
+pub use coco::{CocoCollector, CocoMatch, CocoMatcher, CocoSummary};
+pub use report::{FrameSample, Percentiles, Report, Skipped, TopicReport};
 pub use writer::BagWriter;
 
 pub const DIAGNOSTICS_TOPIC: &str = "/diagnostics";
@@ -34,6 +41,26 @@ pub struct ReplayOptions {
     /// Also write each input message to the output bag on its own topic.
     pub copy_inputs: bool,
     pub infer: InferOptions,
+    /// Checked between frames; when set, the loop stops and the output bag is finished.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Advanced once per message read; its length is set to the selected topics' message count.
+    pub progress: Option<ProgressBar>,
+    /// Collect COCO result records for the frames this matcher finds an image for.
+    pub coco: Option<CocoMatcher>,
+}
+
+impl ReplayOptions {
+    pub fn new(infer: InferOptions) -> Self {
+        ReplayOptions {
+            topics: None,
+            out: None,
+            copy_inputs: false,
+            infer,
+            stop: None,
+            progress: None,
+            coco: None,
+        }
+    }
 }
 
 pub fn instances_topic(topic: &str) -> String {
@@ -73,19 +100,67 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
     let start = Instant::now();
     let reader = open_bag(bag)?;
     let all_topics = reader.topics()?;
+    let image_topics: Vec<String> = all_topics
+        .iter()
+        .filter(|t| is_image_type(&t.msg_type))
+        .map(|t| t.name.clone())
+        .collect();
+    let listing = || {
+        if image_topics.is_empty() {
+            let all: Vec<String> = all_topics
+                .iter()
+                .map(|t| format!("{} ({})", t.name, t.msg_type))
+                .collect();
+            format!(
+                "the bag has no Image or CompressedImage topic; its topics: {}",
+                if all.is_empty() {
+                    "none".to_string()
+                } else {
+                    all.join(", ")
+                }
+            )
+        } else {
+            format!("the bag's image topics: {}", image_topics.join(", "))
+        }
+    };
     let selected: Vec<String> = match &opts.topics {
         Some(t) => t.clone(),
-        None => all_topics
-            .iter()
-            .filter(|t| is_image_type(&t.msg_type))
-            .map(|t| t.name.clone())
-            .collect(),
+        None => image_topics.clone(),
     };
-    for t in &selected {
-        if !all_topics.iter().any(|i| &i.name == t) {
-            log::warn!("topic {t} is not in the bag");
-        }
+    let missing: Vec<&str> = selected
+        .iter()
+        .filter(|t| !all_topics.iter().any(|i| &i.name == *t))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Invalid(format!(
+            "--topics: {} not in {}; {}",
+            missing.join(", "),
+            bag.display(),
+            listing()
+        )));
     }
+    if selected.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: nothing to segment: {}",
+            bag.display(),
+            listing()
+        )));
+    }
+    if let Some(pb) = &opts.progress {
+        let total: u64 = all_topics
+            .iter()
+            .filter(|t| selected.contains(&t.name))
+            .map(|t| t.count)
+            .sum();
+        pb.set_length(total);
+    }
+    let mut coco = opts
+        .coco
+        .clone()
+        .map(|m| CocoCollector::new(m, engine.config().use_maskiou));
+    // Position of the next image message among the selected topics (COCO index matching).
+    let mut image_index = 0u64;
     let mut out = match &opts.out {
         Some(p) => Some(BagWriter::create(p)?),
         None => None,
@@ -107,6 +182,10 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
         detections_total: 0,
         detections_per_class: BTreeMap::new(),
         topics: BTreeMap::new(),
+        interrupted: false,
+        coco: None,
+        series: Vec::new(),
+        coco_records: None,
     };
     let mut states: BTreeMap<String, TopicState> = BTreeMap::new();
     let mut lat: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
@@ -127,6 +206,13 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
     };
 
     for item in reader.messages(Some(&selected)) {
+        if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+            report.interrupted = true;
+            break;
+        }
+        if let Some(pb) = &opts.progress {
+            pb.inc(1);
+        }
         let msg = match item {
             Ok(m) => m,
             Err(e) => {
@@ -152,6 +238,11 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
                 })
             }
         };
+
+        let frame_index = image_index;
+        if is_image_type(&msg.msg_type) {
+            image_index += 1;
+        }
 
         let t0 = Instant::now();
         let decoded = match decode_image(&msg.msg_type, &msg.data) {
@@ -197,8 +288,21 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
             }
         };
         let inst = InstanceArray::from_detections(decoded.header.clone(), &dets, &track_ids);
+        if let Some(c) = coco.as_mut() {
+            let st = decoded.header.stamp;
+            let stamp_ns = i64::from(st.sec) * 1_000_000_000 + i64::from(st.nanosec);
+            if let Err(e) = c.add(frame_index, stamp_ns, &dets) {
+                log::warn!("{} @ {}: no COCO records: {e}", msg.topic, msg.log_time_ns);
+            }
+        }
 
         state.frames += 1;
+        log::debug!(
+            "{} @ {}: frame done, {} instances",
+            msg.topic,
+            msg.log_time_ns,
+            inst.instances.len()
+        );
         state.detections += inst.instances.len() as u64;
         report.frames += 1;
         report.detections_total += inst.instances.len() as u64;
@@ -212,9 +316,23 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
         for (name, d) in StageTimes::NAMES.iter().zip(times.as_array()) {
             lat.entry(name).or_default().push(d.as_secs_f64() * 1e3);
         }
-        lat.entry("total")
-            .or_default()
-            .push(t0.elapsed().as_secs_f64() * 1e3);
+        let total_ms = t0.elapsed().as_secs_f64() * 1e3;
+        lat.entry("total").or_default().push(total_ms);
+        let mut latency_ms = vec![("decode", decode_ms)];
+        for (name, d) in StageTimes::NAMES.iter().zip(times.as_array()) {
+            latency_ms.push((*name, d.as_secs_f64() * 1e3));
+        }
+        latency_ms.push(("total", total_ms));
+        let window = state.stability.snapshot().window;
+        report.series.push(FrameSample {
+            topic: msg.topic.clone(),
+            log_time_ns: msg.log_time_ns,
+            latency_ms,
+            instances: inst.instances.len() as u64,
+            mask_stability: window.mask_stability_mean,
+            flicker_per_100: window.flicker_per_100_track_frames,
+            instances_mean: window.instances_per_frame_mean,
+        });
 
         if let Some(w) = out.as_mut() {
             let r = (|| -> Result<()> {
@@ -246,6 +364,10 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
         }
     }
 
+    if let Some(c) = coco {
+        report.coco = Some(c.summary.clone());
+        report.coco_records = Some(c);
+    }
     report.wall_s = start.elapsed().as_secs_f64();
     report.fps = if report.wall_s > 0.0 {
         report.frames as f64 / report.wall_s
@@ -316,6 +438,7 @@ pub fn diagnostics(report: &Report, last_log_ns: u64) -> DiagnosticArray {
     let mut values = vec![
         kv("messages", report.messages.to_string()),
         kv("frames", report.frames.to_string()),
+        kv("interrupted", report.interrupted.to_string()),
         kv("skipped", report.skipped_total.to_string()),
         kv("read_errors", report.read_errors.len().to_string()),
         kv("wall_s", format!("{:.3}", report.wall_s)),
@@ -339,7 +462,8 @@ pub fn diagnostics(report: &Report, last_log_ns: u64) -> DiagnosticArray {
             format!("{:.3}", p.p99),
         ));
     }
-    let level = if report.skipped_total > 0 || !report.read_errors.is_empty() {
+    let level = if report.skipped_total > 0 || !report.read_errors.is_empty() || report.interrupted
+    {
         1
     } else {
         0
@@ -348,10 +472,15 @@ pub fn diagnostics(report: &Report, last_log_ns: u64) -> DiagnosticArray {
         level,
         name: "yolact replay".into(),
         message: format!(
-            "{} frames, {} skipped, {} read errors",
+            "{} frames, {} skipped, {} read errors{}",
             report.frames,
             report.skipped_total,
-            report.read_errors.len()
+            report.read_errors.len(),
+            if report.interrupted {
+                ", interrupted"
+            } else {
+                ""
+            }
         ),
         hardware_id: report.model.clone(),
         values,

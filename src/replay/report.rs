@@ -6,8 +6,23 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::coco::{CocoCollector, CocoSummary};
 use crate::error::{Error, Result};
 use crate::tracking::metrics::StabilityReport;
+
+/// One processed frame, for the plots.
+#[derive(Debug, Clone)]
+pub struct FrameSample {
+    pub topic: String,
+    pub log_time_ns: u64,
+    /// Per stage (`decode`, the pipeline's stages, `total`), milliseconds.
+    pub latency_ms: Vec<(&'static str, f64)>,
+    pub instances: u64,
+    /// The topic's sliding-window stability after this frame (NaN when there is no sample yet).
+    pub mask_stability: f64,
+    pub flicker_per_100: f64,
+    pub instances_mean: f64,
+}
 
 /// A frame that was not processed, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -82,10 +97,19 @@ pub struct Report {
     pub detections_total: u64,
     pub detections_per_class: BTreeMap<String, u64>,
     pub topics: BTreeMap<String, TopicReport>,
+    /// The run was stopped (Ctrl-C) before the end of the bag.
+    pub interrupted: bool,
+    /// Matching and AP when the replay ran with COCO ground truth.
+    pub coco: Option<CocoSummary>,
+    #[serde(skip)]
+    pub series: Vec<FrameSample>,
+    #[serde(skip)]
+    pub coco_records: Option<CocoCollector>,
 }
 
 impl Report {
-    /// Writes `report.json` and `report.md` into `dir` (created when missing).
+    /// Writes `report.json`, `report.md`, `latency.png` and `stability.png` into `dir` (created
+    /// when missing).
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let json = serde_json::to_string_pretty(self)
@@ -94,7 +118,7 @@ impl Report {
         std::fs::write(&p, json).map_err(|e| Error::io(&p, e))?;
         let p = dir.join("report.md");
         std::fs::write(&p, self.markdown()).map_err(|e| Error::io(&p, e))?;
-        Ok(())
+        super::plot::write_plots(&self.series, dir)
     }
 
     pub fn markdown(&self) -> String {
@@ -112,9 +136,45 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "- wall time: {:.2} s, throughput: {:.3} frames/s\n",
+            "- wall time: {:.2} s, throughput: {:.3} frames/s",
             self.wall_s, self.fps
         );
+        if self.interrupted {
+            let _ = writeln!(s, "- **interrupted** (Ctrl-C) after {} frames", self.frames);
+        }
+        let _ = writeln!(s, "\nPlots: `latency.png`, `stability.png`.\n");
+        if let Some(c) = &self.coco {
+            let _ = writeln!(
+                s,
+                "## COCO\n\nframes matched by {}: {}, unmatched (not evaluated): {}\n",
+                c.matched_by, c.matched, c.unmatched
+            );
+            if let Some(st) = &c.stats {
+                let _ = writeln!(
+                    s,
+                    "| | AP | AP50 | AP75 | APs | APm | APl |\n|---|---:|---:|---:|---:|---:|---:|"
+                );
+                for kind in ["bbox", "segm"] {
+                    let Some(k) = st.get(kind) else { continue };
+                    let f = |n: &str| {
+                        k.get(n)
+                            .and_then(serde_json::Value::as_f64)
+                            .unwrap_or(f64::NAN)
+                    };
+                    let _ = writeln!(
+                        s,
+                        "| {kind} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
+                        f("AP"),
+                        f("AP50"),
+                        f("AP75"),
+                        f("APs"),
+                        f("APm"),
+                        f("APl")
+                    );
+                }
+                let _ = writeln!(s);
+            }
+        }
         if !self.skipped_by_reason.is_empty() {
             let _ = writeln!(s, "## Skipped frames\n\n| reason | count |\n|---|---:|");
             for (r, n) in &self.skipped_by_reason {
