@@ -4,7 +4,9 @@
 //! `.mcap` or `.db3` file. [`open_bag`] finds the files; [`BagReader::messages`] streams their
 //! messages. A damaged file (cut off mid-write, corrupt page) yields every message that can
 //! still be read, then one error item saying where it stopped, then the next file's messages:
-//! nothing that was readable is lost and nothing panics.
+//! nothing that was readable is lost and nothing panics. A single record that cannot be a message
+//! (a sqlite row naming an unknown topic, a negative timestamp, data that is not a blob) is an
+//! error item of its own, and reading goes on after it.
 
 pub mod cdr;
 pub mod fuzz;
@@ -259,7 +261,8 @@ impl BagReader {
     }
 
     /// Streams the messages of every file in turn, optionally only those of `topic_filter`.
-    /// Each damaged file ends with one error item; reading then goes on with the next file.
+    /// Each damaged file ends with one error item; reading then goes on with the next file. A
+    /// single bad record is one error item and reading goes on within the file.
     pub fn messages(&self, topic_filter: Option<&[String]>) -> Messages {
         Messages {
             files: self.files.clone().into_iter(),

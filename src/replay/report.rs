@@ -87,7 +87,8 @@ pub struct Report {
     pub skipped_total: u64,
     pub skipped_by_reason: BTreeMap<String, u64>,
     pub skipped: Vec<Skipped>,
-    /// Storage read errors; each ends the file it came from.
+    /// Storage read errors: a damaged file ends with one; a single unreadable record is one and
+    /// reading goes on.
     pub read_errors: Vec<String>,
     pub wall_s: f64,
     /// Processed frames per wall-clock second, reading and writing included.
