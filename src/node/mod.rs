@@ -208,8 +208,7 @@ impl Shared {
                     .host
                     .clone()
                     .ok_or_else(|| Error::Invalid("activate without configured weights".into()))?;
-                let (device, dtype) =
-                    model::resolve_device(&self.params.device, self.params.fp16)?;
+                let (device, dtype) = model::resolve_device(&self.params.device, self.params.fp16)?;
                 let t0 = Instant::now();
                 m.engine = Some(Arc::new(host.build(&device, dtype)?));
                 log::info!(
