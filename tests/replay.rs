@@ -27,6 +27,20 @@ fn run_replay(bag: &Path, extra: &[&str], threshold: &str, dir: &Path) -> (PathB
     run_replay_code(bag, extra, threshold, dir, 0)
 }
 
+/// `yolact replay BAG` on synthetic YOLACT R50 weights on the CPU.
+fn replay_cmd(bag: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_yolact"));
+    c.arg("replay").arg(bag).args([
+        "--weights",
+        "synthetic",
+        "--config",
+        "yolact_resnet50",
+        "--device",
+        "cpu",
+    ]);
+    c
+}
+
 /// Runs the replay, which must exit with `code`; returns (output bag, report.json).
 fn run_replay_code(
     bag: &Path,
@@ -37,19 +51,8 @@ fn run_replay_code(
 ) -> (PathBuf, Json) {
     let out = dir.join("out.mcap");
     let rep = dir.join("report");
-    let o = Command::new(env!("CARGO_BIN_EXE_yolact"))
-        .arg("replay")
-        .arg(bag)
-        .args([
-            "--weights",
-            "synthetic",
-            "--config",
-            "yolact_resnet50",
-            "--device",
-            "cpu",
-            "--score-threshold",
-            threshold,
-        ])
+    let o = replay_cmd(bag)
+        .args(["--score-threshold", threshold])
         .arg("--out")
         .arg(&out)
         .arg("--report")
@@ -371,20 +374,7 @@ fn check_plots(dir: &Path) {
 }
 
 fn run_fail(args: &[&str], bag: &Path) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_yolact"))
-        .arg("replay")
-        .arg(bag)
-        .args([
-            "--weights",
-            "synthetic",
-            "--config",
-            "yolact_resnet50",
-            "--device",
-            "cpu",
-        ])
-        .args(args)
-        .output()
-        .expect("run yolact");
+    let o = replay_cmd(bag).args(args).output().expect("run yolact");
     assert_eq!(
         o.status.code(),
         Some(1),
