@@ -54,6 +54,20 @@ pub enum BagError {
 }
 
 impl BagError {
+    /// A short, stable name for why a frame could not be used (`unsupported_type`, `encoding`,
+    /// `image`, `cdr`, `other`): the key under which the replay and the node count skipped frames.
+    pub fn frame_skip_kind(&self) -> &'static str {
+        match self {
+            BagError::UnsupportedType(_) => "unsupported_type",
+            BagError::UnknownEncoding(_) => "encoding",
+            BagError::Image(_) => "image",
+            BagError::Cdr { .. } => "cdr",
+            _ => "other",
+        }
+    }
+}
+
+impl BagError {
     fn layout(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         BagError::Layout {
             path: path.into(),

@@ -14,14 +14,13 @@ use crate::bag::{decode_image, BagError, Header, Time};
 use crate::msgs::{DiagnosticArray, InstanceArray};
 use crate::tracking::{MetricsConfig, StreamStability, TrackerConfig};
 
-/// A short, stable key for a decode failure, so each kind is logged once per camera.
+/// A short, stable key for a decode failure, so each kind is logged once per camera; the
+/// encoding or type is kept because the fix differs per value.
 fn decode_reason(e: &BagError) -> String {
     match e {
         BagError::UnknownEncoding(enc) => format!("encoding:{enc}"),
         BagError::UnsupportedType(t) => format!("type:{t}"),
-        BagError::Cdr { .. } => "cdr".into(),
-        BagError::Image(_) => "image".into(),
-        _ => "other".into(),
+        _ => e.frame_skip_kind().to_string(),
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 
-use crate::bag::{decode_image, image_msg::is_image_type, open_bag, BagError, Header, Time};
+use crate::bag::{decode_image, image_msg::is_image_type, open_bag, Header, Time};
 use crate::error::{Error, Result};
 use crate::msgs::{schema, DiagnosticArray, DiagnosticStatus, InstanceArray};
 use crate::pipeline::{Engine, InferOptions, StageTimes};
@@ -69,16 +69,6 @@ pub fn instances_topic(topic: &str) -> String {
 
 pub fn detections_topic(topic: &str) -> String {
     format!("{}/yolact/detections", topic.trim_end_matches('/'))
-}
-
-fn skip_reason(e: &BagError) -> &'static str {
-    match e {
-        BagError::UnsupportedType(_) => "unsupported_type",
-        BagError::UnknownEncoding(_) => "encoding",
-        BagError::Image(_) => "image",
-        BagError::Cdr { .. } => "cdr",
-        _ => "other",
-    }
 }
 
 fn secs(t: Time) -> f64 {
@@ -253,7 +243,7 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
                     &mut report,
                     &msg.topic,
                     msg.log_time_ns,
-                    skip_reason(&e),
+                    e.frame_skip_kind(),
                     e.to_string(),
                 );
                 continue;
