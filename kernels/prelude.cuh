@@ -18,9 +18,13 @@ template <> struct Opmath<double> { typedef double type; };
 __device__ __forceinline__ float to_acc(float v) { return v; }
 __device__ __forceinline__ double to_acc(double v) { return v; }
 __device__ __forceinline__ float to_acc(f16_t v) {
+#ifdef __CUDA_ARCH__
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.x));
   return f;
+#else  // the host emulator of tests/cuda_emu.rs
+  return emu_half_to_float(v.x);
+#endif
 }
 __device__ __forceinline__ float to_acc(bf16_t v) {
   return __uint_as_float(((unsigned)v.x) << 16);
@@ -30,7 +34,11 @@ template <typename T> __device__ __forceinline__ T from_acc(float v);
 template <> __device__ __forceinline__ float from_acc<float>(float v) { return v; }
 template <> __device__ __forceinline__ f16_t from_acc<f16_t>(float v) {
   f16_t h;
+#ifdef __CUDA_ARCH__
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.x) : "f"(v));
+#else
+  h.x = emu_float_to_half(v);
+#endif
   return h;
 }
 template <> __device__ __forceinline__ bf16_t from_acc<bf16_t>(float v) {
@@ -46,3 +54,21 @@ template <> __device__ __forceinline__ bf16_t from_acc<bf16_t>(float v) {
 }
 template <typename T> __device__ __forceinline__ T from_acc(double v);
 template <> __device__ __forceinline__ double from_acc<double>(double v) { return v; }
+
+// One output coordinate of a bilinear resize along one axis, PyTorch's align_corners=False rule
+// (src/ops/interp.rs axis_taps): source indices i0/i1 and weights l0/l1.
+template <typename A>
+__device__ __forceinline__ void axis_tap(int dst, int in_size, A scale, int* i0, int* i1, A* l0,
+                                         A* l1) {
+  A src = scale * ((A)dst + (A)0.5) - (A)0.5;
+  if (src < (A)0) src = (A)0;
+  int a = (int)floor(src);
+  if (a > in_size - 1) a = in_size - 1;
+  *i0 = a;
+  *i1 = a < in_size - 1 ? a + 1 : a;
+  A l = src - (A)a;
+  if (l < (A)0) l = (A)0;
+  if (l > (A)1) l = (A)1;
+  *l1 = l;
+  *l0 = (A)1 - l;
+}

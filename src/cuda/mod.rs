@@ -4,8 +4,11 @@
 //! stages of [`crate::fast_nms`].
 
 pub mod device;
+pub mod plan;
 pub mod sources;
 
+#[cfg(feature = "cuda")]
+pub mod host;
 #[cfg(feature = "cuda")]
 pub mod nms;
 #[cfg(feature = "cuda")]

@@ -1,24 +1,14 @@
 //! Launchers behind the `cuda_fwd` of the custom ops in [`crate::ops`].
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
-use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr};
+use candle_core::cuda_backend::CudaStorageSlice;
 use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result};
 
-use super::runtime::{as_i32, contiguous_view, func, grid_for};
-use super::sources::{DCN, DCN_CHANNEL_BLOCK, RESIZE};
-
-/// Sizes of one deformable im2col: x (n, c, h, w) -> cols (n, c·9, ho·wo).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DeformDims {
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub ho: usize,
-    pub wo: usize,
-    pub stride: usize,
-}
+use super::host::{to_candle, CudaHost};
+use super::plan;
+pub(crate) use super::plan::DeformDims;
+use super::runtime::contiguous_view;
 
 /// Deformable modulated im2col on the device (kernels/dcn.cu); x, offset and mask of one dtype.
 pub(crate) fn deform_im2col(
@@ -90,34 +80,12 @@ fn deform_t<T: DeviceRepr>(
     let x = contiguous_view(x, xl, "deform conv x")?;
     let o = contiguous_view(o, ol, "deform conv offset")?;
     let m = contiguous_view(m, ml, "deform conv mask")?;
-    let p = d.ho * d.wo;
-    let out_len = d.n * d.c * 9 * p;
-    let threads = d.n * d.c.div_ceil(DCN_CHANNEL_BLOCK) * 9 * p;
-    let f = func(dev, &DCN, entry)?;
-    // SAFETY: the kernel writes every one of the out_len elements.
-    let out = unsafe { dev.alloc::<T>(out_len)? };
-    if out_len == 0 {
-        return Ok(out);
-    }
-    let ints = [
-        as_i32(d.n, "batch")?,
-        as_i32(d.c, "channels")?,
-        as_i32(d.h, "height")?,
-        as_i32(d.w, "width")?,
-        as_i32(d.ho, "output height")?,
-        as_i32(d.wo, "output width")?,
-        as_i32(d.stride, "stride")?,
-    ];
-    // Plane offsets inside the kernel are int.
-    as_i32(d.h * d.w, "plane size")?;
-    let stream = dev.cuda_stream();
-    let mut b = stream.launch_builder(&f);
-    b.arg(&x).arg(&o).arg(&m).arg(&out);
-    for v in &ints {
-        b.arg(v);
-    }
-    // SAFETY: argument list matches DEFORM(...) in kernels/dcn.cu; buffers sized above.
-    unsafe { b.launch(grid_for(threads)) }.w()?;
+    // SAFETY: the kernel writes every one of the cols_len elements.
+    let out = unsafe { dev.alloc::<T>(d.cols_len())? };
+    let mut host = CudaHost::new(dev);
+    let ptrs = (host.ptr_of(&x), host.ptr_of(&o), host.ptr_of(&m));
+    let out_ptr = host.ptr_of(&out);
+    plan::deform_im2col(&mut host, entry, d, ptrs, out_ptr).map_err(to_candle)?;
     Ok(out)
 }
 
@@ -185,27 +153,10 @@ fn resize_t<T: DeviceRepr>(
     (oh, ow): (usize, usize),
 ) -> Result<CudaSlice<T>> {
     let src = contiguous_view(src, l, "resize_bilinear")?;
-    let n = planes * oh * ow;
-    let f = func(dev, &RESIZE, entry)?;
-    // SAFETY: the kernel writes every one of the n elements.
-    let out = unsafe { dev.alloc::<T>(n)? };
-    if n == 0 {
-        return Ok(out);
-    }
-    let planes = planes as i64;
-    let dims = [
-        as_i32(h, "height")?,
-        as_i32(w, "width")?,
-        as_i32(oh, "output height")?,
-        as_i32(ow, "output width")?,
-    ];
-    let stream = dev.cuda_stream();
-    let mut b = stream.launch_builder(&f);
-    b.arg(&src).arg(&out).arg(&planes);
-    for v in &dims {
-        b.arg(v);
-    }
-    // SAFETY: argument list matches RESIZE(...) in kernels/resize.cu.
-    unsafe { b.launch(grid_for(n)) }.w()?;
+    // SAFETY: the kernel writes every one of the planes * oh * ow elements.
+    let out = unsafe { dev.alloc::<T>(planes * oh * ow)? };
+    let mut host = CudaHost::new(dev);
+    let ptrs = (host.ptr_of(&src), host.ptr_of(&out));
+    plan::resize_bilinear(&mut host, entry, ptrs, planes, (h, w), (oh, ow)).map_err(to_candle)?;
     Ok(out)
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, CudaView};
 use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{bail, CudaDevice, Layout, Result};
@@ -79,21 +79,6 @@ pub fn func(dev: &CudaDevice, src: &KernelSource, entry: &str) -> Result<CudaFun
     Ok(dev
         .get_or_load_custom_func(entry, &module, &ptx)?
         .into_cuda_function())
-}
-
-/// A grid-stride launch over `n` items with 256-thread blocks.
-pub fn grid_for(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(256).clamp(1, 1 << 20) as u32;
-    LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
-/// `v` as a kernel's `int`, or an error naming it.
-pub fn as_i32(v: usize, what: &str) -> Result<i32> {
-    i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("{what} = {v} exceeds i32")))
 }
 
 /// The contiguous range of `slice` that `layout` describes.

@@ -26,7 +26,24 @@ pub const RESIZE: KernelSource = KernelSource {
         "resize_bilinear_f64",
         "resize_bilinear_f16",
         "resize_bilinear_bf16",
+        "resize_threshold_u8",
     ],
+};
+
+pub const PREPROCESS: KernelSource = KernelSource {
+    module: "yolact_preprocess",
+    source: include_str!("../../kernels/preprocess.cu"),
+    entries: &[
+        "preprocess_rgb_f32",
+        "preprocess_rgb_f16",
+        "preprocess_rgb_bf16",
+    ],
+};
+
+pub const MASKS: KernelSource = KernelSource {
+    module: "yolact_masks",
+    source: include_str!("../../kernels/masks.cu"),
+    entries: &["mask_sigmoid_crop"],
 };
 
 pub const DCN: KernelSource = KernelSource {
@@ -52,7 +69,7 @@ pub const FAST_NMS: KernelSource = KernelSource {
     ],
 };
 
-pub const ALL: [KernelSource; 3] = [RESIZE, DCN, FAST_NMS];
+pub const ALL: [KernelSource; 5] = [RESIZE, DCN, FAST_NMS, PREPROCESS, MASKS];
 
 /// Channels per thread in `deform_im2col_*` (`DCN_CB` in kernels/dcn.cu).
 pub const DCN_CHANNEL_BLOCK: usize = 16;

@@ -1,0 +1,603 @@
+//! Our CUDA kernels, run in CI without a GPU: the launch plans of `src/cuda/plan.rs` (the very
+//! code the CUDA runtime calls) drive `kernels/*.cu` compiled for the host by the emulator in
+//! tests/kernel_emu, and the results are compared with the CPU implementations, which are
+//! themselves tested against the reference.
+//!
+//! What this proves: the kernels' logic (ordering, ties, thresholds, border rules, shared-memory
+//! protocol and barriers), the plans' argument lists, grids and zero-fills. What it cannot: PTX
+//! code generation, timing, and races that need real concurrency (the emulator interleaves
+//! threads only at barriers); tests/cuda_gpu.rs repeats the comparisons on a GPU.
+//! Run: `cargo test --release --test cuda_emu -- --nocapture`.
+
+mod kernel_emu;
+#[path = "kernel_emu/scenes.rs"]
+mod scenes;
+
+use candle_core::{DType, Device, Tensor};
+use kernel_emu::EmuHost;
+use scenes::{nms_inputs, uniform};
+use yolact_ros2::cuda::plan::{self, Arg, DeformDims, KernelHost, Launch};
+use yolact_ros2::cuda::sources::{KernelSource, FAST_NMS};
+use yolact_ros2::fast_nms::{self, detect, Kept, NmsKind, NmsOptions};
+use yolact_ros2::ops::dcn::DeformIm2col;
+use yolact_ros2::ops::interp::{resize_bilinear, resize_threshold_planes};
+use yolact_ros2::postprocess::crop_masks;
+use yolact_ros2::preprocess::preprocess;
+
+fn host_vec(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn every_kernel_module_compiles_for_the_emulator() {
+    kernel_emu::compile_all().unwrap();
+}
+
+/// The emulated selection for one scene and option set, as (prior, class, score bits).
+fn emulated_detect(boxes: &Tensor, conf: &Tensor, opts: &NmsOptions) -> Option<Vec<Kept>> {
+    let (p, c1) = conf.dims2().unwrap();
+    let mut h = EmuHost::new();
+    let conf_p = h.upload(&host_vec(conf));
+    let boxes_p = h.upload(&host_vec(boxes));
+    plan::fast_nms_detect(&mut h, conf_p, boxes_p, p, c1, opts).unwrap()
+}
+
+#[test]
+fn fast_nms_kernels_keep_exactly_what_the_host_keeps() {
+    for (p, c1, seed) in [
+        (2500usize, 81usize, 1u64),
+        (700, 5, 3),
+        (3, 81, 4),
+        (1, 2, 5),
+    ] {
+        let (boxes, conf, _) = nms_inputs(p, c1, seed);
+        // Coefficients that name their prior, so the host's Dets say which priors it kept.
+        let ids: Vec<f32> = (0..p).map(|i| i as f32).collect();
+        let coefs = Tensor::from_vec(ids, (p, 1), &Device::Cpu).unwrap();
+        let all_boxes = host_vec(&boxes);
+        for kind in [NmsKind::Fast, NmsKind::FastCrossClass] {
+            for (conf_thresh, top_k, max_det) in [
+                (0.05f32, 200usize, 100usize),
+                (0.01, 1000, 1000),
+                (0.3, 5, 3),
+                (0.99, 200, 100),
+            ] {
+                let opts = NmsOptions {
+                    kind,
+                    conf_thresh,
+                    top_k,
+                    max_num_detections: max_det,
+                    ..NmsOptions::default()
+                };
+                let what = format!(
+                    "p={p} c1={c1} {kind:?} thresh={conf_thresh} top_k={top_k} max={max_det}"
+                );
+                let host = detect(&boxes, &conf, &coefs, &opts).unwrap();
+                let emu = emulated_detect(&boxes, &conf, &opts)
+                    .unwrap_or_else(|| panic!("{what}: the kernels declined"));
+                let host_priors: Vec<usize> =
+                    host_vec(&host.coefs).iter().map(|&v| v as usize).collect();
+                let emu_priors: Vec<usize> = emu.iter().map(|k| k.cand).collect();
+                assert_eq!(emu_priors, host_priors, "{what}: priors");
+                assert_eq!(
+                    emu.iter().map(|k| k.class).collect::<Vec<_>>(),
+                    host.classes,
+                    "{what}: classes"
+                );
+                assert_eq!(
+                    emu.iter().map(|k| k.score.to_bits()).collect::<Vec<_>>(),
+                    host.scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+                    "{what}: scores"
+                );
+                let kept_boxes: Vec<f32> = emu_priors
+                    .iter()
+                    .flat_map(|&i| all_boxes[4 * i..4 * i + 4].to_vec())
+                    .collect();
+                assert_eq!(kept_boxes, host_vec(&host.boxes), "{what}: boxes");
+                eprintln!("{what}: {} detections identical", emu.len());
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_nms_kernels_reject_nan_scores_and_decline_what_they_cannot_hold() {
+    let (boxes, conf, coefs) = nms_inputs(300, 5, 9);
+    let mut v = host_vec(&conf);
+    v[5 * 123 + 3] = f32::NAN;
+    let nan_conf = Tensor::from_vec(v, (300, 5), &Device::Cpu).unwrap();
+    for kind in [NmsKind::Fast, NmsKind::FastCrossClass] {
+        let opts = NmsOptions {
+            kind,
+            ..NmsOptions::default()
+        };
+        assert!(detect(&boxes, &nan_conf, &coefs, &opts).is_err());
+        let mut h = EmuHost::new();
+        let (c, b) = (h.upload(&host_vec(&nan_conf)), h.upload(&host_vec(&boxes)));
+        let e = plan::fast_nms_detect(&mut h, c, b, 300, 5, &opts).unwrap_err();
+        assert!(e.to_string().contains("NaN"), "{e}");
+    }
+    for opts in [
+        NmsOptions {
+            top_k: 1025,
+            ..NmsOptions::default()
+        },
+        NmsOptions {
+            kind: NmsKind::Traditional,
+            ..NmsOptions::default()
+        },
+    ] {
+        assert!(emulated_detect(&boxes, &conf, &opts).is_none());
+    }
+}
+
+#[test]
+fn per_class_fast_nms_kernel_matches_the_host_stage() {
+    for (p, c1, seed, top_k) in [
+        (3000usize, 81usize, 11u64, 200usize),
+        (400, 6, 12, 1000),
+        (50, 3, 13, 7),
+    ] {
+        let (boxes, conf, _) = nms_inputs(p, c1, seed);
+        let cands = fast_nms::candidates(&conf, 0.05).unwrap();
+        let n = cands.len();
+        assert!(n > 0);
+        let rows = Tensor::from_vec(cands.priors.clone(), n, &Device::Cpu).unwrap();
+        let cand_boxes = host_vec(&boxes.index_select(&rows, 0).unwrap());
+        let boxes4: Vec<[f32; 4]> = cand_boxes
+            .chunks_exact(4)
+            .map(|b| [b[0], b[1], b[2], b[3]])
+            .collect();
+        let host =
+            fast_nms::fast_nms_keep(&cands.scores, cands.num_classes, &boxes4, top_k, 0.5).unwrap();
+        let mut h = EmuHost::new();
+        let (s, b) = (h.upload(&cands.scores), h.upload(&cand_boxes));
+        let emu = plan::fast_nms_keep(&mut h, s, b, cands.num_classes, n, top_k, 0.5)
+            .unwrap()
+            .unwrap();
+        assert_eq!(emu, host, "p={p} c1={c1} top_k={top_k}");
+        eprintln!(
+            "fast_nms_keep p={p} n={n} top_k={top_k}: {} kept, identical",
+            host.iter().map(Vec::len).sum::<usize>()
+        );
+    }
+}
+
+/// Inputs of one deformable im2col: x in [-2, 2), offsets up to ± the image size (so samples
+/// leave the image on every border) with a few NaNs, mask in [0, 1).
+fn dcn_inputs(d: DeformDims, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let x = uniform(d.n * d.c * d.h * d.w, seed, -2.0, 2.0);
+    let mut off = uniform(d.n * 18 * d.ho * d.wo, seed + 1, -(d.h as f32), d.h as f32);
+    for i in (0..off.len()).step_by(37) {
+        off[i] = f32::NAN;
+    }
+    let mask = uniform(d.n * 9 * d.ho * d.wo, seed + 2, 0.0, 1.0);
+    (x, off, mask)
+}
+
+fn dims(n: usize, c: usize, h: usize, w: usize, stride: usize) -> DeformDims {
+    DeformDims {
+        n,
+        c,
+        h,
+        w,
+        ho: (h - 1) / stride + 1,
+        wo: (w - 1) / stride + 1,
+        stride,
+    }
+}
+
+/// The CPU op's columns for the same inputs, in `dt`.
+fn cpu_cols(d: DeformDims, (x, off, mask): (&[f32], &[f32], &[f32]), dt: DType) -> Vec<f64> {
+    let cpu = Device::Cpu;
+    let t = |v: &[f32], shape: (usize, usize, usize, usize)| {
+        Tensor::from_vec(v.to_vec(), shape, &cpu)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap()
+    };
+    let cols = t(x, (d.n, d.c, d.h, d.w))
+        .apply_op3(
+            &t(off, (d.n, 18, d.ho, d.wo)),
+            &t(mask, (d.n, 9, d.ho, d.wo)),
+            DeformIm2col { stride: d.stride },
+        )
+        .unwrap();
+    cols.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+}
+
+#[test]
+fn deformable_im2col_kernel_matches_the_cpu_op_in_f32_and_f64() {
+    for (n, c, h, w, stride, seed) in [
+        (1usize, 16usize, 9usize, 11usize, 1usize, 1u64),
+        (2, 20, 7, 6, 2, 2),
+        (1, 3, 1, 1, 2, 3),
+        (1, 33, 5, 8, 1, 4),
+    ] {
+        let d = dims(n, c, h, w, stride);
+        let (x, off, mask) = dcn_inputs(d, seed);
+        let want32 = cpu_cols(d, (&x, &off, &mask), DType::F32);
+        let mut hst = EmuHost::new();
+        let ptrs = (hst.upload(&x), hst.upload(&off), hst.upload(&mask));
+        let out = hst.alloc(d.cols_len() * 4, false).unwrap();
+        plan::deform_im2col(&mut hst, "deform_im2col_f32", d, ptrs, out).unwrap();
+        let got: Vec<f32> = hst.read_vec(out, d.cols_len());
+        let diff32 = got
+            .iter()
+            .zip(&want32)
+            .map(|(&a, &b)| (a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        // Same sampling rule and summation order, unfused arithmetic: bit for bit.
+        assert_eq!(diff32, 0.0, "f32 {d:?}");
+
+        let want64 = cpu_cols(d, (&x, &off, &mask), DType::F64);
+        let f64s = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+        let mut hst = EmuHost::new();
+        let ptrs = (
+            hst.upload(&f64s(&x)),
+            hst.upload(&f64s(&off)),
+            hst.upload(&f64s(&mask)),
+        );
+        let out = hst.alloc(d.cols_len() * 8, false).unwrap();
+        plan::deform_im2col(&mut hst, "deform_im2col_f64", d, ptrs, out).unwrap();
+        let got: Vec<f64> = hst.read_vec(out, d.cols_len());
+        assert_eq!(got, want64, "f64 {d:?}");
+        eprintln!("deform_im2col {d:?}: f32 and f64 identical to the CPU op");
+    }
+}
+
+/// A 16-bit float format: its name's kernel, encoder and decoder.
+type Half16 = (&'static str, fn(f32) -> u16, fn(u16) -> f32);
+
+const HALVES: [Half16; 2] = [
+    (
+        "deform_im2col_f16",
+        |v| half::f16::from_f32(v).to_bits(),
+        |b| half::f16::from_bits(b).to_f32(),
+    ),
+    (
+        "deform_im2col_bf16",
+        |v| half::bf16::from_f32(v).to_bits(),
+        |b| half::bf16::from_bits(b).to_f32(),
+    ),
+];
+
+#[test]
+fn deformable_im2col_kernel_in_16_bit_floats_rounds_the_f32_result_once() {
+    let d = dims(1, 20, 9, 7, 1);
+    let (x, off, mask) = dcn_inputs(d, 7);
+    for (entry, enc, dec) in HALVES {
+        // Inputs that the 16-bit format holds exactly, so both sides see the same numbers; the
+        // kernel computes in f32 and rounds once on store (NaN offsets stay NaN in both).
+        let q = |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| dec(enc(a))).collect() };
+        let (xq, offq, maskq) = (q(&x), q(&off), q(&mask));
+        let want: Vec<u16> = cpu_cols(d, (&xq, &offq, &maskq), DType::F32)
+            .iter()
+            .map(|&v| enc(v as f32))
+            .collect();
+        let enc_all = |v: &[f32]| v.iter().map(|&a| enc(a)).collect::<Vec<u16>>();
+        let mut h = EmuHost::new();
+        let ptrs = (
+            h.upload(&enc_all(&xq)),
+            h.upload(&enc_all(&offq)),
+            h.upload(&enc_all(&maskq)),
+        );
+        let out = h.alloc(d.cols_len() * 2, false).unwrap();
+        plan::deform_im2col(&mut h, entry, d, ptrs, out).unwrap();
+        let got: Vec<u16> = h.read_vec(out, d.cols_len());
+        // Equal as numbers (an empty sample is +0 on one side and -0 on the other).
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                dec(g) == dec(w),
+                "{entry} element {i}: {} vs {}",
+                dec(g),
+                dec(w)
+            );
+        }
+        eprintln!(
+            "{entry}: {} columns identical to the rounded f32 CPU op",
+            got.len()
+        );
+    }
+}
+
+#[test]
+fn resize_kernel_is_bitwise_the_cpu_op() {
+    for (planes, h, w, oh, ow) in [
+        (3usize, 7usize, 5usize, 13usize, 11usize),
+        (2, 20, 30, 7, 9),
+        (1, 1, 1, 3, 4),
+        (4, 18, 18, 35, 35),
+    ] {
+        let x = uniform(planes * h * w, (h * w) as u64, -2.0, 2.0);
+        let t = Tensor::from_vec(x.clone(), (1, planes, h, w), &Device::Cpu).unwrap();
+        let want = host_vec(&resize_bilinear(&t, oh, ow).unwrap());
+        let mut hst = EmuHost::new();
+        let src = hst.upload(&x);
+        let dst = hst.alloc(planes * oh * ow * 4, false).unwrap();
+        plan::resize_bilinear(
+            &mut hst,
+            "resize_bilinear_f32",
+            (src, dst),
+            planes,
+            (h, w),
+            (oh, ow),
+        )
+        .unwrap();
+        let got: Vec<f32> = hst.read_vec(dst, planes * oh * ow);
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{planes}x{h}x{w} -> {oh}x{ow}"
+        );
+    }
+}
+
+#[test]
+fn mask_upsample_threshold_kernel_gives_the_cpu_bytes() {
+    let (mut ones, mut total) = (0, 0);
+    for (planes, h, w, oh, ow) in [
+        (3usize, 138usize, 138usize, 48usize, 64usize),
+        (2, 9, 7, 31, 17),
+        (1, 1, 1, 2, 3),
+    ] {
+        // Soft masks in [0, 1) with exact 0.5s, where the strict threshold decides.
+        let mut x = uniform(planes * h * w, (oh * ow) as u64, 0.0, 1.0);
+        for v in x.iter_mut().step_by(5) {
+            *v = 0.5;
+        }
+        let want = resize_threshold_planes(&x, h, w, oh, ow, 0.5).unwrap();
+        let mut hst = EmuHost::new();
+        let src = hst.upload(&x);
+        let dst = hst.alloc(want.len(), false).unwrap();
+        plan::resize_threshold(&mut hst, (src, dst), planes, (h, w), (oh, ow), 0.5).unwrap();
+        let got: Vec<u8> = hst.read_vec(dst, want.len());
+        assert_eq!(got, want, "{planes}x{h}x{w} -> {oh}x{ow}");
+        ones += got.iter().filter(|&&b| b == 1).count();
+        total += got.len();
+    }
+    assert!(ones > 0 && ones < total, "a test with only one value proves little");
+}
+
+/// A test image with every byte value and edges in all three channels.
+fn test_image(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            ((x * 37 + y * 11) % 256) as u8,
+            ((x * x + 3 * y) % 256) as u8,
+            if (x / 4 + y / 3) % 2 == 0 { 255 } else { 0 },
+        ])
+    })
+}
+
+#[test]
+fn preprocess_kernel_is_bitwise_the_cpu_transform() {
+    for (name, size, (w, h)) in [
+        ("yolact_resnet50", 550usize, (64u32, 48u32)),
+        ("yolact_resnet50", 97, (31, 45)),
+        ("yolact_darknet53", 97, (50, 21)),
+        ("yolact_plus_resnet50", 61, (7, 5)),
+    ] {
+        let mut cfg = yolact_ros2::YolactConfig::by_name(name).unwrap();
+        cfg.max_size = size;
+        let img = test_image(w, h);
+        let want = preprocess(&img, &cfg, &Device::Cpu).unwrap();
+        let norm = plan::Normalize::for_transform(cfg.transform);
+        for (entry, dt, bytes) in [
+            ("preprocess_rgb_f32", DType::F32, 4usize),
+            ("preprocess_rgb_f16", DType::F16, 2),
+            ("preprocess_rgb_bf16", DType::BF16, 2),
+        ] {
+            let n = 3 * size * size;
+            let mut hst = EmuHost::new();
+            let src = hst.upload(img.as_raw());
+            let dst = hst.alloc(n * bytes, false).unwrap();
+            plan::preprocess_image(
+                &mut hst,
+                entry,
+                (src, dst),
+                (h as usize, w as usize),
+                (size, size),
+                norm,
+            )
+            .unwrap();
+            // The CPU transform in f32, then candle's conversion to the network's dtype.
+            let want_bits: Vec<u32> = match dt {
+                DType::F32 => host_vec(&want).iter().map(|v| v.to_bits()).collect(),
+                DType::F16 => want
+                    .to_dtype(dt)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<half::f16>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| u32::from(v.to_bits()))
+                    .collect(),
+                _ => want
+                    .to_dtype(dt)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<half::bf16>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| u32::from(v.to_bits()))
+                    .collect(),
+            };
+            let got_bits: Vec<u32> = if bytes == 4 {
+                hst.read_vec::<u32>(dst, n)
+            } else {
+                hst.read_vec::<u16>(dst, n)
+                    .into_iter()
+                    .map(u32::from)
+                    .collect()
+            };
+            assert_eq!(got_bits.len(), want_bits.len());
+            let bad = got_bits.iter().zip(&want_bits).position(|(a, b)| a != b);
+            assert!(
+                bad.is_none(),
+                "{name} {w}x{h} -> {size} {entry}: first difference at {bad:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mask_assembly_kernel_matches_sigmoid_and_crop_on_the_cpu() {
+    let (n, hp, wp) = (7usize, 23usize, 29usize);
+    let lin = uniform(hp * wp * n, 77, -8.0, 8.0);
+    // Ordinary, inverted, out-of-range, degenerate and NaN boxes.
+    let boxes: Vec<f32> = vec![
+        0.1, 0.2, 0.6, 0.7, //
+        0.8, 0.9, 0.3, 0.1, //
+        -0.5, -0.2, 1.4, 0.5, //
+        0.5, 0.5, 0.5, 0.5, //
+        0.0, 0.0, 1.0, 1.0, //
+        0.33, 0.01, 0.34, 0.99, //
+        f32::NAN, 0.2, 0.5, 0.6,
+    ];
+    let cpu = Device::Cpu;
+    let lin_t = Tensor::from_vec(lin.clone(), (hp * wp, n), &cpu).unwrap();
+    let soft = candle_nn::ops::sigmoid(&lin_t)
+        .unwrap()
+        .t()
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((n, hp, wp))
+        .unwrap();
+    let boxes_t = Tensor::from_vec(boxes.clone(), (n, 4), &cpu).unwrap();
+    for crop in [true, false] {
+        let want = if crop {
+            host_vec(&crop_masks(&soft, &boxes_t).unwrap())
+        } else {
+            host_vec(&soft)
+        };
+        let mut h = EmuHost::new();
+        let ptrs = (h.upload(&lin), h.upload(&boxes), h.alloc(n * hp * wp * 4, false).unwrap());
+        plan::mask_sigmoid_crop(&mut h, ptrs, n, (hp, wp), crop).unwrap();
+        let got: Vec<f32> = h.read_vec(ptrs.2, n * hp * wp);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "crop={crop}");
+    }
+}
+
+// ---- the emulator's own checks: each must catch what it claims to ---------------------------
+
+const SELFTEST: KernelSource = KernelSource {
+    module: "emu_selftest",
+    source: r#"
+extern "C" __global__ void write_n(int* out, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) out[i] = i;
+}
+extern "C" __global__ void early_exit_barrier(int* out) {
+  if (threadIdx.x == 3) return;
+  __syncthreads();
+  out[threadIdx.x] = 1;
+}
+extern "C" __global__ void shared_reverse(const int* in, int* out) {
+  __shared__ int s[64];
+  s[threadIdx.x] = in[blockIdx.x * 64 + threadIdx.x];
+  __syncthreads();
+  out[blockIdx.x * 64 + threadIdx.x] = s[63 - threadIdx.x];
+}
+"#,
+    entries: &["write_n", "early_exit_barrier", "shared_reverse"],
+};
+
+#[test]
+fn emulator_catches_wrong_arguments_overruns_and_divergent_barriers() {
+    let mut h = EmuHost::new();
+    let buf = h.alloc(10 * 4, false).unwrap();
+    // The plan-side argument list is checked against the kernel's C signature.
+    let e = h
+        .launch(
+            &SELFTEST,
+            "write_n",
+            Launch::covering(10),
+            &[Arg::Ptr(buf), Arg::I64(10)],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("takes (pi)"), "{e}");
+    let e = h
+        .launch(
+            &FAST_NMS,
+            "fast_nms_keys",
+            Launch::covering(1),
+            &[Arg::Ptr(buf)],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("fast_nms_keys takes"), "{e}");
+    // Exactly the allocation: fine. One element more: caught.
+    h.launch(
+        &SELFTEST,
+        "write_n",
+        Launch::covering(10),
+        &[Arg::Ptr(buf), Arg::I32(10)],
+    )
+    .unwrap();
+    assert_eq!(h.read_vec::<i32>(buf, 10), (0..10).collect::<Vec<_>>());
+    let e = h
+        .launch(
+            &SELFTEST,
+            "write_n",
+            Launch::covering(11),
+            &[Arg::Ptr(buf), Arg::I32(11)],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("past the end"), "{e}");
+
+    let mut h = EmuHost::new();
+    let out = h.alloc(32 * 4, true).unwrap();
+    let e = h
+        .launch(
+            &SELFTEST,
+            "early_exit_barrier",
+            Launch { grid: 1, block: 32 },
+            &[Arg::Ptr(out)],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("waited at __syncthreads"), "{e}");
+}
+
+#[test]
+fn emulator_barriers_order_shared_memory_like_a_gpu() {
+    let mut h = EmuHost::new();
+    let input: Vec<i32> = (0..128).collect();
+    let src = h.upload(&input);
+    let dst = h.alloc(128 * 4, false).unwrap();
+    h.launch(
+        &SELFTEST,
+        "shared_reverse",
+        Launch { grid: 2, block: 64 },
+        &[Arg::Ptr(src), Arg::Ptr(dst)],
+    )
+    .unwrap();
+    let got: Vec<i32> = h.read_vec(dst, 128);
+    let want: Vec<i32> = (0..2)
+        .flat_map(|b| (0..64).map(move |t| b * 64 + 63 - t))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn uninitialised_device_memory_is_not_zero_in_the_emulator() {
+    // Plans must ask for zeroed memory where a kernel relies on it; the emulator makes a missing
+    // zero-fill visible.
+    let mut h = EmuHost::new();
+    let p = h.alloc(16, false).unwrap();
+    assert!(h.read_vec::<u32>(p, 4).iter().all(|&v| v == u32::MAX));
+    let z = h.alloc(16, true).unwrap();
+    assert!(h.read_vec::<u32>(z, 4).iter().all(|&v| v == 0));
+}
