@@ -177,6 +177,11 @@ impl Engine {
 
     /// The preprocessed image in the network's dtype.
     fn input(&self, img: &RgbImage) -> Result<Tensor> {
+        // On CUDA one kernel does the whole transform and writes the network's dtype directly.
+        #[cfg(feature = "cuda")]
+        if self.device.is_cuda() {
+            return crate::cuda::fused::preprocess(img, &self.cfg, &self.device, self.dtype);
+        }
         let x = preprocess(img, &self.cfg, &self.device)?;
         Ok(if self.dtype == DType::F32 {
             x

@@ -1,8 +1,9 @@
 //! From NMS output to per-instance masks and pixel boxes (spec §6.5, eval.py `prep_display` §8.2).
 //!
 //! The stages are separate pub fns so a benchmark or a device kernel can take over one at a time:
-//! [`assemble_masks`] -> [`crop_masks`] -> mask-IoU rescoring -> [`rank_and_cut`] ->
-//! [`upsample_threshold`], plus [`boxes_to_pixels`].
+//! [`assemble_masks`] -> [`crop_masks`] (together: [`assemble_crop`]) -> mask-IoU rescoring ->
+//! [`rank_and_cut`] -> [`upsample_threshold`], plus [`boxes_to_pixels`]. On CUDA, `assemble_crop`
+//! and `upsample_threshold` run fused kernels (src/cuda/fused.rs).
 
 use candle_core::{DType, Tensor};
 
@@ -92,14 +93,38 @@ pub fn crop_masks(masks: &Tensor, boxes: &Tensor) -> candle_core::Result<Tensor>
     masks.to_dtype(DType::F32)?.mul(&keep)
 }
 
-/// Bilinear (align_corners=False) upsample of soft masks (n, Hp, Wp) to (h, w), then > 0.5.
-pub fn upsample_threshold(masks: &Tensor, h: usize, w: usize) -> candle_core::Result<Vec<Mask>> {
+/// [`assemble_masks`] then, when `crop`, [`crop_masks`]; on CUDA one kernel after the GEMM
+/// (src/cuda/fused.rs), with the boxes staying on the device.
+pub fn assemble_crop(proto: &Tensor, coefs: &Tensor, boxes: &Tensor, crop: bool) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if proto.device().is_cuda() {
+        return crate::cuda::fused::assemble_crop(proto, coefs, boxes, crop);
+    }
+    let masks = assemble_masks(proto, coefs)?;
+    Ok(if crop {
+        crop_masks(&masks, boxes)?
+    } else {
+        masks
+    })
+}
+
+/// Bilinear (align_corners=False) upsample of soft masks (n, Hp, Wp) to (h, w), then > 0.5. On
+/// CUDA the resize and threshold run on the device and only the bytes come back.
+pub fn upsample_threshold(masks: &Tensor, h: usize, w: usize) -> Result<Vec<Mask>> {
     let (n, hp, wp) = masks.dims3()?;
     if n == 0 {
         return Ok(Vec::new());
     }
-    let planes = masks.flatten_all()?.to_vec1::<f32>()?;
-    let bin = resize_threshold_planes(&planes, hp, wp, h, w, 0.5)?;
+    if h == 0 || w == 0 {
+        return Err(Error::Invalid(format!("upsample masks to {w}x{h}")));
+    }
+    let bin = match upsample_threshold_on_device(masks, h, w)? {
+        Some(b) => b,
+        None => {
+            let planes = masks.flatten_all()?.to_vec1::<f32>()?;
+            resize_threshold_planes(&planes, hp, wp, h, w, 0.5)?
+        }
+    };
     Ok(bin
         .chunks(h * w)
         .map(|plane| Mask {
@@ -108,6 +133,16 @@ pub fn upsample_threshold(masks: &Tensor, h: usize, w: usize) -> candle_core::Re
             data: plane.to_vec(),
         })
         .collect())
+}
+
+/// The device's version of the resize + threshold, where there is one for the masks' device.
+fn upsample_threshold_on_device(masks: &Tensor, h: usize, w: usize) -> Result<Option<Vec<u8>>> {
+    #[cfg(feature = "cuda")]
+    if masks.device().is_cuda() {
+        return crate::cuda::fused::upsample_threshold(masks, h, w).map(Some);
+    }
+    let _ = (masks, h, w);
+    Ok(None)
 }
 
 /// Relative boxes to image pixels: sorted per axis and clamped to [0, size], kept as floats
@@ -194,10 +229,7 @@ pub fn postprocess(
         dets.select(&pre)?
     };
     let (hp, wp, _) = proto.dims3()?;
-    let mut masks = assemble_masks(proto, &dets.coefs)?;
-    if opts.crop {
-        masks = crop_masks(&masks, &dets.boxes)?;
-    }
+    let masks = assemble_crop(proto, &dets.coefs, &dets.boxes, opts.crop)?;
     let ious = match maskiou {
         Some(f) => {
             let pred = f(&masks.reshape((dets.len(), 1, hp, wp))?)?;

@@ -366,7 +366,10 @@ fn mask_upsample_threshold_kernel_gives_the_cpu_bytes() {
         ones += got.iter().filter(|&&b| b == 1).count();
         total += got.len();
     }
-    assert!(ones > 0 && ones < total, "a test with only one value proves little");
+    assert!(
+        ones > 0 && ones < total,
+        "a test with only one value proves little"
+    );
 }
 
 /// A test image with every byte value and edges in all three channels.
@@ -459,13 +462,34 @@ fn mask_assembly_kernel_matches_sigmoid_and_crop_on_the_cpu() {
     let lin = uniform(hp * wp * n, 77, -8.0, 8.0);
     // Ordinary, inverted, out-of-range, degenerate and NaN boxes.
     let boxes: Vec<f32> = vec![
-        0.1, 0.2, 0.6, 0.7, //
-        0.8, 0.9, 0.3, 0.1, //
-        -0.5, -0.2, 1.4, 0.5, //
-        0.5, 0.5, 0.5, 0.5, //
-        0.0, 0.0, 1.0, 1.0, //
-        0.33, 0.01, 0.34, 0.99, //
-        f32::NAN, 0.2, 0.5, 0.6,
+        0.1,
+        0.2,
+        0.6,
+        0.7, //
+        0.8,
+        0.9,
+        0.3,
+        0.1, //
+        -0.5,
+        -0.2,
+        1.4,
+        0.5, //
+        0.5,
+        0.5,
+        0.5,
+        0.5, //
+        0.0,
+        0.0,
+        1.0,
+        1.0, //
+        0.33,
+        0.01,
+        0.34,
+        0.99, //
+        f32::NAN,
+        0.2,
+        0.5,
+        0.6,
     ];
     let cpu = Device::Cpu;
     let lin_t = Tensor::from_vec(lin.clone(), (hp * wp, n), &cpu).unwrap();
@@ -485,7 +509,11 @@ fn mask_assembly_kernel_matches_sigmoid_and_crop_on_the_cpu() {
             host_vec(&soft)
         };
         let mut h = EmuHost::new();
-        let ptrs = (h.upload(&lin), h.upload(&boxes), h.alloc(n * hp * wp * 4, false).unwrap());
+        let ptrs = (
+            h.upload(&lin),
+            h.upload(&boxes),
+            h.alloc(n * hp * wp * 4, false).unwrap(),
+        );
         plan::mask_sigmoid_crop(&mut h, ptrs, n, (hp, wp), crop).unwrap();
         let got: Vec<f32> = h.read_vec(ptrs.2, n * hp * wp);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

@@ -8,6 +8,8 @@ pub mod plan;
 pub mod sources;
 
 #[cfg(feature = "cuda")]
+pub mod fused;
+#[cfg(feature = "cuda")]
 pub mod host;
 #[cfg(feature = "cuda")]
 pub mod nms;

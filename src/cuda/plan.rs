@@ -8,7 +8,8 @@
 //! shows up there instead of on the robot. Always compiled, with or without the `cuda` feature.
 
 use super::sources::{
-    KernelSource, DCN, DCN_CHANNEL_BLOCK, FAST_NMS, MASKS, NMS_KMAX, NMS_THREADS, PREPROCESS, RESIZE,
+    KernelSource, DCN, DCN_CHANNEL_BLOCK, FAST_NMS, MASKS, NMS_KMAX, NMS_THREADS, PREPROCESS,
+    RESIZE,
 };
 use crate::error::{Error, Result};
 use crate::fast_nms::{Kept, NmsKind, NmsOptions};
