@@ -4,7 +4,9 @@
 //! stages of [`crate::fast_nms`].
 
 pub mod device;
+pub mod graph;
 pub mod sources;
+pub mod timing;
 
 #[cfg(feature = "cuda")]
 pub mod nms;
