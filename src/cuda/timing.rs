@@ -152,7 +152,7 @@ mod cuda_impl {
     use std::time::Duration;
 
     use candle_core::cuda_backend::cudarc::driver::{
-        result, sys, CudaContext, CudaEvent, CudaStream,
+        result, sys, CudaContext, CudaEvent, CudaStream, DriverError,
     };
     use candle_core::cuda_backend::WrapErr;
     use candle_core::CudaDevice;
@@ -207,48 +207,50 @@ mod cuda_impl {
 
     pub(super) struct Meter {
         ctx: Arc<CudaContext>,
-        /// The pool `cuMemAllocAsync` draws from, when the device has memory pools.
+        /// The pool `cuMemAllocAsync` draws from, when the device has memory pools and its
+        /// statistics could be reset.
         pool: Option<sys::CUmemoryPool>,
+        /// Whether the graph memory pool's high-water mark could be reset (and so is read).
+        graph_stats: bool,
         device_used_max: u64,
     }
 
     impl Meter {
+        /// Resets the high-water marks. A driver that refuses a statistics call costs that figure
+        /// (with a warning), not the benchmark.
         pub(super) fn new(dev: &CudaDevice) -> Result<Self> {
             let ctx = dev.cuda_stream().context().clone();
             ctx.bind_to_thread().w()?;
             let pool = if ctx.has_async_alloc() {
-                // cuMemAllocAsync uses the device's *current* pool (the default one unless
-                // someone called cuDeviceSetMemPool), so that is the one to read.
-                let p = unsafe { result::device::get_mem_pool(ctx.cu_device()) }.w()?;
-                let mut zero: u64 = 0;
-                for attr in [
-                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
-                ] {
-                    // Only 0 may be written: it resets the mark to the current value.
-                    unsafe {
-                        result::mem_pool::set_attribute(p, attr, (&mut zero as *mut u64).cast())
+                match reset_pool(&ctx) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        log::warn!("memory-pool statistics unavailable ({e}); peak GPU memory falls back to cuMemGetInfo");
+                        None
                     }
-                    .w()?;
                 }
-                Some(p)
             } else {
                 None
             };
             // Graph allocations (`--cuda-graph`) live in a separate per-device pool.
             let mut zero: u64 = 0;
-            unsafe {
+            let graph_stats = unsafe {
                 sys::cuDeviceSetGraphMemAttribute(
                     ctx.cu_device(),
                     sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
                     (&mut zero as *mut u64).cast(),
                 )
             }
-            .result()
-            .w()?;
+            .result();
+            if let Err(e) = &graph_stats {
+                log::warn!(
+                    "graph-memory statistics unavailable ({e}); not counted in peak GPU memory"
+                );
+            }
             Ok(Meter {
                 ctx,
                 pool,
+                graph_stats: graph_stats.is_ok(),
                 device_used_max: 0,
             })
         }
@@ -277,21 +279,38 @@ mod cuda_impl {
                 None => None,
             };
             let mut graph_high: u64 = 0;
-            unsafe {
-                sys::cuDeviceGetGraphMemAttribute(
-                    self.ctx.cu_device(),
-                    sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
-                    (&mut graph_high as *mut u64).cast(),
-                )
+            if self.graph_stats {
+                unsafe {
+                    sys::cuDeviceGetGraphMemAttribute(
+                        self.ctx.cu_device(),
+                        sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
+                        (&mut graph_high as *mut u64).cast(),
+                    )
+                }
+                .result()
+                .w()?;
             }
-            .result()
-            .w()?;
             Ok(MemReport::from_readings(
                 pool_high,
                 graph_high,
                 self.device_used_max,
             ))
         }
+    }
+
+    /// The pool `cuMemAllocAsync` draws from, its high-water marks reset. That is the device's
+    /// *current* pool (the default one unless someone called cuDeviceSetMemPool).
+    fn reset_pool(ctx: &CudaContext) -> std::result::Result<sys::CUmemoryPool, DriverError> {
+        let p = unsafe { result::device::get_mem_pool(ctx.cu_device()) }?;
+        let mut zero: u64 = 0;
+        for attr in [
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
+        ] {
+            // A high-water mark can only be reset, by writing 0.
+            unsafe { result::mem_pool::set_attribute(p, attr, (&mut zero as *mut u64).cast()) }?;
+        }
+        Ok(p)
     }
 }
 
