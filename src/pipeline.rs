@@ -1,7 +1,11 @@
 //! The inference engine: one loaded model and the stages of a frame, in order.
 //!
 //! image -> [`preprocess`] -> backbone -> FPN -> protonet + heads -> decode -> NMS -> masks.
-//! [`Engine::infer_timed`] times each stage for `yolact bench`.
+//! [`Engine::infer_timed`] times each stage for `yolact bench`: on a CUDA device with CUDA events
+//! on candle's stream (one host wait per frame; see [`crate::cuda::timing`] for what the numbers
+//! mean), elsewhere with a wall clock that synchronises the device at each stage boundary.
+//! [`Engine::capture_network`] and [`Engine::infer_timed_graph`] replay the network as one CUDA
+//! graph (experimental, see [`crate::cuda::graph`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -59,8 +63,10 @@ pub struct RawFrame {
     pub proto: Tensor,
 }
 
-/// Wall time of each stage of one frame.
-#[derive(Debug, Clone, Copy, Default)]
+/// Time of each stage of one frame (see [`ClockKind`] for how it was measured). With a captured
+/// CUDA graph the network is one launch: its time is in `backbone`, and `fpn`, `protonet` and
+/// `heads` are zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StageTimes {
     pub preprocess: Duration,
     pub backbone: Duration,
@@ -97,6 +103,97 @@ impl StageTimes {
     pub fn total(&self) -> Duration {
         self.as_array().iter().sum()
     }
+
+    /// The stage times of the `images` frames of one batch from the times of its stage boundaries
+    /// since the batch started: first the shared stages (preprocess, backbone, fpn, protonet,
+    /// heads; or preprocess and the whole network for a graph replay, `network_as_one`), then nms
+    /// and masks of each image in turn. Each stage is the difference of consecutive boundaries
+    /// (clamped at zero); the shared stages are repeated in every frame.
+    pub fn from_marks(
+        marks: &[Duration],
+        images: usize,
+        network_as_one: bool,
+    ) -> Result<Vec<StageTimes>> {
+        let shared = if network_as_one { 2 } else { 5 };
+        if marks.len() != shared + 2 * images {
+            return Err(Error::Invalid(format!(
+                "{} stage boundaries for {images} image(s), expected {}",
+                marks.len(),
+                shared + 2 * images
+            )));
+        }
+        let laps: Vec<Duration> = marks
+            .iter()
+            .scan(Duration::ZERO, |prev, &m| {
+                let d = m.saturating_sub(*prev);
+                *prev = m;
+                Some(d)
+            })
+            .collect();
+        let mut t = StageTimes {
+            preprocess: laps[0],
+            backbone: laps[1],
+            ..StageTimes::default()
+        };
+        if !network_as_one {
+            (t.fpn, t.protonet, t.heads) = (laps[2], laps[3], laps[4]);
+        }
+        Ok(laps[shared..]
+            .chunks_exact(2)
+            .map(|nm| StageTimes {
+                nms: nm[0],
+                masks: nm[1],
+                ..t
+            })
+            .collect())
+    }
+}
+
+/// How stage times are measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockKind {
+    /// Host wall clock; the device is synchronised at each stage boundary, so a stage's queued
+    /// device work is counted in it.
+    Wall,
+    /// CUDA timing events recorded on candle's stream at each boundary, no host wait between
+    /// stages; one wait at the end of the frame (CUDA devices, `cuda` feature).
+    CudaEvents,
+}
+
+impl ClockKind {
+    /// The default for `device`: CUDA events on a CUDA device, else the wall clock.
+    pub fn default_for(device: &Device) -> ClockKind {
+        if cfg!(feature = "cuda") && device.is_cuda() {
+            ClockKind::CudaEvents
+        } else {
+            ClockKind::Wall
+        }
+    }
+
+    /// Stable name for JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockKind::Wall => "wall",
+            ClockKind::CudaEvents => "cuda_events",
+        }
+    }
+
+    /// Words for tables.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ClockKind::Wall => "wall clock",
+            ClockKind::CudaEvents => "cuda events",
+        }
+    }
+}
+
+/// The network (backbone .. heads, outputs in f32) captured as a CUDA graph for this engine's
+/// input size, batch 1. Made by [`Engine::capture_network`]; only exists in `cuda` builds.
+pub struct NetworkGraph {
+    #[cfg(feature = "cuda")]
+    inner: crate::cuda::graph::GraphForward,
+    #[cfg(not(feature = "cuda"))]
+    _never: std::convert::Infallible,
 }
 
 /// A loaded model with its priors, ready to run frames.
@@ -107,6 +204,7 @@ pub struct Engine {
     device: Device,
     /// The network's dtype: f32, or f16 with `--half` on CUDA. Decode, NMS and masks are f32.
     dtype: DType,
+    clock: ClockKind,
 }
 
 impl Engine {
@@ -147,6 +245,7 @@ impl Engine {
             priors,
             device: device.clone(),
             dtype,
+            clock: ClockKind::default_for(device),
         })
     }
 
@@ -173,6 +272,22 @@ impl Engine {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The clock that times [`Engine::infer_timed`]'s stages.
+    pub fn clock(&self) -> ClockKind {
+        self.clock
+    }
+
+    /// Chooses the stage clock: the wall clock always works, CUDA events need a CUDA device.
+    pub fn set_clock(&mut self, clock: ClockKind) -> Result<()> {
+        if clock == ClockKind::CudaEvents && ClockKind::default_for(&self.device) != clock {
+            return Err(Error::Config(
+                "CUDA event timing needs a CUDA device and a build with the `cuda` feature".into(),
+            ));
+        }
+        self.clock = clock;
+        Ok(())
     }
 
     /// The preprocessed image in the network's dtype.
@@ -242,8 +357,7 @@ impl Engine {
         if imgs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut t = StageTimes::default();
-        let mut clock = Clock::new(&self.device);
+        let mut clock = Clock::start(&self.device, self.clock)?;
 
         let inputs = imgs
             .iter()
@@ -254,13 +368,13 @@ impl Engine {
         } else {
             Tensor::cat(&inputs, 0)?
         };
-        t.preprocess = clock.lap()?;
+        clock.mark()?;
         let c = self.model.backbone(&x)?;
-        t.backbone = clock.lap()?;
+        clock.mark()?;
         let p = self.model.fpn(&c)?;
-        t.fpn = clock.lap()?;
+        clock.mark()?;
         let proto = self.model.protonet(&p[0])?;
-        t.protonet = clock.lap()?;
+        clock.mark()?;
         let (loc, conf, coef) = self.model.heads(&p)?;
         // Decode, NMS and mask assembly always run in f32.
         let (loc, conf, coef, proto) = (
@@ -269,24 +383,136 @@ impl Engine {
             f32_of(&coef)?,
             f32_of(&proto)?,
         );
-        t.heads = clock.lap()?;
+        clock.mark()?;
 
-        let mut out = Vec::with_capacity(imgs.len());
+        let mut dets = Vec::with_capacity(imgs.len());
         for (i, img) in imgs.iter().enumerate() {
-            let mut ti = t;
-            let dets = self.finish_one(
+            dets.push(self.finish_one(
                 img,
                 &loc.get(i)?,
                 &conf.get(i)?,
                 &coef.get(i)?,
                 &proto.get(i)?,
                 opts,
-                &mut ti,
+                &mut clock,
+            )?);
+        }
+        let times = StageTimes::from_marks(&clock.finish()?, imgs.len(), false)?;
+        Ok(dets.into_iter().zip(times).collect())
+    }
+
+    /// Captures the network (backbone .. heads, outputs cast to f32) as a CUDA graph for this
+    /// engine's input size at batch 1, after two eager warm-up passes. Experimental, unverified on
+    /// a GPU. Errors (never panics) when the build or device cannot do it or the capture fails;
+    /// the engine stays usable for eager frames. The capture mode is read from
+    /// `YOLACT_CUDA_GRAPH_MODE` (see [`crate::cuda::graph::CaptureMode`]).
+    pub fn capture_network(&self) -> Result<NetworkGraph> {
+        #[cfg(feature = "cuda")]
+        {
+            let s = self.cfg.max_size;
+            let mode = crate::cuda::graph::CaptureMode::from_env()?;
+            let inner = crate::cuda::graph::capture(
+                &self.device,
+                (1, 3, s, s),
+                self.dtype,
+                2,
+                mode,
+                |x| {
+                    let out = self.model.forward(x)?;
+                    Ok(vec![
+                        f32_of(&out.loc)?,
+                        f32_of(&out.conf)?,
+                        f32_of(&out.mask)?,
+                        f32_of(&out.proto)?,
+                    ])
+                },
+            )?;
+            Ok(NetworkGraph { inner })
+        }
+        #[cfg(not(feature = "cuda"))]
+        Err(Error::Config(
+            "CUDA graphs need a build with the `cuda` feature and a CUDA device".into(),
+        ))
+    }
+
+    /// The graph's (loc, conf, mask coefficients, proto) for `img`, batch dimension kept. They
+    /// live in the graph's memory: valid until its next launch.
+    #[cfg(feature = "cuda")]
+    fn graph_outputs(
+        &self,
+        g: &NetworkGraph,
+        img: &RgbImage,
+        clock: &mut Clock,
+    ) -> Result<[Tensor; 4]> {
+        g.inner.set_input(&self.input(img)?)?;
+        clock.mark()?;
+        let outs = g.inner.launch()?;
+        clock.mark()?;
+        match outs {
+            [loc, conf, coef, proto] => {
+                Ok([loc.clone(), conf.clone(), coef.clone(), proto.clone()])
+            }
+            _ => Err(Error::Invalid(format!(
+                "the captured network returned {} tensors, expected 4",
+                outs.len()
+            ))),
+        }
+    }
+
+    /// [`Engine::infer_timed`] with the network replayed from `g` (see [`StageTimes`] for how
+    /// the network's time is reported).
+    pub fn infer_timed_graph(
+        &self,
+        g: &NetworkGraph,
+        img: &RgbImage,
+        opts: &InferOptions,
+    ) -> Result<(Detections, StageTimes)> {
+        #[cfg(feature = "cuda")]
+        {
+            let mut clock = Clock::start(&self.device, self.clock)?;
+            let [loc, conf, coef, proto] = self.graph_outputs(g, img, &mut clock)?;
+            let dets = self.finish_one(
+                img,
+                &loc.get(0)?,
+                &conf.get(0)?,
+                &coef.get(0)?,
+                &proto.get(0)?,
+                opts,
                 &mut clock,
             )?;
-            out.push((dets, ti));
+            let mut times = StageTimes::from_marks(&clock.finish()?, 1, true)?;
+            let t = times
+                .pop()
+                .ok_or_else(|| Error::Invalid("no stage times for one frame".into()))?;
+            Ok((dets, t))
         }
-        Ok(out)
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (img, opts);
+            match g._never {}
+        }
+    }
+
+    /// [`Engine::raw`] through the captured graph; the outputs are copied out of the graph's
+    /// memory, so they stay valid.
+    pub fn raw_graph(&self, g: &NetworkGraph, img: &RgbImage) -> Result<RawFrame> {
+        #[cfg(feature = "cuda")]
+        {
+            let mut clock = Clock::start(&self.device, ClockKind::Wall)?;
+            let [loc, conf, coef, proto] = self.graph_outputs(g, img, &mut clock)?;
+            Ok(RawFrame {
+                loc: loc.get(0)?.copy()?,
+                conf: conf.get(0)?.copy()?,
+                mask: coef.get(0)?.copy()?,
+                priors: self.priors.clone(),
+                proto: proto.get(0)?.copy()?,
+            })
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = img;
+            match g._never {}
+        }
     }
 
     /// Decode, NMS and masks of one image of a batch.
@@ -299,7 +525,6 @@ impl Engine {
         coef: &Tensor,
         proto: &Tensor,
         opts: &InferOptions,
-        t: &mut StageTimes,
         clock: &mut Clock,
     ) -> Result<Detections> {
         let boxes = decode_boxes(loc, &self.priors)?;
@@ -308,7 +533,7 @@ impl Engine {
             ..NmsOptions::from_config(&self.cfg)
         };
         let dets = detect(&boxes, conf, coef, &nms)?;
-        t.nms = clock.lap()?;
+        clock.mark()?;
 
         let (w, h) = img.dimensions();
         let maskiou = |m: &Tensor| {
@@ -331,7 +556,7 @@ impl Engine {
             crop: opts.crop,
         };
         let items = postprocess(&dets, proto, maskiou_fn, w as usize, h as usize, &popts)?;
-        t.masks = clock.lap()?;
+        clock.mark()?;
 
         if items
             .iter()
@@ -359,32 +584,139 @@ fn f32_of(t: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
-/// Wall-clock laps that wait for queued device work, so a lap is the stage's time and not its launch.
-struct Clock<'a> {
-    device: &'a Device,
-    last: Instant,
+/// Stage boundaries of one frame; [`Clock::finish`] gives each boundary's time since the start.
+enum Clock<'a> {
+    /// Waits for queued device work at each boundary, so a stage is its time and not its launch.
+    Wall {
+        device: &'a Device,
+        start: Instant,
+        marks: Vec<Duration>,
+    },
+    #[cfg(feature = "cuda")]
+    Events(crate::cuda::timing::EventClock),
 }
 
 impl<'a> Clock<'a> {
-    fn new(device: &'a Device) -> Self {
-        Clock {
-            device,
-            last: Instant::now(),
+    fn start(device: &'a Device, kind: ClockKind) -> Result<Self> {
+        match kind {
+            #[cfg(feature = "cuda")]
+            ClockKind::CudaEvents => match device {
+                Device::Cuda(d) => Ok(Clock::Events(crate::cuda::timing::EventClock::start(d)?)),
+                _ => Err(Error::Config(
+                    "CUDA event timing needs a CUDA device".into(),
+                )),
+            },
+            #[cfg(not(feature = "cuda"))]
+            ClockKind::CudaEvents => Err(Error::Config(
+                "CUDA event timing needs a build with the `cuda` feature".into(),
+            )),
+            ClockKind::Wall => {
+                // Work queued before the frame is not the first stage's.
+                device.synchronize()?;
+                Ok(Clock::Wall {
+                    device,
+                    start: Instant::now(),
+                    marks: Vec::with_capacity(12),
+                })
+            }
         }
     }
 
-    fn lap(&mut self) -> Result<Duration> {
-        self.device.synchronize()?;
-        let now = Instant::now();
-        let d = now - self.last;
-        self.last = now;
-        Ok(d)
+    fn mark(&mut self) -> Result<()> {
+        match self {
+            Clock::Wall {
+                device,
+                start,
+                marks,
+            } => {
+                device.synchronize()?;
+                marks.push(start.elapsed());
+                Ok(())
+            }
+            #[cfg(feature = "cuda")]
+            Clock::Events(e) => e.mark(),
+        }
+    }
+
+    fn finish(self) -> Result<Vec<Duration>> {
+        match self {
+            Clock::Wall { marks, .. } => Ok(marks),
+            #[cfg(feature = "cuda")]
+            Clock::Events(e) => e.finish(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|&m| Duration::from_millis(m)).collect()
+    }
+
+    #[test]
+    fn stage_times_are_differences_of_consecutive_boundaries() {
+        // preprocess 2, backbone 10, fpn 3, protonet 4, heads 1, then (nms, masks) per image.
+        let marks = ms(&[2, 12, 15, 19, 20, 25, 32, 33, 40]);
+        let t = StageTimes::from_marks(&marks, 2, false).unwrap();
+        assert_eq!(t.len(), 2);
+        let shared = ms(&[2, 10, 3, 4, 1]);
+        for f in &t {
+            assert_eq!(f.as_array()[..5], shared[..]);
+        }
+        assert_eq!((t[0].nms, t[0].masks), (ms(&[5])[0], ms(&[7])[0]));
+        assert_eq!((t[1].nms, t[1].masks), (ms(&[1])[0], ms(&[7])[0]));
+        // One frame's stages add up to its last boundary.
+        let one = StageTimes::from_marks(&marks[..7], 1, false).unwrap();
+        assert_eq!(one[0].total(), marks[6]);
+    }
+
+    #[test]
+    fn a_graph_frame_puts_the_network_in_backbone_and_zeroes_the_split() {
+        let t = StageTimes::from_marks(&ms(&[1, 6, 8, 11]), 1, true).unwrap();
+        assert_eq!(t[0].as_array(), ms(&[1, 5, 0, 0, 0, 2, 3])[..]);
+        assert_eq!(t[0].total(), Duration::from_millis(11));
+    }
+
+    #[test]
+    fn wrong_boundary_counts_are_errors_and_backwards_marks_clamp_to_zero() {
+        for (n, graph, len) in [(1, false, 6), (1, false, 8), (2, false, 7), (1, true, 5)] {
+            let e = StageTimes::from_marks(&ms(&vec![1; len]), n, graph).unwrap_err();
+            assert!(e.to_string().contains("stage boundaries"), "{e}");
+        }
+        assert!(StageTimes::from_marks(&ms(&[3, 4, 5, 6, 7]), 0, false)
+            .unwrap()
+            .is_empty());
+        let t = StageTimes::from_marks(&ms(&[5, 3, 9, 9]), 1, true).unwrap();
+        assert_eq!(t[0].as_array(), ms(&[5, 0, 0, 0, 0, 6, 0])[..]);
+    }
+
+    #[test]
+    fn the_cpu_uses_the_wall_clock_and_refuses_events() {
+        assert_eq!(ClockKind::default_for(&Device::Cpu), ClockKind::Wall);
+        assert!(Clock::start(&Device::Cpu, ClockKind::CudaEvents).is_err());
+        let mut c = Clock::start(&Device::Cpu, ClockKind::Wall).unwrap();
+        c.mark().unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+        c.mark().unwrap();
+        let m = c.finish().unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(m[1] >= m[0] + Duration::from_millis(3), "{m:?}");
+        assert_ne!(ClockKind::Wall.as_str(), ClockKind::CudaEvents.as_str());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn without_the_cuda_feature_graph_capture_is_a_clear_error() {
+        let cfg = YolactConfig::by_name("yolact_resnet50").unwrap();
+        let sd = crate::synth::synth_state_dict(&cfg, crate::synth::DEFAULT_SEED).unwrap();
+        let mut e = Engine::from_state_dict(sd, cfg, &Device::Cpu).unwrap();
+        assert_eq!(e.clock(), ClockKind::Wall);
+        assert!(e.set_clock(ClockKind::CudaEvents).is_err());
+        let err = e.capture_network().err().expect("captured on the CPU");
+        assert!(err.to_string().contains("`cuda` feature"), "{err}");
+    }
 
     #[test]
     fn half_and_other_dtypes_are_refused_on_the_cpu_before_any_loading() {

@@ -378,3 +378,208 @@ fn the_network_on_the_gpu_matches_the_cpu_f32_and_reports_f16() {
         }
     }
 }
+
+// ---- stage timing, peak memory and CUDA graph replay (`yolact bench`) -------------------------
+
+/// A second, different frame of the same size: the parity image mirrored.
+fn other_image() -> image::RgbImage {
+    image::imageops::flip_horizontal(&test_image())
+}
+
+#[test]
+fn event_timed_stages_are_positive_and_add_up_to_the_wall_time() {
+    let Some(dev) = gpu("event_timed_stages_are_positive_and_add_up_to_the_wall_time") else {
+        return;
+    };
+    use std::time::{Duration, Instant};
+    use yolact_ros2::pipeline::{ClockKind, StageTimes};
+    let img = test_image();
+    let opts = InferOptions::default();
+    for config in ["yolact_plus_resnet50", "yolact_resnet50"] {
+        let mut e = engine(config, &dev, DType::F32);
+        assert_eq!(e.clock(), ClockKind::CudaEvents, "{config}");
+        for _ in 0..3 {
+            e.infer_timed(&img, &opts).unwrap();
+        }
+        dev.synchronize().unwrap();
+        let n = 30;
+        let t0 = Instant::now();
+        let mut staged = Duration::ZERO;
+        for _ in 0..n {
+            let (_, t) = e.infer_timed(&img, &opts).unwrap();
+            for (name, d) in StageTimes::NAMES.iter().zip(t.as_array()) {
+                assert!(d > Duration::ZERO, "{config}: {name} took {d:?}: {t:?}");
+            }
+            staged += t.total();
+        }
+        let wall = t0.elapsed();
+        let rel = (staged.as_secs_f64() - wall.as_secs_f64()).abs() / wall.as_secs_f64();
+        // The same frames timed with a synchronize per stage, for the record.
+        e.set_clock(ClockKind::Wall).unwrap();
+        let t1 = Instant::now();
+        for _ in 0..n {
+            e.infer_timed(&img, &opts).unwrap();
+        }
+        let synced = t1.elapsed();
+        eprintln!(
+            "{config}: {n} frames, event stages sum {:.2} ms/frame, wall {:.2} ms/frame \
+             (|diff| {:.1}%); with a synchronize per stage: {:.2} ms/frame",
+            staged.as_secs_f64() * 1e3 / n as f64,
+            wall.as_secs_f64() * 1e3 / n as f64,
+            rel * 100.0,
+            synced.as_secs_f64() * 1e3 / n as f64
+        );
+        assert!(
+            rel <= 0.2,
+            "{config}: event-timed stages sum to {staged:?}, wall time {wall:?}"
+        );
+    }
+}
+
+#[test]
+fn peak_gpu_memory_is_reported_for_eager_and_graph_frames() {
+    let Some(dev) = gpu("peak_gpu_memory_is_reported_for_eager_and_graph_frames") else {
+        return;
+    };
+    use yolact_ros2::cuda::timing::{mib, GpuMemMeter};
+    let img = test_image();
+    let opts = InferOptions::default();
+    let e = engine("yolact_plus_resnet50", &dev, DType::F32);
+    e.infer_timed(&img, &opts).unwrap();
+    let mut m = GpuMemMeter::for_device(&dev)
+        .unwrap()
+        .expect("a meter on CUDA");
+    for _ in 0..3 {
+        e.infer_timed(&img, &opts).unwrap();
+        m.sample().unwrap();
+    }
+    let r = m.report().unwrap();
+    eprintln!(
+        "eager: peak {:.1} MiB ({:?}), device in use max {:.1} MiB",
+        mib(r.peak_bytes),
+        r.source,
+        mib(r.device_used_max_bytes)
+    );
+    assert!(r.peak_bytes > 0 && r.device_used_max_bytes > 0, "{r:?}");
+    // The synthetic ++R50 weights alone are over 100 MiB of f32, and they stay allocated.
+    assert!(mib(r.peak_bytes) > 100.0, "{r:?}");
+    match e.capture_network() {
+        Ok(g) => {
+            let mut m = GpuMemMeter::for_device(&dev).unwrap().unwrap();
+            for _ in 0..3 {
+                e.infer_timed_graph(&g, &img, &opts).unwrap();
+                m.sample().unwrap();
+            }
+            let r = m.report().unwrap();
+            eprintln!(
+                "graph: peak {:.1} MiB ({:?}), device in use max {:.1} MiB",
+                mib(r.peak_bytes),
+                r.source,
+                mib(r.device_used_max_bytes)
+            );
+            assert!(mib(r.peak_bytes) > 100.0, "{r:?}");
+        }
+        Err(err) => eprintln!("graph capture failed (its own test asserts it): {err}"),
+    }
+}
+
+#[test]
+fn a_small_graph_replays_like_eager_and_a_failed_capture_leaves_the_device_usable() {
+    let Some(dev) =
+        gpu("a_small_graph_replays_like_eager_and_a_failed_capture_leaves_the_device_usable")
+    else {
+        return;
+    };
+    use yolact_ros2::cuda::graph::{capture, CaptureMode};
+    let shape = (2usize, 3usize, 5usize, 7usize);
+    let n = 2 * 3 * 5 * 7;
+    let f = |x: &Tensor| -> candle_core::Result<Vec<Tensor>> {
+        // A non-contiguous step too, so candle uploads layout parameters (from its cache).
+        let y = x.transpose(2, 3)?.exp()?.affine(0.5, 1.0)?;
+        Ok(vec![y.sum_keepdim(3)?, (x * 2.0)?])
+    };
+    // A device-to-host read inside the capture must fail cleanly.
+    let e = capture(&dev, shape, DType::F32, 1, CaptureMode::ThreadLocal, |x| {
+        let s = x.sum_all()?.to_scalar::<f32>()?;
+        Ok(vec![(x + f64::from(s))?])
+    })
+    .err()
+    .expect("a capture that reads the device back succeeded");
+    eprintln!("failed capture, as expected: {e}");
+    assert!(e.to_string().contains("CUDA graph"), "{e}");
+    // The device still works eagerly.
+    let a = Tensor::from_vec(uniform(n, 11, -1.0, 1.0), shape, &Device::Cpu).unwrap();
+    let eager = f(&a.to_device(&dev).unwrap()).unwrap();
+    let cpu = f(&a).unwrap();
+    assert!(max_abs_diff(&eager[1], &cpu[1]) == 0.0);
+
+    let g = capture(&dev, shape, DType::F32, 1, CaptureMode::ThreadLocal, f)
+        .unwrap_or_else(|e| panic!("capture failed: {e}"));
+    for seed in [11u64, 12, 11] {
+        let x = Tensor::from_vec(uniform(n, seed, -1.0, 1.0), shape, &Device::Cpu).unwrap();
+        let want = f(&x.to_device(&dev).unwrap()).unwrap();
+        let got = g.run(&x.to_device(&dev).unwrap()).unwrap();
+        for (w, o) in want.iter().zip(got) {
+            assert_eq!(max_abs_diff(w, o), 0.0, "seed {seed}");
+        }
+    }
+    // A wrong input shape is an error, not a corrupted replay.
+    let bad = Tensor::zeros((1, 3, 5, 7), DType::F32, &dev).unwrap();
+    assert!(g.run(&bad).is_err());
+}
+
+#[test]
+fn graph_replay_gives_the_eager_raw_outputs_and_detections_on_two_images() {
+    let Some(dev) = gpu("graph_replay_gives_the_eager_raw_outputs_and_detections_on_two_images")
+    else {
+        return;
+    };
+    let imgs = [test_image(), other_image()];
+    let opts = InferOptions::default();
+    for (config, dtype) in [
+        ("yolact_plus_resnet50", DType::F32),
+        ("yolact_resnet50", DType::F32),
+        ("yolact_plus_resnet50", DType::F16),
+    ] {
+        let e = engine(config, &dev, dtype);
+        let g = e
+            .capture_network()
+            .unwrap_or_else(|err| panic!("{config} {dtype:?}: capture failed: {err}"));
+        // Graph A, graph B, graph A again: each replay must give that frame's own outputs.
+        let mut graph_raw = Vec::new();
+        for img in imgs.iter().chain(std::iter::once(&imgs[0])) {
+            graph_raw.push(e.raw_graph(&g, img).unwrap());
+        }
+        for (i, gr) in graph_raw.iter().enumerate() {
+            let er = e.raw(&imgs[i % 2]).unwrap();
+            for (name, a, b) in [
+                ("loc", &er.loc, &gr.loc),
+                ("conf", &er.conf, &gr.conf),
+                ("mask", &er.mask, &gr.mask),
+                ("proto", &er.proto, &gr.proto),
+            ] {
+                let d = max_abs_diff(a, b);
+                eprintln!("{config} {dtype:?} frame {i} {name}: graph vs eager max|diff| {d:.2e}");
+                assert_eq!(d, 0.0, "{config} {dtype:?} frame {i} {name}");
+            }
+        }
+        assert!(
+            max_abs_diff(&graph_raw[0].conf, &graph_raw[1].conf) > 0.0,
+            "the two images gave the same outputs"
+        );
+        for img in &imgs {
+            let (de, _) = e.infer_timed(img, &opts).unwrap();
+            let (dg, t) = e.infer_timed_graph(&g, img, &opts).unwrap();
+            assert_eq!(de.items.len(), dg.items.len(), "{config}: detection count");
+            for (a, b) in de.items.iter().zip(&dg.items) {
+                assert_eq!(
+                    (a.class_id, a.score.to_bits(), a.bbox.map(f32::to_bits)),
+                    (b.class_id, b.score.to_bits(), b.bbox.map(f32::to_bits)),
+                    "{config}: detections"
+                );
+            }
+            assert!(t.backbone > std::time::Duration::ZERO, "{t:?}");
+            assert_eq!(t.fpn + t.protonet + t.heads, std::time::Duration::ZERO);
+        }
+    }
+}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # gpu_run.sh — everything issue 3 needs from the GPU machine, in one command, from the repository root:
-# kernel and network parity tests, `yolact bench` f32/f16 for ++R50 and ++R101, the PyTorch reference.
+# kernel and network parity tests (and the timing, memory and CUDA-graph tests), `yolact bench` f32/f16
+# for ++R50 and ++R101 (CUDA-event stage times, peak GPU memory; eager and `--cuda-graph`), the PyTorch
+# reference.
 #
 #   tools/gpu_run.sh [OUT_DIR]        (default: $OUT when set, else target/gpu-run)
 #
@@ -13,7 +15,8 @@ OUT_DIR=${1:-${OUT:-target/gpu-run}}
 mkdir -p "$OUT_DIR"
 BIN=$(mktemp -d)
 tar -xJf target/cuda/cuda-dist/yolact-cuda.tar.xz -C "$BIN" || { echo "no target/cuda/cuda-dist/yolact-cuda.tar.xz: run tools/build_cuda.sh and carry it" >&2; exit 1; }
-ITERS=${ITERS:-200}
+ITERS=${ITERS:-100}    # BENCHMARKS.md: medians of >= 100 frames after 10 warm-up frames
+WARMUP=${WARMUP:-10}
 IMG=tests/fixtures/parity/test_image.png
 rc=0
 step() {  # step NAME CMD...
@@ -32,10 +35,21 @@ nvidia-smi > "$OUT_DIR/nvidia-smi.txt" 2>&1
 step cuda_kernels env YOLACT_REQUIRE_NVRTC=1 tools/run-on-gpu.sh "$BIN/cuda_kernels" --nocapture
 step cuda_gpu env YOLACT_REQUIRE_GPU=1 tools/run-on-gpu.sh "$BIN/cuda_gpu" --nocapture --test-threads 1
 for cfg in yolact_plus_resnet50 yolact_plus_base; do
-  step "bench_${cfg}_f32" tools/run-on-gpu.sh "$BIN/yolact" bench --weights synthetic --config "$cfg" \
-    --device cuda --iters "$ITERS" --warmup 20 --json "$IMG"
-  step "bench_${cfg}_f16" tools/run-on-gpu.sh "$BIN/yolact" bench --weights synthetic --config "$cfg" \
-    --device cuda --half --iters "$ITERS" --warmup 20 --json "$IMG"
+  # JSON: "clock": "cuda_events", "peak_gpu_mem_mib" and "gpu_mem_source"; with --cuda-graph,
+  # "cuda_graph": true, or false and "cuda_graph_error" when the capture fell back to eager.
+  for half in "" --half; do
+    prec=f32; [ -n "$half" ] && prec=f16
+    step "bench_${cfg}_${prec}" tools/run-on-gpu.sh "$BIN/yolact" bench --weights synthetic \
+      --config "$cfg" --device cuda ${half:+"$half"} --iters "$ITERS" --warmup "$WARMUP" --json "$IMG"
+    step "bench_${cfg}_${prec}_graph" tools/run-on-gpu.sh "$BIN/yolact" bench --weights synthetic \
+      --config "$cfg" --device cuda ${half:+"$half"} --cuda-graph --iters "$ITERS" --warmup "$WARMUP" --json "$IMG"
+    # bench exits 0 when the capture fails (it falls back to eager): say so here.
+    grep -q '"cuda_graph":true' "$OUT_DIR/bench_${cfg}_${prec}_graph.out" 2>/dev/null ||
+      echo "   NOTE: no CUDA graph in bench_${cfg}_${prec}_graph (see its .err / \"cuda_graph_error\")" >&2
+  done
+  # The same frames with a synchronize per stage (the wall clock), to see what the syncs cost.
+  step "bench_${cfg}_f32_wallclock" tools/run-on-gpu.sh "$BIN/yolact" bench --weights synthetic \
+    --config "$cfg" --device cuda --wall-clock --iters "$ITERS" --warmup "$WARMUP" --json "$IMG"
   if [ -d target/yolact-src ]; then
     step "reference_${cfg}" python3 tools/bench_reference.py --yolact-src target/yolact-src \
       --config "$cfg" --device cuda --iters "$ITERS" --json --image "$IMG"

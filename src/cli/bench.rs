@@ -5,7 +5,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use image::{Rgb, RgbImage};
 use serde_json::json;
-use yolact_ros2::pipeline::StageTimes;
+use yolact_ros2::cuda::timing::{mib, GpuMemMeter, MemReport};
+use yolact_ros2::pipeline::{ClockKind, StageTimes};
 use yolact_ros2::preprocess::load_image;
 
 use super::{DetectArgs, ModelArgs};
@@ -16,7 +17,8 @@ pub struct BenchArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub detect: DetectArgs,
-    /// Timed iterations (after the warm-up).
+    /// Timed iterations (after the warm-up). BENCHMARKS.md's GPU figures use `--iters 100
+    /// --warmup 10` (medians of at least 100 frames).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
     /// Untimed warm-up iterations.
@@ -25,6 +27,15 @@ pub struct BenchArgs {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Replay the network (backbone .. heads) as one captured CUDA graph, batch 1. Experimental,
+    /// unverified on a GPU. CUDA only; when the capture fails the run goes on eagerly, with one
+    /// log line saying why. The network's time is then one stage, `network`.
+    #[arg(long)]
+    pub cuda_graph: bool,
+    /// Time the stages with the wall clock and a device synchronize at each stage boundary, even
+    /// on CUDA (where the default is CUDA events with one wait per frame).
+    #[arg(long)]
+    pub wall_clock: bool,
     /// Image to run; a synthetic 640x480 scene when omitted.
     pub image: Option<PathBuf>,
 }
@@ -56,7 +67,7 @@ impl Spread {
         }
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub fn json(&self) -> serde_json::Value {
         json!({"median": self.median, "min": self.min, "max": self.max})
     }
 }
@@ -70,67 +81,179 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         Some(p) => load_image(p)?,
         None => synthetic_scene(640, 480),
     };
-    let engine = a.model.load()?;
-    for _ in 0..a.warmup {
-        engine.infer_timed(&img, &opts)?;
+    let mut engine = a.model.load()?;
+    if a.wall_clock {
+        engine.set_clock(ClockKind::Wall)?;
     }
-    let mut frames = Vec::with_capacity(a.iters);
+    let (graph, graph_error) = if a.cuda_graph {
+        match engine.capture_network() {
+            Ok(g) => (Some(g), None),
+            Err(e) => {
+                log::warn!("--cuda-graph: capture failed, running the network eagerly: {e}");
+                (None, Some(e.to_string()))
+            }
+        }
+    } else {
+        (None, None)
+    };
+    let frame = |img: &RgbImage| match &graph {
+        Some(g) => engine.infer_timed_graph(g, img, &opts),
+        None => engine.infer_timed(img, &opts),
+    };
+    for _ in 0..a.warmup {
+        frame(&img)?;
+    }
+    // After the warm-up, so the high-water marks are those of steady-state frames.
+    let mut meter = GpuMemMeter::for_device(engine.device())?;
     let mut stages: Vec<StageTimes> = Vec::with_capacity(a.iters);
     let mut n_dets = 0;
     for _ in 0..a.iters {
-        let (dets, t) = engine.infer_timed(&img, &opts)?;
+        let (dets, t) = frame(&img)?;
+        if let Some(m) = meter.as_mut() {
+            m.sample()?;
+        }
         n_dets = dets.items.len();
-        frames.push(t.total());
         stages.push(t);
     }
-    let frame = Spread::of(&frames);
-    let per_stage: Vec<(&str, Spread)> = StageTimes::NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            (
-                *name,
-                Spread::of(&stages.iter().map(|s| s.as_array()[i]).collect::<Vec<_>>()),
-            )
-        })
-        .collect();
-    let fps = 1000.0 / frame.median;
-    let device = format!("{:?}", engine.device()).to_lowercase();
+    let memory = meter.map(|m| m.report()).transpose()?;
     let (w, h) = img.dimensions();
+    let r = Report {
+        config: engine.config().name.to_string(),
+        device: format!("{:?}", engine.device()).to_lowercase(),
+        dtype: format!("{:?}", engine.dtype()).to_lowercase(),
+        image: (w, h),
+        iters: a.iters,
+        warmup: a.warmup,
+        detections: n_dets,
+        clock: engine.clock(),
+        cuda_graph: graph.is_some(),
+        cuda_graph_error: graph_error,
+        stages: stage_spreads(&stages, graph.is_some()),
+        frame: Spread::of(&stages.iter().map(|t| t.total()).collect::<Vec<_>>()),
+        memory,
+    };
     if a.json {
-        let stages_json: serde_json::Map<String, serde_json::Value> = per_stage
+        println!("{}", r.json());
+    } else {
+        print!("{}", r.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Median and spread of each reported stage. A graph replay runs backbone .. heads as one launch,
+/// reported as `network` (its time is in [`StageTimes::backbone`]).
+pub fn stage_spreads(stages: &[StageTimes], graph: bool) -> Vec<(&'static str, Spread)> {
+    let columns: Vec<(&'static str, usize)> = if graph {
+        vec![("preprocess", 0), ("network", 1), ("nms", 5), ("masks", 6)]
+    } else {
+        StageTimes::NAMES.iter().copied().zip(0..).collect()
+    };
+    columns
+        .into_iter()
+        .map(|(name, i)| {
+            let samples: Vec<Duration> = stages.iter().map(|s| s.as_array()[i]).collect();
+            (name, Spread::of(&samples))
+        })
+        .collect()
+}
+
+/// Everything one `yolact bench` run reports.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub config: String,
+    pub device: String,
+    pub dtype: String,
+    pub image: (u32, u32),
+    pub iters: usize,
+    pub warmup: usize,
+    pub detections: usize,
+    pub clock: ClockKind,
+    pub cuda_graph: bool,
+    /// Why `--cuda-graph` fell back to eager.
+    pub cuda_graph_error: Option<String>,
+    pub stages: Vec<(&'static str, Spread)>,
+    pub frame: Spread,
+    /// Peak GPU memory (CUDA only).
+    pub memory: Option<MemReport>,
+}
+
+impl Report {
+    pub fn fps(&self) -> f64 {
+        1000.0 / self.frame.median
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let stages: serde_json::Map<String, serde_json::Value> = self
+            .stages
             .iter()
             .map(|(n, s)| (n.to_string(), s.json()))
             .collect();
-        let v = json!({
-            "config": engine.config().name,
-            "device": device,
-            "image": {"width": w, "height": h},
-            "iters": a.iters,
-            "warmup": a.warmup,
-            "detections": n_dets,
-            "frame_ms": frame.json(),
-            "stages": stages_json,
-            "fps": fps,
-        });
-        println!("{v}");
-    } else {
-        println!(
-            "{} on {device}, {w}x{h} image, {} iterations after {} warm-up, {n_dets} detections",
-            engine.config().name,
-            a.iters,
-            a.warmup
+        json!({
+            "config": self.config,
+            "device": self.device,
+            "dtype": self.dtype,
+            "image": {"width": self.image.0, "height": self.image.1},
+            "iters": self.iters,
+            "warmup": self.warmup,
+            "detections": self.detections,
+            "clock": self.clock.as_str(),
+            "cuda_graph": self.cuda_graph,
+            "cuda_graph_error": self.cuda_graph_error,
+            "frame_ms": self.frame.json(),
+            "stages": stages,
+            "fps": self.fps(),
+            "peak_gpu_mem_mib": self.memory.map(|m| mib(m.peak_bytes)),
+            "gpu_mem_source": self.memory.map(|m| m.source.as_str()),
+            "device_used_max_mib": self.memory.map(|m| mib(m.device_used_max_bytes)),
+        })
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{} on {} ({}), {}x{} image, {} iterations after {} warm-up, {} detections\n",
+            self.config,
+            self.device,
+            self.dtype,
+            self.image.0,
+            self.image.1,
+            self.iters,
+            self.warmup,
+            self.detections
         );
-        println!(
-            "{:<12} {:>10} {:>10} {:>10}",
+        let mode = if self.cuda_graph {
+            "network replayed as one CUDA graph"
+        } else {
+            "eager"
+        };
+        out += &format!("timing: {}, {mode}\n", self.clock.describe());
+        if let Some(why) = &self.cuda_graph_error {
+            out += &format!("cuda graph: not used ({why})\n");
+        }
+        out += &format!(
+            "{:<12} {:>10} {:>10} {:>10}\n",
             "stage (ms)", "median", "min", "max"
         );
-        for (n, s) in per_stage.iter().chain(std::iter::once(&("frame", frame))) {
-            println!("{n:<12} {:>10.2} {:>10.2} {:>10.2}", s.median, s.min, s.max);
+        for (n, s) in self
+            .stages
+            .iter()
+            .chain(std::iter::once(&("frame", self.frame)))
+        {
+            out += &format!(
+                "{n:<12} {:>10.2} {:>10.2} {:>10.2}\n",
+                s.median, s.min, s.max
+            );
         }
-        println!("FPS (median frame): {fps:.2}");
+        out += &format!("FPS (median frame): {:.2}\n", self.fps());
+        if let Some(m) = &self.memory {
+            out += &format!(
+                "peak GPU memory: {:.1} MiB ({}); device in use, max: {:.1} MiB\n",
+                mib(m.peak_bytes),
+                m.source.describe(),
+                mib(m.device_used_max_bytes)
+            );
+        }
+        out
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// A deterministic test scene: gradients and a few solid shapes.
@@ -160,5 +283,85 @@ mod tests {
         assert_eq!((s.median, s.min, s.max), (3.0, 1.0, 5.0));
         let s = Spread::of(&[d(4), d(2)]);
         assert_eq!(s.median, 3.0);
+        let s = Spread::of(&[]);
+        assert!(s.median.is_nan() && s.min.is_nan() && s.max.is_nan());
+        let v = Spread::of(&[d(7)]).json();
+        assert_eq!(
+            (v["median"].as_f64(), v["min"].as_f64(), v["max"].as_f64()),
+            (Some(7.0), Some(7.0), Some(7.0))
+        );
+    }
+
+    fn times(ms: [u64; 7]) -> StageTimes {
+        let d = |i: usize| Duration::from_millis(ms[i]);
+        StageTimes {
+            preprocess: d(0),
+            backbone: d(1),
+            fpn: d(2),
+            protonet: d(3),
+            heads: d(4),
+            nms: d(5),
+            masks: d(6),
+        }
+    }
+
+    #[test]
+    fn stage_columns_follow_the_mode() {
+        let t = [times([1, 20, 3, 4, 5, 6, 7]), times([3, 40, 0, 0, 0, 2, 9])];
+        let eager = stage_spreads(&t, false);
+        let names: Vec<&str> = eager.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, StageTimes::NAMES);
+        assert_eq!(eager[1].1.median, 30.0);
+        assert_eq!(eager[2].1.min, 0.0);
+        let graph = stage_spreads(&t, true);
+        let names: Vec<&str> = graph.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["preprocess", "network", "nms", "masks"]);
+        assert_eq!((graph[1].1.min, graph[1].1.max), (20.0, 40.0));
+        assert_eq!((graph[3].1.min, graph[3].1.max), (7.0, 9.0));
+    }
+
+    fn report(memory: Option<MemReport>, clock: ClockKind) -> Report {
+        let t = [times([1, 2, 3, 4, 5, 6, 7])];
+        Report {
+            config: "yolact_resnet50".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            image: (640, 480),
+            iters: 1,
+            warmup: 0,
+            detections: 3,
+            clock,
+            cuda_graph: false,
+            cuda_graph_error: Some("no GPU".into()),
+            stages: stage_spreads(&t, false),
+            frame: Spread::of(&[t[0].total()]),
+            memory,
+        }
+    }
+
+    #[test]
+    fn json_names_the_clock_and_the_memory_source() {
+        let v = report(None, ClockKind::Wall).json();
+        assert_eq!(v["clock"], "wall");
+        assert_eq!(v["cuda_graph"], false);
+        assert_eq!(v["cuda_graph_error"], "no GPU");
+        assert!(v["peak_gpu_mem_mib"].is_null() && v["gpu_mem_source"].is_null());
+        assert_eq!(v["frame_ms"]["median"].as_f64(), Some(28.0));
+        assert!((v["fps"].as_f64().unwrap() - 1000.0 / 28.0).abs() < 1e-9);
+        assert_eq!(v["stages"]["masks"]["max"].as_f64(), Some(7.0));
+
+        let m = MemReport::from_readings(Some(512 << 20), 0, 3 << 30);
+        let r = report(Some(m), ClockKind::CudaEvents);
+        let v = r.json();
+        assert_eq!(v["clock"], "cuda_events");
+        assert_eq!(v["peak_gpu_mem_mib"].as_f64(), Some(512.0));
+        assert_eq!(v["gpu_mem_source"], "mempool_used_high");
+        assert_eq!(v["device_used_max_mib"].as_f64(), Some(3072.0));
+        let table = r.table();
+        assert!(table.contains("timing: cuda events"), "{table}");
+        assert!(table.contains("peak GPU memory: 512.0 MiB"), "{table}");
+        assert!(report(None, ClockKind::Wall)
+            .table()
+            .contains("timing: wall clock"));
     }
 }
