@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 /// (x1, y1, x2, y2), relative to the image and unclipped.
 ///
 /// The operation order follows the reference so rounding matches: the variances are multiplied
-/// into `loc` first, and x2 = x1 + w rather than cx + w / 2.
+/// into `loc` first, and x2 = x1 + w rather than cx + w / 2. On CUDA one kernel
+/// (kernels/decode.cu) does it all.
 pub fn decode_boxes(loc: &Tensor, priors: &Tensor) -> Result<Tensor> {
     if loc.dims() != priors.dims() || loc.rank() != 2 || loc.dim(1)? != 4 {
         return Err(Error::Invalid(format!(
@@ -16,6 +17,10 @@ pub fn decode_boxes(loc: &Tensor, priors: &Tensor) -> Result<Tensor> {
             loc.dims(),
             priors.dims()
         )));
+    }
+    #[cfg(feature = "cuda")]
+    if loc.device().is_cuda() && priors.device().is_cuda() {
+        return crate::cuda::fused::decode_boxes(loc, priors);
     }
     let loc = loc.to_dtype(DType::F32)?;
     let priors = priors.to_dtype(DType::F32)?;

@@ -521,6 +521,29 @@ fn mask_assembly_kernel_matches_sigmoid_and_crop_on_the_cpu() {
     }
 }
 
+#[test]
+fn decode_kernel_is_bitwise_the_cpu_decode() {
+    let cfg = yolact_ros2::YolactConfig::by_name("yolact_resnet50").unwrap();
+    let sizes = yolact_ros2::priors::conv_sizes(&cfg);
+    let priors = yolact_ros2::priors::priors_tensor(&cfg, &sizes, &Device::Cpu).unwrap();
+    let p = priors.dim(0).unwrap();
+    let mut loc = uniform(p * 4, 5, -4.0, 4.0);
+    loc[7] = f32::NAN;
+    loc[9] = 80.0; // exp overflows to inf
+    let loc_t = Tensor::from_vec(loc.clone(), (p, 4), &Device::Cpu).unwrap();
+    let want = host_vec(&yolact_ros2::decode::decode_boxes(&loc_t, &priors).unwrap());
+    let mut h = EmuHost::new();
+    let ptrs = (
+        h.upload(&loc),
+        h.upload(&host_vec(&priors)),
+        h.alloc(p * 16, false).unwrap(),
+    );
+    plan::decode_boxes(&mut h, ptrs, p).unwrap();
+    let got: Vec<f32> = h.read_vec(ptrs.2, 4 * p);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want), "{p} priors");
+}
+
 // ---- the emulator's own checks: each must catch what it claims to ---------------------------
 
 const SELFTEST: KernelSource = KernelSource {

@@ -288,6 +288,58 @@ fn resize_on_the_device_matches_the_cpu_op() {
     }
 }
 
+#[test]
+fn fused_preprocess_on_the_device_is_the_cpu_transform() {
+    let Some(dev) = gpu("fused_preprocess_on_the_device_is_the_cpu_transform") else {
+        return;
+    };
+    let img = test_image();
+    for name in ["yolact_plus_resnet50", "yolact_darknet53"] {
+        let cfg = yolact_ros2::YolactConfig::by_name(name).unwrap();
+        let want = yolact_ros2::preprocess::preprocess(&img, &cfg, &Device::Cpu).unwrap();
+        for dt in [DType::F32, DType::F16] {
+            let got = yolact_ros2::cuda::fused::preprocess(&img, &cfg, &dev, dt).unwrap();
+            assert_eq!(got.dtype(), dt);
+            let d = max_abs_diff(&got, &want.to_dtype(dt).unwrap());
+            eprintln!("fused preprocess {name} {dt:?}: max |diff| {d:.2e} against the CPU");
+            // Unfused f32 arithmetic in the same order: identical on the device too.
+            assert_eq!(d, 0.0, "{name} {dt:?}");
+        }
+    }
+}
+
+#[test]
+fn fused_mask_stages_on_the_device_match_the_cpu() {
+    let Some(dev) = gpu("fused_mask_stages_on_the_device_match_the_cpu") else {
+        return;
+    };
+    use yolact_ros2::postprocess::{assemble_crop, upsample_threshold};
+    let (hp, wp, d, n) = (138usize, 138usize, 32usize, 20usize);
+    let cpu = Device::Cpu;
+    let proto = Tensor::from_vec(uniform(hp * wp * d, 1, -1.0, 1.0), (hp, wp, d), &cpu).unwrap();
+    let coefs = Tensor::from_vec(uniform(n * d, 2, -1.0, 1.0), (n, d), &cpu).unwrap();
+    let mut b = uniform(n * 4, 3, 0.0, 1.0);
+    b[0] = f32::NAN; // the crop of a NaN box must agree too
+    let boxes = Tensor::from_vec(b, (n, 4), &cpu).unwrap();
+    for crop in [true, false] {
+        let want = assemble_crop(&proto, &coefs, &boxes, crop).unwrap();
+        let on = |t: &Tensor| t.to_device(&dev).unwrap();
+        let got = assemble_crop(&on(&proto), &on(&coefs), &on(&boxes), crop).unwrap();
+        // cuBLAS and the CPU GEMM sum the 32 products in different orders; sigmoid is 1-2 ulp.
+        let dm = max_abs_diff(&got, &want);
+        eprintln!("fused mask assembly crop={crop}: max |diff| {dm:.2e}");
+        assert!(dm <= 1e-5, "crop={crop}: {dm}");
+        let (ih, iw) = (480usize, 640usize);
+        let want_m = upsample_threshold(&want, ih, iw).unwrap();
+        // The device's bytes from the CPU's soft masks: the resize itself must be exact.
+        let got_m = upsample_threshold(&on(&want), ih, iw).unwrap();
+        assert_eq!(got_m.len(), want_m.len());
+        for (g, w) in got_m.iter().zip(&want_m) {
+            assert_eq!(g.data, w.data, "upsample crop={crop}");
+        }
+    }
+}
+
 fn engine(config: &str, dev: &Device, dtype: DType) -> Engine {
     let cfg = yolact_ros2::YolactConfig::by_name(config).unwrap();
     let sd = yolact_ros2::synth::synth_state_dict(&cfg, yolact_ros2::synth::DEFAULT_SEED).unwrap();

@@ -130,3 +130,28 @@ pub fn upsample_threshold(masks: &Tensor, h: usize, w: usize) -> Result<Vec<u8>>
     plan::resize_threshold(&mut host, ptrs, n, (hp, wp), (h, w), 0.5)?;
     Ok(dev.cuda_stream().clone_dtoh(&out).w()?)
 }
+
+/// SSD decoding on the device: `loc` and `priors` (P, 4) on one CUDA device -> (P, 4) boxes, one
+/// kernel.
+pub fn decode_boxes(loc: &Tensor, priors: &Tensor) -> Result<Tensor> {
+    let dev = cuda_device(loc.device())?;
+    let p = loc.dim(0)?;
+    let loc = loc.to_dtype(DType::F32)?.contiguous()?;
+    let priors = priors.to_dtype(DType::F32)?.contiguous()?;
+    let (ls, ll) = loc.storage_and_layout();
+    let (ps, pl) = priors.storage_and_layout();
+    let (Storage::Cuda(ls), Storage::Cuda(ps)) = (&*ls, &*ps) else {
+        return Err(Error::Invalid("decode: not CUDA tensors".into()));
+    };
+    let lv = super::runtime::contiguous_view(ls.as_cuda_slice::<f32>()?, ll, "loc")?;
+    let pv = super::runtime::contiguous_view(ps.as_cuda_slice::<f32>()?, pl, "priors")?;
+    // SAFETY: the kernel writes all 4 * p elements.
+    let out = unsafe { dev.alloc::<f32>((4 * p).max(1))? };
+    let mut host = CudaHost::new(dev);
+    let ptrs = (host.ptr_of(&lv), host.ptr_of(&pv), host.ptr_of(&out));
+    plan::decode_boxes(&mut host, ptrs, p)?;
+    if p == 0 {
+        return Ok(Tensor::zeros((0, 4), DType::F32, loc.device())?);
+    }
+    Ok(wrap(out, dev, (p, 4)))
+}

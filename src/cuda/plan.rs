@@ -8,8 +8,8 @@
 //! shows up there instead of on the robot. Always compiled, with or without the `cuda` feature.
 
 use super::sources::{
-    KernelSource, DCN, DCN_CHANNEL_BLOCK, FAST_NMS, MASKS, NMS_KMAX, NMS_THREADS, PREPROCESS,
-    RESIZE,
+    KernelSource, DCN, DCN_CHANNEL_BLOCK, DECODE, FAST_NMS, MASKS, NMS_KMAX, NMS_THREADS,
+    PREPROCESS, RESIZE,
 };
 use crate::error::{Error, Result};
 use crate::fast_nms::{Kept, NmsKind, NmsOptions};
@@ -541,6 +541,29 @@ pub fn mask_sigmoid_crop<H: KernelHost>(
             Arg::I32(as_i32(hp, "mask height")?),
             Arg::I32(as_i32(wp, "mask width")?),
             Arg::I32(i32::from(crop)),
+            Arg::Ptr(out),
+        ],
+    )
+}
+
+/// `loc` (p, 4) regressions and `priors` (p, 4) -> `out` (p, 4) boxes, all contiguous f32.
+pub fn decode_boxes<H: KernelHost>(
+    h: &mut H,
+    (loc, priors, out): (DevPtr, DevPtr, DevPtr),
+    p: usize,
+) -> Result<()> {
+    if p == 0 {
+        return Ok(());
+    }
+    as_i32(4 * p, "prior values")?;
+    h.launch(
+        &DECODE,
+        "decode_boxes",
+        Launch::covering(p),
+        &[
+            Arg::Ptr(loc),
+            Arg::Ptr(priors),
+            Arg::I32(as_i32(p, "priors")?),
             Arg::Ptr(out),
         ],
     )

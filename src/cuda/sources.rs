@@ -69,7 +69,13 @@ pub const FAST_NMS: KernelSource = KernelSource {
     ],
 };
 
-pub const ALL: [KernelSource; 5] = [RESIZE, DCN, FAST_NMS, PREPROCESS, MASKS];
+pub const DECODE: KernelSource = KernelSource {
+    module: "yolact_decode",
+    source: include_str!("../../kernels/decode.cu"),
+    entries: &["decode_boxes"],
+};
+
+pub const ALL: [KernelSource; 6] = [RESIZE, DCN, FAST_NMS, PREPROCESS, MASKS, DECODE];
 
 /// Channels per thread in `deform_im2col_*` (`DCN_CB` in kernels/dcn.cu).
 pub const DCN_CHANNEL_BLOCK: usize = 16;
