@@ -1,10 +1,16 @@
 // Fast NMS on the device, end to end (spec §6.2-6.4; host twin: src/fast_nms.rs).
 //
-//   fast_nms_prepare      conf (P, 1+C) -> per-class sort keys (C, P), best-class keys (P)
+//   fast_nms_prepare      conf (P, 1+C) -> the candidate priors compacted: their indices, count,
+//                         per-class sort keys (C rows of stride P), best-class keys and classes
 //   fast_nms_keys         scores (C, n) -> sort keys (C, n)        [the fast_nms_keep_tensor seam]
 //   fast_nms_classwise    one block per class: top-k, pairwise IoU, upper-triangular keep
 //   fast_nms_merge        one block: global top max_det over the per-class keep lists
 //   fast_nms_cross_class  one block: top-k of the best-class scores, IoU, keep (no global cap)
+//
+// Compaction: only priors whose best foreground score passes conf_thresh get a slot (in whatever
+// order the atomics hand them out), so the top-k passes scan the candidates, typically a few
+// hundred to a few thousand, instead of all ~19k priors per class. Slots never decide an order:
+// every comparison uses the prior's own index (`idmap`), so results do not depend on slot order.
 //
 // Ordering is exactly the host's stable descending sort: a score maps to a monotone u32 key
 // (NaN as -inf, -0 as +0, 0 reserved for "not a candidate"), and the key is extended with the
@@ -26,10 +32,11 @@ __device__ __forceinline__ unsigned long long composite(unsigned key, int idx) {
   return ((unsigned long long)key << 32) | (unsigned long long)(~(unsigned)idx);
 }
 
-// Indices of the min(k, #valid) largest composites among keys[0..n) (key 0 = absent), written in
-// descending order to `sorted`; returns their count. k <= KMAX. Called by all NT threads.
-__device__ int block_top_k(const unsigned* keys, int n, int k, int* sorted, int* sel,
-                           unsigned long long* selc) {
+// Slots of the min(k, #valid) largest composites among keys[0..n) (key 0 = absent), written in
+// descending order to `sorted`; returns their count. Slot i ranks as item idmap[i] (or i when idmap
+// is null). k <= KMAX. Called by all NT threads.
+__device__ int block_top_k(const unsigned* keys, const int* idmap, int n, int k, int* sorted,
+                           int* sel, unsigned long long* selc) {
   __shared__ unsigned hist[256];
   __shared__ unsigned long long s_prefix, s_mask;
   __shared__ unsigned s_remaining, s_total;
@@ -51,7 +58,7 @@ __device__ int block_top_k(const unsigned* keys, int n, int k, int* sorted, int*
     for (int i = tid; i < n; i += NT) {
       const unsigned key = keys[i];
       if (key == 0u) continue;
-      const unsigned long long cv = composite(key, i);
+      const unsigned long long cv = composite(key, idmap ? idmap[i] : i);
       if ((cv & mask) == prefix) atomicAdd(&hist[(unsigned)(cv >> shift) & 255u], 1u);
     }
     __syncthreads();
@@ -86,7 +93,7 @@ __device__ int block_top_k(const unsigned* keys, int n, int k, int* sorted, int*
   for (int i = tid; i < n; i += NT) {
     const unsigned key = keys[i];
     if (key == 0u) continue;
-    const unsigned long long cv = composite(key, i);
+    const unsigned long long cv = composite(key, idmap ? idmap[i] : i);
     if (take_all || cv >= thr) {
       const int pos = atomicAdd(&s_count, 1);
       sel[pos] = i;
@@ -114,11 +121,14 @@ __device__ __forceinline__ float box_iou(const float* a, const float* b) {
   return inter / (area_a + area_b - inter);
 }
 
-// Loads the boxes of the m ranked indices and marks, per rank j, whether no higher-ranked box
+// Loads the boxes of the m ranked slots (box idmap[slot], or slot without a map) and marks, per rank j, whether no higher-ranked box
 // (suppressed or not) overlaps it by more than iou_thresh. A NaN IoU suppresses.
-__device__ void ranked_keep(const float* boxes, const int* sorted, int m, float iou_thresh,
-                            float* bx, unsigned char* keep) {
-  for (int e = threadIdx.x; e < m * 4; e += NT) bx[e] = boxes[(long long)sorted[e / 4] * 4 + e % 4];
+__device__ void ranked_keep(const float* boxes, const int* idmap, const int* sorted, int m,
+                            float iou_thresh, float* bx, unsigned char* keep) {
+  for (int e = threadIdx.x; e < m * 4; e += NT) {
+    const int slot = sorted[e / 4];
+    bx[e] = boxes[(long long)(idmap ? idmap[slot] : slot) * 4 + e % 4];
+  }
   __syncthreads();
   for (int j = threadIdx.x; j < m; j += NT) {
     bool ok = true;
@@ -128,12 +138,13 @@ __device__ void ranked_keep(const float* boxes, const int* sorted, int m, float 
   __syncthreads();
 }
 
-// One thread per prior. keys (C, P): the class score's key where the prior is a candidate (best
-// foreground score strictly above conf_thresh), else 0. best_key/best_cls: the best class (first
-// on ties) for cross-class NMS. out[1] |= 1 when a score is NaN (the host rejects those frames).
+// One thread per prior. A candidate prior (best foreground score strictly above conf_thresh)
+// takes slot = atomicAdd(count): cand_idx[slot] = prior, keys[c * p + slot] = its class-c score's
+// key, best_key/best_cls[slot] = its best class (first on ties) for cross-class NMS. count must be
+// zero before the launch. out[1] |= 1 when a score is NaN (the host rejects those frames).
 extern "C" __global__ void fast_nms_prepare(const float* conf, int p, int c1, float conf_thresh,
                                             unsigned* keys, unsigned* best_key, int* best_cls,
-                                            int* out) {
+                                            int* cand_idx, int* count, int* out) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= p) return;
   const float* row = conf + (long long)i * c1;
@@ -148,11 +159,13 @@ extern "C" __global__ void fast_nms_prepare(const float* conf, int p, int c1, fl
       cls = c - 1;
     }
   }
-  const bool cand = best > conf_thresh;
-  for (int c = 1; c < c1; ++c) keys[(long long)(c - 1) * p + i] = cand ? score_key(row[c]) : 0u;
-  best_key[i] = cand ? score_key(best) : 0u;
-  best_cls[i] = cls;
   if (nan) atomicOr(out + 1, 1);
+  if (!(best > conf_thresh)) return;
+  const int slot = atomicAdd(count, 1);
+  cand_idx[slot] = i;
+  for (int c = 1; c < c1; ++c) keys[(long long)(c - 1) * p + slot] = score_key(row[c]);
+  best_key[slot] = score_key(best);
+  best_cls[slot] = cls;
 }
 
 // scores (len) -> keys, every entry a candidate.
@@ -162,11 +175,14 @@ extern "C" __global__ void fast_nms_keys(const float* scores, long long len, uns
     keys[i] = score_key(scores[i]);
 }
 
-// Grid: one block of NT threads per class. keys (C, n); score of (class c, item i) is
-// scores[c * sc + i * si]; boxes (n, 4). Writes, per class, the kept items in rank order to
-// kept_idx / kept_score / kept_key (C, top_k; key 0 marks an empty slot) and kept_count (C).
-extern "C" __global__ void fast_nms_classwise(const unsigned* keys, const float* scores,
-                                              long long sc, long long si, int n,
+// Grid: one block of NT threads per class. Class c's keys are keys[c * kstride + slot] for the
+// first n slots, n = *n_dev when n_dev is set (the compacted count, read on the device) else n.
+// Slot i is item idmap[i] (or i); the score of (class c, item t) is scores[c * sc + t * si] and
+// its box boxes[t]. Writes, per class, the kept items in rank order to kept_idx / kept_score /
+// kept_key (C, top_k; key 0 marks an empty slot) and kept_count (C).
+extern "C" __global__ void fast_nms_classwise(const unsigned* keys, long long kstride,
+                                              const int* n_dev, int n, const int* idmap,
+                                              const float* scores, long long sc, long long si,
                                               const float* boxes, int top_k, float iou_thresh,
                                               int* kept_idx, float* kept_score,
                                               unsigned* kept_key, int* kept_count) {
@@ -176,19 +192,21 @@ extern "C" __global__ void fast_nms_classwise(const unsigned* keys, const float*
   __shared__ float bx[KMAX * 4];
   __shared__ unsigned char keep[KMAX];
   const int c = blockIdx.x;
-  const unsigned* row = keys + (long long)c * n;
+  const int items = n_dev ? *n_dev : n;
+  const unsigned* row = keys + (long long)c * kstride;
   const long long base = (long long)c * top_k;
   for (int r = threadIdx.x; r < top_k; r += NT) kept_key[base + r] = 0u;
-  const int m = block_top_k(row, n, top_k, sorted, sel, selc);
-  ranked_keep(boxes, sorted, m, iou_thresh, bx, keep);
+  const int m = block_top_k(row, idmap, items, top_k, sorted, sel, selc);
+  ranked_keep(boxes, idmap, sorted, m, iou_thresh, bx, keep);
   if (threadIdx.x == 0) {
     int r = 0;
     for (int j = 0; j < m; ++j) {
       if (!keep[j]) continue;
-      const int i = sorted[j];
-      kept_idx[base + r] = i;
-      kept_score[base + r] = scores[c * sc + i * si];
-      kept_key[base + r] = row[i];
+      const int slot = sorted[j];
+      const int t = idmap ? idmap[slot] : slot;
+      kept_idx[base + r] = t;
+      kept_score[base + r] = scores[c * sc + t * si];
+      kept_key[base + r] = row[slot];
       ++r;
     }
     kept_count[c] = r;
@@ -204,7 +222,7 @@ extern "C" __global__ void fast_nms_merge(const unsigned* kept_key, const int* k
   __shared__ int sorted[KMAX];
   __shared__ int sel[KMAX];
   __shared__ unsigned long long selc[KMAX];
-  const int m = block_top_k(kept_key, num_classes * top_k, max_det, sorted, sel, selc);
+  const int m = block_top_k(kept_key, nullptr, num_classes * top_k, max_det, sorted, sel, selc);
   for (int e = threadIdx.x; e < m; e += NT) {
     const int s = sorted[e];
     out[2 + e] = kept_idx[s];
@@ -214,25 +232,26 @@ extern "C" __global__ void fast_nms_merge(const unsigned* kept_key, const int* k
   if (threadIdx.x == 0) out[0] = m;
 }
 
-// One block. Cross-class Fast NMS over the best-class keys; out as in fast_nms_merge with
-// M = top_k.
+// One block. Cross-class Fast NMS over the best-class keys of the *n_dev compacted candidates
+// (slot i is prior cand_idx[i]); out as in fast_nms_merge with M = top_k.
 extern "C" __global__ void fast_nms_cross_class(const unsigned* best_key, const int* best_cls,
-                                                const float* conf, int c1, int p,
-                                                const float* boxes, int top_k, float iou_thresh,
-                                                int* out) {
+                                                const int* cand_idx, const int* n_dev,
+                                                const float* conf, int c1, const float* boxes,
+                                                int top_k, float iou_thresh, int* out) {
   __shared__ int sorted[KMAX];
   __shared__ int sel[KMAX];
   __shared__ unsigned long long selc[KMAX];
   __shared__ float bx[KMAX * 4];
   __shared__ unsigned char keep[KMAX];
-  const int m = block_top_k(best_key, p, top_k, sorted, sel, selc);
-  ranked_keep(boxes, sorted, m, iou_thresh, bx, keep);
+  const int m = block_top_k(best_key, cand_idx, *n_dev, top_k, sorted, sel, selc);
+  ranked_keep(boxes, cand_idx, sorted, m, iou_thresh, bx, keep);
   if (threadIdx.x == 0) {
     int r = 0;
     for (int j = 0; j < m; ++j) {
       if (!keep[j]) continue;
-      const int i = sorted[j];
-      const int cls = best_cls[i];
+      const int slot = sorted[j];
+      const int i = cand_idx[slot];
+      const int cls = best_cls[slot];
       out[2 + r] = i;
       out[2 + top_k + r] = cls;
       out[2 + 2 * top_k + r] = __float_as_int(conf[(long long)i * c1 + 1 + cls]);

@@ -38,10 +38,18 @@ fn every_kernel_module_compiles_for_the_emulator() {
     kernel_emu::compile_all().unwrap();
 }
 
-/// The emulated selection for one scene and option set, as (prior, class, score bits).
+/// The emulated selection for one scene and option set (blocks and threads in index order).
 fn emulated_detect(boxes: &Tensor, conf: &Tensor, opts: &NmsOptions) -> Option<Vec<Kept>> {
+    emulated_detect_with(EmuHost::new(), boxes, conf, opts)
+}
+
+fn emulated_detect_with(
+    mut h: EmuHost,
+    boxes: &Tensor,
+    conf: &Tensor,
+    opts: &NmsOptions,
+) -> Option<Vec<Kept>> {
     let (p, c1) = conf.dims2().unwrap();
-    let mut h = EmuHost::new();
     let conf_p = h.upload(&host_vec(conf));
     let boxes_p = h.upload(&host_vec(boxes));
     plan::fast_nms_detect(&mut h, conf_p, boxes_p, p, c1, opts).unwrap()
@@ -101,6 +109,41 @@ fn fast_nms_kernels_keep_exactly_what_the_host_keeps() {
                 assert_eq!(kept_boxes, host_vec(&host.boxes), "{what}: boxes");
                 eprintln!("{what}: {} detections identical", emu.len());
             }
+        }
+    }
+}
+
+#[test]
+fn fast_nms_results_do_not_depend_on_how_the_gpu_schedules_threads() {
+    // Candidate slots come from atomics, so their order is the schedule's; the keep sets must not
+    // be. Shuffled schedules hand the slots out in a different order every time.
+    let (boxes, conf, _) = nms_inputs(1500, 21, 31);
+    // Many priors share one score row exactly, so only the prior index breaks the ties.
+    let rows = host_vec(&conf);
+    let tied: Vec<f32> = (0..1500)
+        .flat_map(|i| rows[(i % 40) * 21..(i % 40 + 1) * 21].to_vec())
+        .collect();
+    let conf = Tensor::from_vec(tied, (1500, 21), &Device::Cpu).unwrap();
+    for kind in [NmsKind::Fast, NmsKind::FastCrossClass] {
+        let opts = NmsOptions {
+            kind,
+            top_k: 50,
+            ..NmsOptions::default()
+        };
+        let base = emulated_detect(&boxes, &conf, &opts).unwrap();
+        assert!(!base.is_empty());
+        let ids: Vec<f32> = (0..1500).map(|i| i as f32).collect();
+        let coefs = Tensor::from_vec(ids, (1500, 1), &Device::Cpu).unwrap();
+        let host = detect(&boxes, &conf, &coefs, &opts).unwrap();
+        let host_priors: Vec<usize> = host_vec(&host.coefs).iter().map(|&v| v as usize).collect();
+        assert_eq!(
+            base.iter().map(|k| k.cand).collect::<Vec<_>>(),
+            host_priors,
+            "{kind:?}: tied scores"
+        );
+        for seed in [3u64, 77, 1234] {
+            let got = emulated_detect_with(EmuHost::shuffled(seed), &boxes, &conf, &opts).unwrap();
+            assert_eq!(got, base, "{kind:?} schedule seed {seed}");
         }
     }
 }

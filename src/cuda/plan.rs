@@ -19,6 +19,9 @@ use crate::fast_nms::{Kept, NmsKind, NmsOptions};
 pub struct DevPtr(pub u64);
 
 impl DevPtr {
+    /// A null pointer, for the kernels' optional parameters.
+    pub const NULL: DevPtr = DevPtr(0);
+
     /// The address `bytes` further on.
     pub fn offset(self, bytes: usize) -> DevPtr {
         DevPtr(self.0 + bytes as u64)
@@ -167,11 +170,14 @@ pub fn fast_nms_detect<H: KernelHost>(
     let top_k = as_i32(opts.top_k, "top_k")?;
     as_i32(nc * opts.top_k, "classes x top_k")?;
     as_i32(nc * p, "classes x priors")?;
-    // fast_nms_prepare writes every key and best entry; the result block starts zeroed (count 0,
-    // NaN flag clear) because the kernels only OR into the flag.
+    // fast_nms_prepare fills the first `count` slots of keys (each class row has stride p),
+    // best_key, best_cls and cand_idx; count and the result block start zeroed (the kernels only
+    // add to the count and OR into the NaN flag).
     let keys = h.alloc(nc * p * 4, false)?;
     let best_key = h.alloc(p * 4, false)?;
     let best_cls = h.alloc(p * 4, false)?;
+    let cand_idx = h.alloc(p * 4, false)?;
+    let count = h.alloc(4, true)?;
     let out = h.alloc((2 + 3 * cap) * 4, true)?;
     h.launch(
         &FAST_NMS,
@@ -185,6 +191,8 @@ pub fn fast_nms_detect<H: KernelHost>(
             Arg::Ptr(keys),
             Arg::Ptr(best_key),
             Arg::Ptr(best_cls),
+            Arg::Ptr(cand_idx),
+            Arg::Ptr(count),
             Arg::Ptr(out),
         ],
     )?;
@@ -203,11 +211,14 @@ pub fn fast_nms_detect<H: KernelHost>(
                 Launch::nms_blocks(nc),
                 &[
                     Arg::Ptr(keys),
-                    // Class c's score of prior i: conf[i * c1 + 1 + c].
+                    Arg::I64(as_i64(p, "priors")?),
+                    Arg::Ptr(count),
+                    Arg::I32(0),
+                    Arg::Ptr(cand_idx),
+                    // Class c's score of prior t: conf[t * c1 + 1 + c].
                     Arg::Ptr(conf.offset(4)),
                     Arg::I64(1),
                     Arg::I64(as_i64(c1, "classes")?),
-                    Arg::I32(pi),
                     Arg::Ptr(boxes),
                     Arg::I32(top_k),
                     Arg::F32(opts.iou_thresh),
@@ -240,9 +251,10 @@ pub fn fast_nms_detect<H: KernelHost>(
                 &[
                     Arg::Ptr(best_key),
                     Arg::Ptr(best_cls),
+                    Arg::Ptr(cand_idx),
+                    Arg::Ptr(count),
                     Arg::Ptr(conf),
                     Arg::I32(c1i),
-                    Arg::I32(pi),
                     Arg::Ptr(boxes),
                     Arg::I32(top_k),
                     Arg::F32(opts.iou_thresh),
@@ -296,10 +308,13 @@ pub fn fast_nms_keep<H: KernelHost>(
         Launch::nms_blocks(nc),
         &[
             Arg::Ptr(keys),
+            Arg::I64(as_i64(n, "candidates")?),
+            Arg::Ptr(DevPtr::NULL),
+            Arg::I32(ni),
+            Arg::Ptr(DevPtr::NULL),
             Arg::Ptr(scores),
             Arg::I64(as_i64(n, "candidates")?),
             Arg::I64(1),
-            Arg::I32(ni),
             Arg::Ptr(boxes),
             Arg::I32(tk),
             Arg::F32(iou_thresh),

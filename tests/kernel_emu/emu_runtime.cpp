@@ -6,6 +6,7 @@
 #include <string.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -32,6 +33,25 @@ unsigned g_cur = 0;
 void (*g_invoke)(void**) = nullptr;
 void** g_args = nullptr;
 std::mutex g_mu;
+// Execution order: identity when g_seed is 0, else a fresh pseudo-random permutation per block
+// (blocks) and per barrier round (threads), so results that depend on scheduling show up.
+unsigned long long g_seed = 0;
+std::vector<unsigned> g_order;
+
+unsigned long long next_rand() {
+  g_seed ^= g_seed << 13;
+  g_seed ^= g_seed >> 7;
+  g_seed ^= g_seed << 17;
+  return g_seed;
+}
+
+void fill_order(std::vector<unsigned>& v, unsigned n) {
+  v.resize(n);
+  for (unsigned i = 0; i < n; ++i) v[i] = i;
+  if (g_seed == 0) return;
+  for (unsigned i = n; i > 1; --i) std::swap(v[i - 1], v[next_rand() % i]);
+}
+
 // Set while threads run as plain calls (the fast path for blocks whose first thread never
 // reached a barrier); a barrier reached then is a divergent one.
 bool g_direct = false;
@@ -61,33 +81,37 @@ void resume(unsigned t) {
 // Runs one block; returns false (with err) when threads left the kernel while others waited at
 // a barrier, which is undefined behaviour on a GPU.
 bool run_block(unsigned nthreads, char* err, size_t errlen) {
-  // Thread 0 first, on a fiber. If it finishes without reaching a barrier, the kernel has none
+  // One thread first, on a fiber. If it finishes without reaching a barrier, the kernel has none
   // on this path and the other threads run as plain calls (much faster); a barrier reached by
   // one of them then is a divergent one.
-  start_fiber(0);
-  resume(0);
-  if (g_fib[0].st == DONE) {
+  fill_order(g_order, nthreads);
+  const unsigned first = g_order[0];
+  start_fiber(first);
+  resume(first);
+  if (g_fib[first].st == DONE) {
     g_direct = true;
     g_direct_barriers = 0;
-    for (unsigned t = 1; t < nthreads; ++t) {
-      threadIdx = {t, 0, 0};
+    for (unsigned k = 1; k < nthreads; ++k) {
+      threadIdx = {g_order[k], 0, 0};
       g_invoke(g_args);
     }
     g_direct = false;
     if (g_direct_barriers) {
       snprintf(err, errlen,
-               "block %u: thread 0 returned without a barrier but other threads reached "
+               "block %u: thread %u returned without a barrier but other threads reached "
                "__syncthreads() %u times",
-               blockIdx.x, g_direct_barriers);
+               blockIdx.x, first, g_direct_barriers);
       return false;
     }
     return true;
   }
-  // Thread 0 waits at its first barrier; the others start and run up to theirs.
-  for (unsigned t = 1; t < nthreads; ++t) start_fiber(t);
+  // The first thread waits at its first barrier; the others start and run up to theirs.
+  for (unsigned t = 0; t < nthreads; ++t)
+    if (t != first) start_fiber(t);
   for (unsigned barrier = 1;; ++barrier) {
-    for (unsigned t = 0; t < nthreads; ++t)
-      if (g_fib[t].st == RUNNABLE) resume(t);
+    fill_order(g_order, nthreads);
+    for (unsigned k = 0; k < nthreads; ++k)
+      if (g_fib[g_order[k]].st == RUNNABLE) resume(g_order[k]);
     unsigned waiting = 0, done = 0;
     for (unsigned t = 0; t < nthreads; ++t) {
       if (g_fib[t].st == AT_BARRIER) ++waiting;
@@ -122,10 +146,12 @@ void __syncthreads() {
 }
 
 // Launches `entry` with `grid` x `block` threads. `kinds` names the C kind of each of the nargs
-// arguments ('p', 'i', 'l', 'f', 'd'); `args[i]` points at its value. Returns 0, or non-zero with
-// a message in err.
+// arguments ('p', 'i', 'l', 'f', 'd'); `args[i]` points at its value. A non-zero `seed` shuffles
+// the order of blocks and of threads between barriers. Returns 0, or non-zero with a message in
+// err.
 extern "C" int emu_launch(const char* entry, unsigned grid, unsigned block, int nargs,
-                          const char* kinds, void** args, char* err, size_t errlen) {
+                          const char* kinds, void** args, unsigned long long seed, char* err,
+                          size_t errlen) {
   std::lock_guard<std::mutex> lock(g_mu);
   const EmuReg* reg = nullptr;
   for (const EmuReg* r = emu_registry; r->name; ++r)
@@ -151,7 +177,10 @@ extern "C" int emu_launch(const char* entry, unsigned grid, unsigned block, int 
   g_args = args;
   gridDim = {grid, 1, 1};
   blockDim = {block, 1, 1};
-  for (unsigned b = 0; b < grid; ++b) {
+  g_seed = seed;
+  std::vector<unsigned> blocks;
+  fill_order(blocks, grid);
+  for (unsigned b : blocks) {
     blockIdx = {b, 0, 0};
     if (!run_block(block, err, errlen)) return 4;
   }

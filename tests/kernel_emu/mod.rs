@@ -27,6 +27,7 @@ type LaunchFn = unsafe extern "C" fn(
     c_int,
     *const c_char,
     *mut *mut c_void,
+    u64,
     *mut c_char,
     usize,
 ) -> c_int;
@@ -160,12 +161,22 @@ impl Alloc {
 #[derive(Default)]
 pub struct EmuHost {
     allocs: Vec<Alloc>,
-    pub launches: Vec<(String, Launch)>,
+    /// 0: blocks and threads run in index order; otherwise a seed for shuffling both, as a GPU
+    /// may schedule them (atomics then hand out slots in a different order).
+    pub schedule_seed: u64,
 }
 
 impl EmuHost {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A host whose launches run blocks and threads in an order shuffled by `seed`.
+    pub fn shuffled(seed: u64) -> Self {
+        EmuHost {
+            schedule_seed: seed | 1,
+            ..Self::default()
+        }
     }
 
     /// Copies `data` into a new allocation.
@@ -280,6 +291,7 @@ impl KernelHost for EmuHost {
                 args.len() as c_int,
                 kinds.as_ptr().cast::<c_char>(),
                 ptrs.as_mut_ptr(),
+                self.schedule_seed,
                 err.as_mut_ptr().cast::<c_char>(),
                 err.len(),
             )
@@ -291,7 +303,6 @@ impl KernelHost for EmuHost {
                 String::from_utf8_lossy(&err[..end])
             )));
         }
-        self.launches.push((entry.to_string(), launch));
         self.check_guards()
             .map_err(|e| Error::Invalid(format!("after {entry}: {e}")))
     }
