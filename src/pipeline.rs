@@ -239,6 +239,10 @@ impl Engine {
         let vb = VarBuilder::from_tensors(tensors, dtype, device);
         let model = Yolact::load(vb, &cfg)?;
         let priors = priors_tensor(&cfg, &conv_sizes(&cfg), device)?;
+        // candle's CUDA device queues on the *calling thread's* default stream, and the node builds
+        // the engine on one thread and runs frames on another, whose stream does not wait for this
+        // one: finish the uploads and BN folding here.
+        device.synchronize()?;
         Ok(Engine {
             cfg,
             model,
