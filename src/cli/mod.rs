@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 mod bench;
+mod bench_ops;
 mod coco_eval;
 mod convert;
 mod eval;
@@ -33,6 +34,8 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Time each stage of a frame and print median and spread.
     Bench(bench::BenchArgs),
+    /// Time our deformable 3x3 conv (DCNv2) against a plain 3x3 conv, per backbone DCN shape.
+    BenchOps(bench_ops::BenchOpsArgs),
     /// Run the model on an annotated image folder, write COCO results and print box and mask AP.
     Eval(eval::EvalArgs),
     /// Evaluate a COCO results file against ground truth (box and mask AP/AR, as pycocotools).
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Infer(a) => infer::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchOps(a) => bench_ops::run(a),
         Command::CocoEval(a) => coco_eval::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Replay(a) => replay::run(a),
