@@ -3,6 +3,8 @@
 
     bench_reference.py --yolact-src DIR --config NAME --iters N [--threads 2] [--json]
                        [--image PATH] [--score-threshold T] [--device cpu|cuda]
+    bench_reference.py --ops --shapes OPS.json [--device cpu|cuda] [--half] [--iters 100]
+                       [--warmup 10] [--threads 2] [--json]
 
 With --device cuda the reference runs as eval.py runs it on a GPU (net.cuda(), CUDA default
 tensors), its DCNv2 replaced by torchvision.ops.deform_conv2d; stage times come from CUDA events
@@ -13,6 +15,14 @@ Stages per frame: `pre_ms` (FastBaseTransform), `net_ms` (network without Detect
 (decode + fast NMS), `post_ms` (postprocess: masks, crop, mask-IoU rescoring, upsampling),
 `frame_ms` (all of it). Two warm-up frames are not counted. Weights are the synthetic ones
 (the time does not depend on the values, except through the number of detections).
+
+--ops is the PyTorch side of `yolact bench-ops`: it reads the deformable conv shapes from that
+command's --json output (so both sides time the same list) and times, per shape, a plain 3x3 conv
+(torch.nn.functional.conv2d, pad 1, bias; cuDNN with cudnn.benchmark on CUDA), torchvision's
+deform_conv2d with random offsets in [-2, 2] px and a sigmoid mask (`dcn`), and the whole layer
+(27-channel offset/mask conv, sigmoid, deform_conv2d: `dcn_layer`). On CUDA one event is
+recorded between consecutive iterations, queued back to back with one synchronize at the end
+(as ours does); on the CPU each iteration is wall-clocked. The JSON has our field names.
 """
 
 import argparse
@@ -33,9 +43,16 @@ WARMUP = 2
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--yolact-src", required=True)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--yolact-src")
+    ap.add_argument("--config")
+    ap.add_argument("--iters", type=int, default=None,
+                    help="timed iterations (default 10 frames, or 100 per op with --ops)")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help=f"untimed iterations (default {WARMUP} frames, or 10 per op with --ops)")
+    ap.add_argument("--ops", action="store_true",
+                    help="DCN vs conv microbenchmark on the shapes of --shapes")
+    ap.add_argument("--shapes", help="`yolact bench-ops --json` output naming the shapes (--ops)")
+    ap.add_argument("--half", action="store_true", help="f16 (--ops on CUDA only)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--image", default=os.path.join(HERE, "..", "tests", "fixtures", "parity",
@@ -44,15 +61,31 @@ def main():
     ap.add_argument("--seed", type=lambda s: int(s, 0), default=S.DEFAULT_SEED)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args()
+    if args.iters is None:
+        args.iters = 100 if args.ops else 10
+    if args.warmup is None:
+        args.warmup = 10 if args.ops else WARMUP
     if args.iters < 1:
         ap.error("--iters must be >= 1")
+    if args.warmup < 0:
+        ap.error("--warmup must be >= 0")
+    if args.ops:
+        if not args.shapes:
+            ap.error("--ops needs --shapes FILE (the output of `yolact bench-ops --json`)")
+        if args.half and args.device != "cuda":
+            ap.error("--half needs --device cuda (as ours: the CPU path is f32 only)")
+        return main_ops(args)
+    if args.half:
+        ap.error("--half is only for --ops")
+    if not args.yolact_src or not args.config:
+        ap.error("--yolact-src and --config are required (except with --ops)")
     if args.device == "cuda":
         return main_cuda(args)
     torch.set_num_threads(args.threads)
     ns = R.import_reference(args.yolact_src)
     net, _ = R.build(ns, args.config, args.seed)
     bgr = R.load_bgr(args.image)
-    for _ in range(WARMUP):
+    for _ in range(args.warmup):
         R.run_frame(ns, net, bgr, score_threshold=args.score_threshold)
     timings = {}
     for _ in range(args.iters):
@@ -127,7 +160,7 @@ def main_cuda(args):
 
     net.detect = TimedDetect()
     timings = {}
-    for i in range(WARMUP + args.iters):
+    for i in range(args.warmup + args.iters):
         for k in ("t0", "t1", "d0", "d1", "t3"):
             ev[k] = torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize()
@@ -142,7 +175,7 @@ def main_cuda(args):
             ev["t3"].record()
         torch.cuda.synchronize()
         wall = (time.perf_counter() - wall0) * 1e3
-        if i < WARMUP:
+        if i < args.warmup:
             continue
         timings.setdefault("pre_ms", []).append(ev["t0"].elapsed_time(ev["t1"]))
         timings.setdefault("net_ms", []).append(ev["t1"].elapsed_time(ev["d0"]))
@@ -167,6 +200,145 @@ def main_cuda(args):
         for k in ["pre_ms", "net_ms", "detect_ms", "post_ms", "frame_ms"]:
             s = result["stages"][k]
             print(f"  {k:10s} median {s['median']:9.3f}  min {s['min']:9.3f}  max {s['max']:9.3f}")
+
+
+OPS = ["conv", "dcn", "dcn_layer"]
+
+
+def read_shapes(path):
+    """The shapes of a `yolact bench-ops --json` report, checked; exits with the reason if bad."""
+    try:
+        with open(path) as f:
+            report = json.load(f)
+        shapes = []
+        for s in report["shapes"]:
+            shape = {k: int(s[k]) for k in ("channels", "height", "width", "stride", "count",
+                                            "out_height", "out_width")}
+            if min(shape.values()) < 1:
+                raise ValueError(f"non-positive size in {s}")
+            shapes.append(shape)
+        if not shapes:
+            raise ValueError("no shapes")
+        return report, shapes
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"bench_reference.py --ops: cannot read shapes from {path}: {e!r}")
+
+
+def spread(ms):
+    return {"median": statistics.median(ms), "min": min(ms), "max": max(ms)}
+
+
+def main_ops(args):
+    import time
+
+    import torch.nn.functional as F
+    import torchvision
+
+    report, shapes = read_shapes(args.shapes)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        sys.exit("bench_reference.py --device cuda: torch sees no CUDA device")
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    else:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    dtype = torch.float16 if args.half else torch.float32
+    gen = torch.Generator().manual_seed(0)
+
+    def randn(std, *shape):
+        return (torch.randn(*shape, generator=gen) * std).to(dev, dtype)
+
+    def time_op(fn):
+        with torch.inference_mode():
+            for _ in range(args.warmup):
+                fn()
+            if cuda:
+                torch.cuda.synchronize()
+                ev = [torch.cuda.Event(enable_timing=True) for _ in range(args.iters + 1)]
+                ev[0].record()
+                for e in ev[1:]:
+                    fn()
+                    e.record()
+                torch.cuda.synchronize()
+                return [a.elapsed_time(b) for a, b in zip(ev, ev[1:])]
+            ms = []
+            for _ in range(args.iters):
+                t0 = time.perf_counter()
+                fn()
+                ms.append((time.perf_counter() - t0) * 1e3)
+            return ms
+
+    out_shapes = []
+    for s in shapes:
+        c, st = s["channels"], s["stride"]
+        ho, wo = s["out_height"], s["out_width"]
+        x = randn(1.0, 1, c, s["height"], s["width"])
+        weight = randn((2.0 / (9 * c)) ** 0.5, c, c, 3, 3)
+        bias = randn(0.1, c)
+        offset = (torch.rand(1, 18, ho, wo, generator=gen) * 4 - 2).to(dev, dtype)
+        mask = torch.sigmoid(torch.randn(1, 9, ho, wo, generator=gen)).to(dev, dtype)
+        om_weight = randn(1.0 / (9 * c) ** 0.5, 27, c, 3, 3)
+        om_bias = torch.zeros(27, device=dev, dtype=dtype)
+
+        def conv():
+            return F.conv2d(x, weight, bias, stride=st, padding=1)
+
+        def dcn():
+            return torchvision.ops.deform_conv2d(x, offset, weight, bias, stride=st, padding=1,
+                                                 mask=mask)
+
+        def dcn_layer():
+            raw = F.conv2d(x, om_weight, om_bias, stride=st, padding=1)
+            return torchvision.ops.deform_conv2d(x, raw[:, :18], weight, bias, stride=st,
+                                                 padding=1, mask=torch.sigmoid(raw[:, 18:]))
+
+        with torch.inference_mode():
+            got = tuple(conv().shape[2:])
+        if got != (ho, wo):
+            sys.exit(f"bench_reference.py --ops: shape {s} gives a {got} output here, "
+                     f"not {(ho, wo)}")
+        ops = {name: spread(time_op(fn)) for name, fn in
+               (("conv", conv), ("dcn", dcn), ("dcn_layer", dcn_layer))}
+        out_shapes.append(dict(s, ops=ops,
+                               ratio_dcn_conv=ops["dcn"]["median"] / ops["conv"]["median"],
+                               ratio_dcn_layer_conv=(ops["dcn_layer"]["median"]
+                                                     / ops["conv"]["median"])))
+    totals = {op: sum(s["count"] * s["ops"][op]["median"] for s in out_shapes) for op in OPS}
+    result = {
+        "tool": "bench_reference.py --ops",
+        "config": report.get("config"),
+        "size": report.get("size"),
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "dtype": "f16" if args.half else "f32",
+        "clock": "cuda_events" if cuda else "wall",
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "shapes": out_shapes,
+        "total_ms": totals,
+        "ratio_dcn_conv": totals["dcn"] / totals["conv"],
+        "ratio_dcn_layer_conv": totals["dcn_layer"] / totals["conv"],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cudnn_benchmark": bool(cuda and torch.backends.cudnn.benchmark),
+        "threads": None if cuda else args.threads,
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(f"{result['config']} deformable 3x3 convs on {result['device']} ({result['dtype']}), "
+          f"{args.iters} iterations after {args.warmup} warm-up, timing: {result['clock']}, "
+          f"torch {torch.__version__}, torchvision {torchvision.__version__}")
+    print(f"{'C, HxW, stride':<24} {'count':>5} {'conv':>10} {'dcn':>10} {'dcn_layer':>10} "
+          f"{'dcn/conv':>8} {'layer/cv':>8}   (ms, medians)")
+    for s in out_shapes:
+        name = f"{s['channels']}, {s['height']}x{s['width']}, /{s['stride']}"
+        med = [s["ops"][op]["median"] for op in OPS]
+        print(f"{name:<24} {s['count']:>5} {med[0]:>10.3f} {med[1]:>10.3f} {med[2]:>10.3f} "
+              f"{s['ratio_dcn_conv']:>8.2f} {s['ratio_dcn_layer_conv']:>8.2f}")
+    print(f"{'total (count x median)':<24} {sum(s['count'] for s in out_shapes):>5} "
+          f"{totals['conv']:>10.3f} {totals['dcn']:>10.3f} {totals['dcn_layer']:>10.3f} "
+          f"{result['ratio_dcn_conv']:>8.2f} {result['ratio_dcn_layer_conv']:>8.2f}")
 
 
 if __name__ == "__main__":
