@@ -293,4 +293,36 @@ fn the_pytorch_side_times_the_same_shapes() {
         (&Value::from("wall"), &Value::from("f32"))
     );
     check_timings(&theirs, 1, 0);
+
+    // BENCHMARKS.md's rows from the two reports: one per shape plus the total, and a refusal when
+    // the reports disagree on the shapes.
+    let ref_path = dir.path().join("ref.json");
+    std::fs::write(&ref_path, &o.stdout).unwrap();
+    let table = |ours: &Path| {
+        Command::new("python3")
+            .arg(&script)
+            .arg("--ops-table")
+            .args([ours, ref_path.as_path()])
+            .output()
+            .expect("run bench_reference.py --ops-table")
+    };
+    let t = table(&path);
+    assert!(t.status.success(), "{}", text(&t));
+    let out = String::from_utf8_lossy(&t.stdout);
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ")).collect();
+    let n = shapes_of(&ours).len();
+    assert_eq!(rows.len(), n + 2, "{out}");
+    assert!(
+        rows[n + 1].starts_with("| total (count x median) | 11 |"),
+        "{out}"
+    );
+    let other = dir.path().join("other.json");
+    std::fs::write(
+        &other,
+        bench_ops_json("yolact_plus_resnet50", 64).to_string(),
+    )
+    .unwrap();
+    let t = table(&other);
+    assert!(!t.status.success(), "{}", text(&t));
+    assert!(text(&t).contains("different shapes"), "{}", text(&t));
 }

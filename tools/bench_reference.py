@@ -5,6 +5,7 @@
                        [--image PATH] [--score-threshold T] [--device cpu|cuda]
     bench_reference.py --ops --shapes OPS.json [--device cpu|cuda] [--half] [--iters 100]
                        [--warmup 10] [--threads 2] [--json]
+    bench_reference.py --ops-table OURS.json REF.json
 
 With --device cuda the reference runs as eval.py runs it on a GPU (net.cuda(), CUDA default
 tensors), its DCNv2 replaced by torchvision.ops.deform_conv2d; stage times come from CUDA events
@@ -23,6 +24,7 @@ deform_conv2d with random offsets in [-2, 2] px and a sigmoid mask (`dcn`), and 
 (27-channel offset/mask conv, sigmoid, deform_conv2d: `dcn_layer`). On CUDA one event is
 recorded between consecutive iterations, queued back to back with one synchronize at the end
 (as ours does); on the CPU each iteration is wall-clocked. The JSON has our field names.
+--ops-table prints BENCHMARKS.md's "DCN vs conv" rows from the two JSON reports.
 """
 
 import argparse
@@ -53,6 +55,8 @@ def main():
                     help="DCN vs conv microbenchmark on the shapes of --shapes")
     ap.add_argument("--shapes", help="`yolact bench-ops --json` output naming the shapes (--ops)")
     ap.add_argument("--half", action="store_true", help="f16 (--ops on CUDA only)")
+    ap.add_argument("--ops-table", nargs=2, metavar=("OURS", "REF"),
+                    help="markdown rows from `yolact bench-ops --json` and `--ops --json` output")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--image", default=os.path.join(HERE, "..", "tests", "fixtures", "parity",
@@ -61,6 +65,8 @@ def main():
     ap.add_argument("--seed", type=lambda s: int(s, 0), default=S.DEFAULT_SEED)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args()
+    if args.ops_table:
+        return ops_table(*args.ops_table)
     if args.iters is None:
         args.iters = 100 if args.ops else 10
     if args.warmup is None:
@@ -339,6 +345,36 @@ def main_ops(args):
     print(f"{'total (count x median)':<24} {sum(s['count'] for s in out_shapes):>5} "
           f"{totals['conv']:>10.3f} {totals['dcn']:>10.3f} {totals['dcn_layer']:>10.3f} "
           f"{result['ratio_dcn_conv']:>8.2f} {result['ratio_dcn_layer_conv']:>8.2f}")
+
+
+def ops_table(ours_path, ref_path):
+    """BENCHMARKS.md's DCN vs conv rows: per shape and the count-weighted total, medians in ms.
+    The goal's ratio is ours dcn over PyTorch's cuDNN conv."""
+    with open(ours_path) as f:
+        ours = json.load(f)
+    with open(ref_path) as f:
+        ref = json.load(f)
+    key = ("channels", "height", "width", "stride", "count")
+    if [tuple(s[k] for k in key) for s in ours["shapes"]] != \
+            [tuple(s[k] for k in key) for s in ref["shapes"]]:
+        sys.exit("--ops-table: the two reports time different shapes")
+    print(f"{ours['config']}, {ours['dtype']}, {ours['device']} / {ref['device']}, "
+          f"clock {ours['clock']} / {ref['clock']}, {ours['iters']} iterations")
+    print()
+    print("| shape (C, HxW, stride) | count | ours conv | ours dcn | ours dcn/conv | ours dcn_layer "
+          "| PyTorch cuDNN conv | torchvision deform_conv2d | ours dcn / cuDNN conv |")
+    print("|---|---|---|---|---|---|---|---|---|")
+
+    def row(name, count, o_conv, o_dcn, o_layer, r_conv, r_dcn):
+        print(f"| {name} | {count} | {o_conv:.3f} | {o_dcn:.3f} | {o_dcn / o_conv:.2f} | "
+              f"{o_layer:.3f} | {r_conv:.3f} | {r_dcn:.3f} | {o_dcn / r_conv:.2f} |")
+
+    for o, r in zip(ours["shapes"], ref["shapes"]):
+        med = [o["ops"][op]["median"] for op in OPS] + [r["ops"][op]["median"]
+                                                        for op in ("conv", "dcn")]
+        row(f"{o['channels']}, {o['height']}x{o['width']}, /{o['stride']}", o["count"], *med)
+    tot = [ours["total_ms"][op] for op in OPS] + [ref["total_ms"][op] for op in ("conv", "dcn")]
+    row("total (count x median)", sum(s["count"] for s in ours["shapes"]), *tot)
 
 
 if __name__ == "__main__":

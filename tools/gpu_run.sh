@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gpu_run.sh — everything issue 3 needs from the GPU machine, in one command, from the repository root:
 # kernel and network parity tests (and the timing, memory and CUDA-graph tests), `yolact bench` f32/f16
-# for ++R50 and ++R101 (CUDA-event stage times, peak GPU memory; eager and `--cuda-graph`), the PyTorch
+# for ++R50 and ++R101 (CUDA-event stage times, peak GPU memory; eager and `--cuda-graph`), the DCN vs
+# conv microbenchmark (`yolact bench-ops` and `bench_reference.py --ops`, f32/f16), the PyTorch
 # reference.
 #
 #   tools/gpu_run.sh [OUT_DIR]        (default: $OUT when set, else target/gpu-run)
@@ -50,6 +51,22 @@ for cfg in yolact_plus_resnet50 yolact_plus_base; do
   # The same frames with a synchronize per stage (the wall clock), to see what the syncs cost.
   step "bench_${cfg}_f32_wallclock" tools/run-on-gpu.sh "$BIN/yolact" bench --weights synthetic \
     --config "$cfg" --device cuda --wall-clock --iters "$ITERS" --warmup "$WARMUP" --json "$IMG"
+  # DCN vs a plain 3x3 conv of the same shape, per backbone DCN shape (issue 3: DCN within 1.5x of a
+  # cuDNN conv). The PyTorch side reads its shapes from our JSON, so both time the same list.
+  for half in "" --half; do
+    prec=f32; [ -n "$half" ] && prec=f16
+    step "bench_ops_${cfg}_${prec}" tools/run-on-gpu.sh "$BIN/yolact" bench-ops --config "$cfg" \
+      --device cuda ${half:+"$half"} --iters "$ITERS" --warmup "$WARMUP" --json
+    if [ -s "$OUT_DIR/bench_ops_${cfg}_${prec}.out" ]; then
+      step "reference_ops_${cfg}_${prec}" python3 tools/bench_reference.py --ops \
+        --shapes "$OUT_DIR/bench_ops_${cfg}_${prec}.out" --device cuda ${half:+"$half"} \
+        --iters "$ITERS" --warmup "$WARMUP" --json
+      # BENCHMARKS.md's "DCN vs conv" rows from the two reports.
+      [ -s "$OUT_DIR/reference_ops_${cfg}_${prec}.out" ] && step "ops_table_${cfg}_${prec}" \
+        python3 tools/bench_reference.py --ops-table "$OUT_DIR/bench_ops_${cfg}_${prec}.out" \
+        "$OUT_DIR/reference_ops_${cfg}_${prec}.out"
+    fi
+  done
   if [ -d target/yolact-src ]; then
     step "reference_${cfg}" python3 tools/bench_reference.py --yolact-src target/yolact-src \
       --config "$cfg" --device cuda --iters "$ITERS" --json --image "$IMG"
