@@ -349,7 +349,7 @@ def main_ops(args):
 
 def ops_table(ours_path, ref_path):
     """BENCHMARKS.md's DCN vs conv rows: per shape and the count-weighted total, medians in ms.
-    The goal's ratio is ours dcn over PyTorch's cuDNN conv."""
+    The goal's ratio is ours dcn over PyTorch's conv (cuDNN on CUDA)."""
     with open(ours_path) as f:
         ours = json.load(f)
     with open(ref_path) as f:
@@ -362,7 +362,7 @@ def ops_table(ours_path, ref_path):
           f"clock {ours['clock']} / {ref['clock']}, {ours['iters']} iterations")
     print()
     print("| shape (C, HxW, stride) | count | ours conv | ours dcn | ours dcn/conv | ours dcn_layer "
-          "| PyTorch cuDNN conv | torchvision deform_conv2d | ours dcn / cuDNN conv |")
+          "| PyTorch conv2d | torchvision deform_conv2d | ours dcn / PyTorch conv |")
     print("|---|---|---|---|---|---|---|---|---|")
 
     def row(name, count, o_conv, o_dcn, o_layer, r_conv, r_dcn):
