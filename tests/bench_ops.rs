@@ -214,6 +214,11 @@ fn bench_ops_prints_a_table_by_default() {
     }
     assert!(out.contains("total (count x median)"), "{out}");
     assert!(out.contains("timing: wall clock"), "{out}");
+    let help = yolact(&["bench-ops", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for op in OPS {
+        assert!(help.contains(op), "{op} not explained in\n{help}");
+    }
 }
 
 #[test]

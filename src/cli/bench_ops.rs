@@ -20,9 +20,8 @@ use yolact_ros2::pipeline::ClockKind;
 
 use super::bench::Spread;
 
-#[derive(Debug, clap::Args)]
-#[command(
-    long_about = "Time our modulated deformable 3x3 conv (DCNv2) against a plain 3x3 conv of the \
+/// `yolact bench-ops --help`.
+pub const LONG_ABOUT: &str = "Time our modulated deformable 3x3 conv (DCNv2) against a plain 3x3 conv of the \
 same shape, for every distinct deformable conv shape of a YOLACT++ ResNet backbone.\n\n\
 Per shape (C_in = C_out = planes, input H x W, stride, number of blocks with that shape) three ops \
 are timed on random data:\n  \
@@ -32,8 +31,9 @@ dcn_layer  the whole deformable layer as the model runs it: 27-channel offset/ma
 On CUDA each iteration is bracketed by CUDA events on candle's stream, queued back to back with one \
 wait at the end; on the CPU by the wall clock with a device synchronize. The report gives median, min \
 and max per op, the dcn / conv ratio per shape and the block-count-weighted total.\n\n\
-Example: yolact bench-ops --device cuda --half --iters 100 --warmup 10 --json"
-)]
+Example: yolact bench-ops --device cuda --half --iters 100 --warmup 10 --json";
+
+#[derive(Debug, clap::Args)]
 pub struct BenchOpsArgs {
     /// Config whose backbone's deformable convs are timed (a YOLACT++ one).
     #[arg(long, value_name = "NAME", default_value = "yolact_plus_resnet50",
@@ -162,15 +162,17 @@ impl Case {
     fn new(s: &DcnShape, device: &Device, dtype: DType) -> Result<Self> {
         let c = s.channels;
         let (ho, wo) = s.out_hw();
+        // Drawn on the host and copied: no dependence on the device's RNG (cuRAND refuses odd
+        // normal counts), and the same kind of data on every device.
         let randn = |std: f64, shape: &[usize]| -> candle_core::Result<Tensor> {
-            Tensor::randn(0f32, std as f32, shape, device)
+            Tensor::randn(0f32, std as f32, shape, &Device::Cpu)?.to_device(device)
         };
         // He-scaled weights keep activations O(1), so f16 neither overflows nor underflows.
         let w_std = (2.0 / (9.0 * c as f64)).sqrt();
         let x = randn(1.0, &[1, c, s.height, s.width])?;
         let weight = randn(w_std, &[c, c, 3, 3])?;
         let bias = randn(0.1, &[c])?;
-        let offset = Tensor::rand(-2f32, 2f32, (1, 18, ho, wo), device)?;
+        let offset = Tensor::rand(-2f32, 2f32, (1, 18, ho, wo), &Device::Cpu)?.to_device(device)?;
         let mask = candle_nn::ops::sigmoid(&randn(1.0, &[1, 9, ho, wo])?)?;
         // Offset weights of std 1/sqrt(9C) give offsets of about one pixel, the trained models' scale.
         let om_w = randn(1.0 / (9.0 * c as f64).sqrt(), &[27, c, 3, 3])?;

@@ -35,6 +35,7 @@ pub enum Command {
     /// Time each stage of a frame and print median and spread.
     Bench(bench::BenchArgs),
     /// Time our deformable 3x3 conv (DCNv2) against a plain 3x3 conv, per backbone DCN shape.
+    #[command(long_about = bench_ops::LONG_ABOUT)]
     BenchOps(bench_ops::BenchOpsArgs),
     /// Run the model on an annotated image folder, write COCO results and print box and mask AP.
     Eval(eval::EvalArgs),
