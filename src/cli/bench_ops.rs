@@ -143,8 +143,30 @@ fn has_dcn(cfg: &YolactConfig) -> bool {
     )
 }
 
-/// The ops timed per shape, in report order.
-pub const OPS: [&str; 3] = ["conv", "dcn", "dcn_layer"];
+/// The ops timed per shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// The model's plain 3x3 conv (pad 1, bias).
+    Conv,
+    /// `modulated_deform_conv2d` alone, on given offsets and mask.
+    Dcn,
+    /// The model's whole deformable layer: offset/mask conv, sigmoid, DCN.
+    DcnLayer,
+}
+
+impl Op {
+    /// Report order; a [`ShapeTimes`] holds one spread per op in this order.
+    pub const ALL: [Op; 3] = [Op::Conv, Op::Dcn, Op::DcnLayer];
+
+    /// Stable name for JSON and tables (shared with `tools/bench_reference.py --ops`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Conv => "conv",
+            Op::Dcn => "dcn",
+            Op::DcnLayer => "dcn_layer",
+        }
+    }
+}
 
 /// One shape's inputs and layers, on the device, in the timed dtype.
 struct Case {
@@ -197,10 +219,10 @@ impl Case {
         })
     }
 
-    fn run(&self, op: &str) -> candle_core::Result<Tensor> {
+    fn run(&self, op: Op) -> candle_core::Result<Tensor> {
         match op {
-            "conv" => self.conv.forward(&self.x),
-            "dcn" => yolact_ros2::ops::dcn::modulated_deform_conv2d(
+            Op::Conv => self.conv.forward(&self.x),
+            Op::Dcn => yolact_ros2::ops::dcn::modulated_deform_conv2d(
                 &self.x,
                 &self.offset,
                 &self.mask,
@@ -208,7 +230,7 @@ impl Case {
                 &self.bias,
                 self.stride,
             ),
-            _ => self.layer.forward(&self.x),
+            Op::DcnLayer => self.layer.forward(&self.x),
         }
     }
 }
@@ -296,7 +318,7 @@ fn time_op(
     Ok(out)
 }
 
-/// One shape's timings, in [`OPS`] order.
+/// One shape's timings, in [`Op::ALL`] order.
 #[derive(Debug, Clone)]
 pub struct ShapeTimes {
     pub shape: DcnShape,
@@ -304,8 +326,9 @@ pub struct ShapeTimes {
 }
 
 impl ShapeTimes {
-    fn median(&self, op: &str) -> f64 {
-        OPS.iter()
+    fn median(&self, op: Op) -> f64 {
+        Op::ALL
+            .iter()
             .position(|o| *o == op)
             .and_then(|i| self.ops.get(i))
             .map_or(f64::NAN, |s| s.median)
@@ -327,7 +350,7 @@ pub struct OpsReport {
 
 impl OpsReport {
     /// Sum over shapes of count x median of `op`, in ms: the op's share of one frame.
-    pub fn weighted_total(&self, op: &str) -> f64 {
+    pub fn weighted_total(&self, op: Op) -> f64 {
         self.shapes
             .iter()
             .map(|s| s.shape.count as f64 * s.median(op))
@@ -341,10 +364,10 @@ impl OpsReport {
             .map(|t| {
                 let s = t.shape;
                 let (ho, wo) = s.out_hw();
-                let ops: serde_json::Map<String, serde_json::Value> = OPS
+                let ops: serde_json::Map<String, serde_json::Value> = Op::ALL
                     .iter()
                     .zip(&t.ops)
-                    .map(|(n, sp)| (n.to_string(), sp.json()))
+                    .map(|(op, sp)| (op.name().to_string(), sp.json()))
                     .collect();
                 json!({
                     "channels": s.channels,
@@ -355,16 +378,16 @@ impl OpsReport {
                     "out_width": wo,
                     "count": s.count,
                     "ops": ops,
-                    "ratio_dcn_conv": t.median("dcn") / t.median("conv"),
-                    "ratio_dcn_layer_conv": t.median("dcn_layer") / t.median("conv"),
+                    "ratio_dcn_conv": t.median(Op::Dcn) / t.median(Op::Conv),
+                    "ratio_dcn_layer_conv": t.median(Op::DcnLayer) / t.median(Op::Conv),
                 })
             })
             .collect();
-        let totals: serde_json::Map<String, serde_json::Value> = OPS
+        let totals: serde_json::Map<String, serde_json::Value> = Op::ALL
             .iter()
-            .map(|n| (n.to_string(), json!(self.weighted_total(n))))
+            .map(|op| (op.name().to_string(), json!(self.weighted_total(*op))))
             .collect();
-        let conv = self.weighted_total("conv");
+        let conv = self.weighted_total(Op::Conv);
         json!({
             "tool": "yolact bench-ops",
             "config": self.config,
@@ -376,8 +399,8 @@ impl OpsReport {
             "warmup": self.warmup,
             "shapes": shapes,
             "total_ms": totals,
-            "ratio_dcn_conv": self.weighted_total("dcn") / conv,
-            "ratio_dcn_layer_conv": self.weighted_total("dcn_layer") / conv,
+            "ratio_dcn_conv": self.weighted_total(Op::Dcn) / conv,
+            "ratio_dcn_layer_conv": self.weighted_total(Op::DcnLayer) / conv,
         })
     }
 
@@ -408,21 +431,21 @@ impl OpsReport {
             }
             out += &format!(
                 " {:>8.2} {:>8.2}\n",
-                t.median("dcn") / t.median("conv"),
-                t.median("dcn_layer") / t.median("conv")
+                t.median(Op::Dcn) / t.median(Op::Conv),
+                t.median(Op::DcnLayer) / t.median(Op::Conv)
             );
         }
         let n: usize = self.shapes.iter().map(|s| s.shape.count).sum();
-        let conv = self.weighted_total("conv");
+        let conv = self.weighted_total(Op::Conv);
         out += &format!(
             "{:<24} {:>5} {:>22.3} {:>22.3} {:>22.3} {:>8.2} {:>8.2}\n",
             "total (count x median)",
             n,
             conv,
-            self.weighted_total("dcn"),
-            self.weighted_total("dcn_layer"),
-            self.weighted_total("dcn") / conv,
-            self.weighted_total("dcn_layer") / conv
+            self.weighted_total(Op::Dcn),
+            self.weighted_total(Op::DcnLayer),
+            self.weighted_total(Op::Dcn) / conv,
+            self.weighted_total(Op::DcnLayer) / conv
         );
         out
     }
@@ -444,10 +467,10 @@ pub fn run(a: BenchOpsArgs) -> Result<ExitCode> {
             s.channels, s.height, s.width, s.stride
         );
         let case = Case::new(s, &device, dtype).with_context(|| format!("inputs for {what}"))?;
-        let mut ops = Vec::with_capacity(OPS.len());
-        for op in OPS {
+        let mut ops = Vec::with_capacity(Op::ALL.len());
+        for op in Op::ALL {
             let samples = time_op(&device, a.warmup, a.iters, &|| case.run(op))
-                .with_context(|| format!("timing {op} for {what}"))?;
+                .with_context(|| format!("timing {} for {what}", op.name()))?;
             ops.push(Spread::of(&samples));
         }
         log::info!("timed {what}");
@@ -560,8 +583,8 @@ mod tests {
                 },
             ],
         };
-        assert_eq!(r.weighted_total("conv"), 7.0);
-        assert_eq!(r.weighted_total("dcn"), 9.0);
+        assert_eq!(r.weighted_total(Op::Conv), 7.0);
+        assert_eq!(r.weighted_total(Op::Dcn), 9.0);
         let v = r.json();
         assert_eq!(v["total_ms"]["dcn_layer"].as_f64(), Some(19.0));
         assert_eq!(v["ratio_dcn_conv"].as_f64(), Some(9.0 / 7.0));
@@ -593,9 +616,9 @@ mod tests {
                 .to_scalar()
                 .unwrap()
         };
-        let conv = case.run("conv").unwrap();
+        let conv = case.run(Op::Conv).unwrap();
         assert_eq!(conv.dims(), &[1, 8, 4, 4]);
-        assert!(diff(&case.run("dcn").unwrap(), &conv) < 1e-4);
+        assert!(diff(&case.run(Op::Dcn).unwrap(), &conv) < 1e-4);
 
         let zero_om = Tensor::zeros((27, 8, 3, 3), DType::F32, &dev).unwrap();
         let layer =
