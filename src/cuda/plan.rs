@@ -2,7 +2,7 @@
 //! `kernels/*.cu`, written once against [`KernelHost`].
 //!
 //! The CUDA runtime (feature `cuda`, `src/cuda/nms.rs` and `src/cuda/ops.rs`) implements the host
-//! with cudarc; `tests/common/kernel_emu.rs` implements it with a CPU emulator that compiles the
+//! with cudarc; `tests/kernel_emu/` implements it with a CPU emulator that compiles the
 //! same `.cu` files with g++. So the plans, and the kernels they drive, run in CI on machines
 //! without a GPU, and a wrong argument order, a missing zero-fill or a grid that misses elements
 //! shows up there instead of on the robot. Always compiled, with or without the `cuda` feature.
