@@ -7,6 +7,12 @@
 #
 #   tools/gpu_run.sh [OUT_DIR]        (default: $OUT when set, else target/gpu-run)
 #
+# ONLY (env, comma-separated, default all) picks what runs, so the work fits the device tool's
+# 10-minute limit per call: tests (cuda_kernels, cuda_gpu), bench (yolact bench eager/graph/wall
+# clock), ops (bench-ops and its PyTorch counterpart), reference (dbolya/yolact frame timing).
+# CONFIGS (env, default "yolact_plus_resnet50 yolact_plus_base") picks the configs. Each step prints
+# its wall time.
+#
 # Needs (carried from the build machine): target/cuda/cuda-dist/yolact-cuda.tar.xz (tools/build_cuda.sh)
 # and, for the reference, a dbolya/yolact checkout in target/yolact-src. Every step's output is kept in
 # OUT_DIR; a failing step is reported and the others still run; the exit status is the first failure.
@@ -19,12 +25,16 @@ tar -xJf target/cuda/cuda-dist/yolact-cuda.tar.xz -C "$BIN" || { echo "no target
 ITERS=${ITERS:-100}    # BENCHMARKS.md: medians of >= 100 frames after 10 warm-up frames
 WARMUP=${WARMUP:-10}
 IMG=tests/fixtures/parity/test_image.png
+ONLY=${ONLY:-tests,bench,ops,reference}
+CONFIGS=${CONFIGS:-yolact_plus_resnet50 yolact_plus_base}
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
 rc=0
 step() {  # step NAME CMD...
   local name=$1; shift
   echo "== $name" >&2
+  local t0=$SECONDS
   if "$@" > "$OUT_DIR/$name.out" 2> "$OUT_DIR/$name.err"; then
-    echo "   ok" >&2
+    echo "   ok ($(( SECONDS - t0 )) s)" >&2
   else
     local r=$?
     echo "   FAILED ($r), see $OUT_DIR/$name.err" >&2
@@ -33,41 +43,47 @@ step() {  # step NAME CMD...
   fi
 }
 nvidia-smi > "$OUT_DIR/nvidia-smi.txt" 2>&1
-step cuda_kernels env YOLACT_REQUIRE_NVRTC=1 tools/run-on-gpu.sh "$BIN/cuda_kernels" --nocapture
-step cuda_gpu env YOLACT_REQUIRE_GPU=1 tools/run-on-gpu.sh "$BIN/cuda_gpu" --nocapture --test-threads 1
-for cfg in yolact_plus_resnet50 yolact_plus_base; do
-  # JSON: "clock": "cuda_events", "peak_gpu_mem_mib" and "gpu_mem_source"; with --cuda-graph,
-  # "cuda_graph": true, or false and "cuda_graph_error" when the capture fell back to eager.
-  for half in "" --half; do
-    prec=f32; [ -n "$half" ] && prec=f16
-    step "bench_${cfg}_${prec}" tools/run-on-gpu.sh "$BIN/yolact" bench --weights synthetic \
-      --config "$cfg" --device cuda ${half:+"$half"} --iters "$ITERS" --warmup "$WARMUP" --json "$IMG"
-    step "bench_${cfg}_${prec}_graph" tools/run-on-gpu.sh "$BIN/yolact" bench --weights synthetic \
-      --config "$cfg" --device cuda ${half:+"$half"} --cuda-graph --iters "$ITERS" --warmup "$WARMUP" --json "$IMG"
-    # bench exits 0 when the capture fails (it falls back to eager): say so here.
-    grep -q '"cuda_graph":true' "$OUT_DIR/bench_${cfg}_${prec}_graph.out" 2>/dev/null ||
-      echo "   NOTE: no CUDA graph in bench_${cfg}_${prec}_graph (see its .err / \"cuda_graph_error\")" >&2
-  done
-  # The same frames with a synchronize per stage (the wall clock), to see what the syncs cost.
-  step "bench_${cfg}_f32_wallclock" tools/run-on-gpu.sh "$BIN/yolact" bench --weights synthetic \
-    --config "$cfg" --device cuda --wall-clock --iters "$ITERS" --warmup "$WARMUP" --json "$IMG"
-  # DCN vs a plain 3x3 conv of the same shape, per backbone DCN shape (issue 3: DCN within 1.5x of a
-  # cuDNN conv). The PyTorch side reads its shapes from our JSON, so both time the same list.
-  for half in "" --half; do
-    prec=f32; [ -n "$half" ] && prec=f16
-    step "bench_ops_${cfg}_${prec}" tools/run-on-gpu.sh "$BIN/yolact" bench-ops --config "$cfg" \
-      --device cuda ${half:+"$half"} --iters "$ITERS" --warmup "$WARMUP" --json
-    if [ -s "$OUT_DIR/bench_ops_${cfg}_${prec}.out" ]; then
-      step "reference_ops_${cfg}_${prec}" python3 tools/bench_reference.py --ops \
-        --shapes "$OUT_DIR/bench_ops_${cfg}_${prec}.out" --device cuda ${half:+"$half"} \
-        --iters "$ITERS" --warmup "$WARMUP" --json
-      # BENCHMARKS.md's "DCN vs conv" rows from the two reports.
-      [ -s "$OUT_DIR/reference_ops_${cfg}_${prec}.out" ] && step "ops_table_${cfg}_${prec}" \
-        python3 tools/bench_reference.py --ops-table "$OUT_DIR/bench_ops_${cfg}_${prec}.out" \
-        "$OUT_DIR/reference_ops_${cfg}_${prec}.out"
-    fi
-  done
-  if [ -d target/yolact-src ]; then
+if want tests; then
+  step cuda_kernels env YOLACT_REQUIRE_NVRTC=1 tools/run-on-gpu.sh "$BIN/cuda_kernels" --nocapture
+  step cuda_gpu env YOLACT_REQUIRE_GPU=1 tools/run-on-gpu.sh "$BIN/cuda_gpu" --nocapture --test-threads 1
+fi
+for cfg in $CONFIGS; do
+  if want bench; then
+    # JSON: "clock": "cuda_events", "peak_gpu_mem_mib" and "gpu_mem_source"; with --cuda-graph,
+    # "cuda_graph": true, or false and "cuda_graph_error" when the capture fell back to eager.
+    for half in "" --half; do
+      prec=f32; [ -n "$half" ] && prec=f16
+      step "bench_${cfg}_${prec}" tools/run-on-gpu.sh "$BIN/yolact" bench --weights synthetic \
+        --config "$cfg" --device cuda ${half:+"$half"} --iters "$ITERS" --warmup "$WARMUP" --json "$IMG"
+      step "bench_${cfg}_${prec}_graph" tools/run-on-gpu.sh "$BIN/yolact" bench --weights synthetic \
+        --config "$cfg" --device cuda ${half:+"$half"} --cuda-graph --iters "$ITERS" --warmup "$WARMUP" --json "$IMG"
+      # bench exits 0 when the capture fails (it falls back to eager): say so here.
+      grep -q '"cuda_graph":true' "$OUT_DIR/bench_${cfg}_${prec}_graph.out" 2>/dev/null ||
+        echo "   NOTE: no CUDA graph in bench_${cfg}_${prec}_graph (see its .err / \"cuda_graph_error\")" >&2
+    done
+    # The same frames with a synchronize per stage (the wall clock), to see what the syncs cost.
+    step "bench_${cfg}_f32_wallclock" tools/run-on-gpu.sh "$BIN/yolact" bench --weights synthetic \
+      --config "$cfg" --device cuda --wall-clock --iters "$ITERS" --warmup "$WARMUP" --json "$IMG"
+  fi
+  if want ops; then
+    # DCN vs a plain 3x3 conv of the same shape, per backbone DCN shape (issue 3: DCN within 1.5x of a
+    # cuDNN conv). The PyTorch side reads its shapes from our JSON, so both time the same list.
+    for half in "" --half; do
+      prec=f32; [ -n "$half" ] && prec=f16
+      step "bench_ops_${cfg}_${prec}" tools/run-on-gpu.sh "$BIN/yolact" bench-ops --config "$cfg" \
+        --device cuda ${half:+"$half"} --iters "$ITERS" --warmup "$WARMUP" --json
+      if [ -s "$OUT_DIR/bench_ops_${cfg}_${prec}.out" ]; then
+        step "reference_ops_${cfg}_${prec}" python3 tools/bench_reference.py --ops \
+          --shapes "$OUT_DIR/bench_ops_${cfg}_${prec}.out" --device cuda ${half:+"$half"} \
+          --iters "$ITERS" --warmup "$WARMUP" --json
+        # BENCHMARKS.md's "DCN vs conv" rows from the two reports.
+        [ -s "$OUT_DIR/reference_ops_${cfg}_${prec}.out" ] && step "ops_table_${cfg}_${prec}" \
+          python3 tools/bench_reference.py --ops-table "$OUT_DIR/bench_ops_${cfg}_${prec}.out" \
+          "$OUT_DIR/reference_ops_${cfg}_${prec}.out"
+      fi
+    done
+  fi
+  if want reference && [ -d target/yolact-src ]; then
     step "reference_${cfg}" python3 tools/bench_reference.py --yolact-src target/yolact-src \
       --config "$cfg" --device cuda --iters "$ITERS" --json --image "$IMG"
   fi
