@@ -38,7 +38,7 @@ fn every_kernel_module_compiles_for_the_emulator() {
     kernel_emu::compile_all().unwrap();
 }
 
-/// The emulated selection for one scene and option set (blocks and threads in index order).
+/// The emulated selection for one scene and option set (the default, shuffled schedule).
 fn emulated_detect(boxes: &Tensor, conf: &Tensor, opts: &NmsOptions) -> Option<Vec<Kept>> {
     emulated_detect_with(EmuHost::new(), boxes, conf, opts)
 }
@@ -141,6 +141,8 @@ fn fast_nms_results_do_not_depend_on_how_the_gpu_schedules_threads() {
             host_priors,
             "{kind:?}: tied scores"
         );
+        let ordered = emulated_detect_with(EmuHost::ordered(), &boxes, &conf, &opts).unwrap();
+        assert_eq!(ordered, base, "{kind:?} in index order");
         for seed in [3u64, 77, 1234] {
             let got = emulated_detect_with(EmuHost::shuffled(seed), &boxes, &conf, &opts).unwrap();
             assert_eq!(got, base, "{kind:?} schedule seed {seed}");
@@ -600,6 +602,13 @@ extern "C" __global__ void early_exit_barrier(int* out) {
   __syncthreads();
   out[threadIdx.x] = 1;
 }
+extern "C" __global__ void racy_neighbour(int* out, int salt) {
+  __shared__ int s[64];
+  s[threadIdx.x] = (int)threadIdx.x + salt;
+  // Missing __syncthreads(): the neighbour may not have written yet.
+  out[threadIdx.x] = s[(threadIdx.x + 1) % 64];
+  __syncthreads();
+}
 extern "C" __global__ void shared_reverse(const int* in, int* out) {
   __shared__ int s[64];
   s[threadIdx.x] = in[blockIdx.x * 64 + threadIdx.x];
@@ -607,7 +616,12 @@ extern "C" __global__ void shared_reverse(const int* in, int* out) {
   out[blockIdx.x * 64 + threadIdx.x] = s[63 - threadIdx.x];
 }
 "#,
-    entries: &["write_n", "early_exit_barrier", "shared_reverse"],
+    entries: &[
+        "write_n",
+        "early_exit_barrier",
+        "racy_neighbour",
+        "shared_reverse",
+    ],
 };
 
 #[test]
@@ -683,6 +697,30 @@ fn emulator_barriers_order_shared_memory_like_a_gpu() {
         .flat_map(|b| (0..64).map(move |t| b * 64 + 63 - t))
         .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn shuffled_schedules_expose_a_missing_barrier() {
+    // Each launch writes values no earlier launch wrote (the salt), so a thread that reads its
+    // neighbour's slot before the neighbour ran sees a stale value. Under a shuffled schedule some
+    // thread always runs before its neighbour.
+    let mut results = Vec::new();
+    for (k, seed) in [1u64, 2, 3, 4].into_iter().enumerate() {
+        let salt = 1000 * (k as i32 + 1);
+        let mut h = EmuHost::shuffled(seed);
+        let out = h.alloc(64 * 4, true).unwrap();
+        h.launch(
+            &SELFTEST,
+            "racy_neighbour",
+            Launch { grid: 1, block: 64 },
+            &[Arg::Ptr(out), Arg::I32(salt)],
+        )
+        .unwrap();
+        let got = h.read_vec::<i32>(out, 64);
+        let correct: Vec<i32> = (0..64).map(|t| (t + 1) % 64 + salt).collect();
+        results.push(got != correct);
+    }
+    assert!(results.iter().all(|&raced| raced), "{results:?}");
 }
 
 #[test]
