@@ -4,13 +4,14 @@
 //                         per-class sort keys (C rows of stride P), best-class keys and classes
 //   fast_nms_keys         scores (C, n) -> sort keys (C, n)        [the fast_nms_keep_tensor seam]
 //   fast_nms_classwise    one block per class: top-k, pairwise IoU, upper-triangular keep
-//   fast_nms_merge        one block: global top max_det over the per-class keep lists
+//   fast_nms_merge        one block: global top max_det over the kept entries of all classes
 //   fast_nms_cross_class  one block: top-k of the best-class scores, IoU, keep (no global cap)
 //
 // Compaction: only priors whose best foreground score passes conf_thresh get a slot (in whatever
 // order the atomics hand them out), so the top-k passes scan the candidates, typically a few
-// hundred to a few thousand, instead of all ~19k priors per class. Slots never decide an order:
-// every comparison uses the prior's own index (`idmap`), so results do not depend on slot order.
+// hundred to a few thousand, instead of all ~19k priors per class; likewise the classwise blocks
+// append their kept entries to one list for the merge. Slots never decide an order: every
+// comparison uses the item's own index (`idmap`), so results do not depend on slot order.
 //
 // Ordering is exactly the host's stable descending sort: a score maps to a monotone u32 key
 // (NaN as -inf, -0 as +0, 0 reserved for "not a candidate"), and the key is extended with the
@@ -185,7 +186,8 @@ extern "C" __global__ void fast_nms_classwise(const unsigned* keys, long long ks
                                               const float* scores, long long sc, long long si,
                                               const float* boxes, int top_k, float iou_thresh,
                                               int* kept_idx, float* kept_score,
-                                              unsigned* kept_key, int* kept_count) {
+                                              unsigned* kept_key, int* kept_count,
+                                              unsigned* m_key, int* m_id, int* m_count) {
   __shared__ int sorted[KMAX];
   __shared__ int sel[KMAX];
   __shared__ unsigned long long selc[KMAX];
@@ -210,24 +212,35 @@ extern "C" __global__ void fast_nms_classwise(const unsigned* keys, long long ks
       ++r;
     }
     kept_count[c] = r;
+    if (m_key) {
+      // Append this class's list to the merge input; m_id is the flattened (class, rank) index,
+      // which orders ties as the host's stable sort does, whatever offset the atomic gave.
+      const int off = atomicAdd(m_count, r);
+      for (int q = 0; q < r; ++q) {
+        m_key[off + q] = kept_key[base + q];
+        m_id[off + q] = (int)(base + q);
+      }
+    }
   }
 }
 
 // One block. The global top max_det of the per-class lists, class-major order breaking ties (the
-// host's stable sort of the flattened lists). out = [count, nan flag, idx[M], cls[M], score[M]]
-// with M = max_det and scores as f32 bit patterns.
-extern "C" __global__ void fast_nms_merge(const unsigned* kept_key, const int* kept_idx,
-                                          const float* kept_score, int num_classes, int top_k,
-                                          int max_det, int* out) {
+// host's stable sort of the flattened lists), over the *m_count kept entries the classwise blocks
+// appended (m_key, m_id = class * top_k + rank) rather than all C * top_k slots.
+// out = [count, nan flag, idx[M], cls[M], score[M]] with M = max_det and scores as f32 bit patterns.
+extern "C" __global__ void fast_nms_merge(const unsigned* m_key, const int* m_id,
+                                          const int* m_count, const int* kept_idx,
+                                          const float* kept_score, int top_k, int max_det,
+                                          int* out) {
   __shared__ int sorted[KMAX];
   __shared__ int sel[KMAX];
   __shared__ unsigned long long selc[KMAX];
-  const int m = block_top_k(kept_key, nullptr, num_classes * top_k, max_det, sorted, sel, selc);
+  const int m = block_top_k(m_key, m_id, *m_count, max_det, sorted, sel, selc);
   for (int e = threadIdx.x; e < m; e += NT) {
-    const int s = sorted[e];
-    out[2 + e] = kept_idx[s];
-    out[2 + max_det + e] = s / top_k;
-    out[2 + 2 * max_det + e] = __float_as_int(kept_score[s]);
+    const int id = m_id[sorted[e]];
+    out[2 + e] = kept_idx[id];
+    out[2 + max_det + e] = id / top_k;
+    out[2 + 2 * max_det + e] = __float_as_int(kept_score[id]);
   }
   if (threadIdx.x == 0) out[0] = m;
 }

@@ -162,11 +162,7 @@ pub fn fast_nms_detect<H: KernelHost>(
         return Ok(None);
     }
     let nc = c1 - 1;
-    let (pi, c1i, nci) = (
-        as_i32(p, "priors")?,
-        as_i32(c1, "classes")?,
-        as_i32(nc, "classes")?,
-    );
+    let (pi, c1i) = (as_i32(p, "priors")?, as_i32(c1, "classes")?);
     let top_k = as_i32(opts.top_k, "top_k")?;
     as_i32(nc * opts.top_k, "classes x top_k")?;
     as_i32(nc * p, "classes x priors")?;
@@ -205,6 +201,10 @@ pub fn fast_nms_detect<H: KernelHost>(
             let kept_score = h.alloc(slots * 4, false)?;
             let kept_key = h.alloc(slots * 4, false)?;
             let kept_count = h.alloc(nc * 4, false)?;
+            // The merge input: every class's kept entries, appended at atomic offsets.
+            let m_key = h.alloc(slots * 4, false)?;
+            let m_id = h.alloc(slots * 4, false)?;
+            let m_count = h.alloc(4, true)?;
             h.launch(
                 &FAST_NMS,
                 "fast_nms_classwise",
@@ -226,6 +226,9 @@ pub fn fast_nms_detect<H: KernelHost>(
                     Arg::Ptr(kept_score),
                     Arg::Ptr(kept_key),
                     Arg::Ptr(kept_count),
+                    Arg::Ptr(m_key),
+                    Arg::Ptr(m_id),
+                    Arg::Ptr(m_count),
                 ],
             )?;
             h.launch(
@@ -233,10 +236,11 @@ pub fn fast_nms_detect<H: KernelHost>(
                 "fast_nms_merge",
                 Launch::nms_blocks(1),
                 &[
-                    Arg::Ptr(kept_key),
+                    Arg::Ptr(m_key),
+                    Arg::Ptr(m_id),
+                    Arg::Ptr(m_count),
                     Arg::Ptr(kept_idx),
                     Arg::Ptr(kept_score),
-                    Arg::I32(nci),
                     Arg::I32(top_k),
                     Arg::I32(as_i32(cap, "max_num_detections")?),
                     Arg::Ptr(out),
@@ -322,6 +326,10 @@ pub fn fast_nms_keep<H: KernelHost>(
             Arg::Ptr(kept_score),
             Arg::Ptr(kept_key),
             Arg::Ptr(kept_count),
+            // No merge follows.
+            Arg::Ptr(DevPtr::NULL),
+            Arg::Ptr(DevPtr::NULL),
+            Arg::Ptr(DevPtr::NULL),
         ],
     )?;
     let idx = h.read_i32(kept_idx, slots)?;
