@@ -72,3 +72,39 @@ __device__ __forceinline__ void axis_tap(int dst, int in_size, A scale, int* i0,
   *l1 = l;
   *l0 = (A)1 - l;
 }
+
+// Grid-stride over every output of a bilinear resize (align_corners=False) of `planes` (h, w)
+// planes to (oh, ow), in opmath A: store(o, p, v) gets output index o (plane-major), its plane p
+// and v = (load(p, y0, x0)·lx0 + load(p, y0, x1)·lx1)·ly0 + (load(p, y1, x0)·lx0 +
+// load(p, y1, x1)·lx1)·ly1. Rows are interpolated first, then the column, as the CPU op does
+// (it caches x-interpolated rows), so the rounding is the same.
+template <typename A, typename Load, typename Store>
+__device__ __forceinline__ void resize_each(long long planes, int h, int w, int oh, int ow,
+                                            const Load& load, const Store& store) {
+  const long long total = planes * oh * ow;
+  const A sy = (A)h / (A)oh;
+  const A sx = (A)w / (A)ow;
+  for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < total;
+       o += (long long)gridDim.x * blockDim.x) {
+    const int ox = (int)(o % ow);
+    const int oy = (int)((o / ow) % oh);
+    const long long p = o / ((long long)ow * oh);
+    int y0, y1, x0, x1;
+    A ly0, ly1, lx0, lx1;
+    axis_tap<A>(oy, h, sy, &y0, &y1, &ly0, &ly1);
+    axis_tap<A>(ox, w, sx, &x0, &x1, &lx0, &lx1);
+    const A t0 = load(p, y0, x0) * lx0 + load(p, y0, x1) * lx1;
+    const A t1 = load(p, y1, x0) * lx0 + load(p, y1, x1) * lx1;
+    store(o, p, t0 * ly0 + t1 * ly1);
+  }
+}
+
+// Reads (h, w) planes of T as opmath values, for resize_each.
+template <typename T> struct PlaneLoad {
+  const T* src;
+  int h, w;
+  __device__ __forceinline__ typename Opmath<T>::type operator()(long long p, int y, int x) const {
+    return to_acc(src[(p * h + y) * (long long)w + x]);
+  }
+};
+
