@@ -85,6 +85,9 @@ pub fn assemble_crop(proto: &Tensor, coefs: &Tensor, boxes: &Tensor, crop: bool)
             boxes.dims()
         )));
     }
+    if n * hp * wp == 0 {
+        return Ok(Tensor::zeros((n, hp, wp), DType::F32, proto.device())?);
+    }
     let lin = proto
         .to_dtype(DType::F32)?
         .reshape((hp * wp, d))?
@@ -99,13 +102,10 @@ pub fn assemble_crop(proto: &Tensor, coefs: &Tensor, boxes: &Tensor, crop: bool)
     let lin_v = super::runtime::contiguous_view(ls.as_cuda_slice::<f32>()?, ll, "mask GEMM")?;
     let box_v = super::runtime::contiguous_view(bs.as_cuda_slice::<f32>()?, bl, "boxes")?;
     // SAFETY: the kernel writes all n * hp * wp elements.
-    let out = unsafe { dev.alloc::<f32>((n * hp * wp).max(1))? };
+    let out = unsafe { dev.alloc::<f32>(n * hp * wp)? };
     let mut host = CudaHost::new(dev);
     let ptrs = (host.ptr_of(&lin_v), host.ptr_of(&box_v), host.ptr_of(&out));
     plan::mask_sigmoid_crop(&mut host, ptrs, n, (hp, wp), crop)?;
-    if n * hp * wp == 0 {
-        return Ok(Tensor::zeros((n, hp, wp), DType::F32, proto.device())?);
-    }
     Ok(wrap(out, dev, (n, hp, wp)))
 }
 
@@ -136,6 +136,9 @@ pub fn upsample_threshold(masks: &Tensor, h: usize, w: usize) -> Result<Vec<u8>>
 pub fn decode_boxes(loc: &Tensor, priors: &Tensor) -> Result<Tensor> {
     let dev = cuda_device(loc.device())?;
     let p = loc.dim(0)?;
+    if p == 0 {
+        return Ok(Tensor::zeros((0, 4), DType::F32, loc.device())?);
+    }
     let loc = loc.to_dtype(DType::F32)?.contiguous()?;
     let priors = priors.to_dtype(DType::F32)?.contiguous()?;
     let (ls, ll) = loc.storage_and_layout();
@@ -146,12 +149,9 @@ pub fn decode_boxes(loc: &Tensor, priors: &Tensor) -> Result<Tensor> {
     let lv = super::runtime::contiguous_view(ls.as_cuda_slice::<f32>()?, ll, "loc")?;
     let pv = super::runtime::contiguous_view(ps.as_cuda_slice::<f32>()?, pl, "priors")?;
     // SAFETY: the kernel writes all 4 * p elements.
-    let out = unsafe { dev.alloc::<f32>((4 * p).max(1))? };
+    let out = unsafe { dev.alloc::<f32>(4 * p)? };
     let mut host = CudaHost::new(dev);
     let ptrs = (host.ptr_of(&lv), host.ptr_of(&pv), host.ptr_of(&out));
     plan::decode_boxes(&mut host, ptrs, p)?;
-    if p == 0 {
-        return Ok(Tensor::zeros((0, 4), DType::F32, loc.device())?);
-    }
     Ok(wrap(out, dev, (p, 4)))
 }
