@@ -234,6 +234,7 @@ mod cuda_impl {
             };
             // Graph allocations (`--cuda-graph`) live in a separate per-device pool.
             let mut zero: u64 = 0;
+            // SAFETY: a valid device of the bound context; the attribute takes a u64 by pointer.
             let graph_stats = unsafe {
                 sys::cuDeviceSetGraphMemAttribute(
                     ctx.cu_device(),
@@ -266,6 +267,7 @@ mod cuda_impl {
             let pool_high = match self.pool {
                 Some(p) => {
                     let mut v: u64 = 0;
+                    // SAFETY: `p` is the device's pool from reset_pool; the attribute is a u64.
                     unsafe {
                         result::mem_pool::get_attribute(
                             p,
@@ -280,6 +282,7 @@ mod cuda_impl {
             };
             let mut graph_high: u64 = 0;
             if self.graph_stats {
+                // SAFETY: a valid device of the bound context; the attribute is a u64.
                 unsafe {
                     sys::cuDeviceGetGraphMemAttribute(
                         self.ctx.cu_device(),
@@ -301,6 +304,7 @@ mod cuda_impl {
     /// The pool `cuMemAllocAsync` draws from, its high-water marks reset. That is the device's
     /// *current* pool (the default one unless someone called cuDeviceSetMemPool).
     fn reset_pool(ctx: &CudaContext) -> std::result::Result<sys::CUmemoryPool, DriverError> {
+        // SAFETY: a valid device of this context.
         let p = unsafe { result::device::get_mem_pool(ctx.cu_device()) }?;
         let mut zero: u64 = 0;
         for attr in [
@@ -308,6 +312,7 @@ mod cuda_impl {
             sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
         ] {
             // A high-water mark can only be reset, by writing 0.
+            // SAFETY: `p` is a live pool; the attribute takes a u64 by pointer.
             unsafe { result::mem_pool::set_attribute(p, attr, (&mut zero as *mut u64).cast()) }?;
         }
         Ok(p)
