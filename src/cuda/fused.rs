@@ -11,7 +11,7 @@ use candle_core::op::BackpropOp;
 use candle_core::{CudaDevice, CudaStorage, DType, Device, Shape, Storage, Tensor};
 use image::RgbImage;
 
-use super::host::CudaHost;
+use super::host::{with_f32_ptrs, CudaHost};
 use super::plan::{self, Normalize};
 use crate::config::YolactConfig;
 use crate::error::{Error, Result};
@@ -91,22 +91,17 @@ pub fn assemble_crop(proto: &Tensor, coefs: &Tensor, boxes: &Tensor, crop: bool)
     let lin = proto
         .to_dtype(DType::F32)?
         .reshape((hp * wp, d))?
-        .matmul(&coefs.to_dtype(DType::F32)?.t()?)?
-        .contiguous()?;
-    let boxes = boxes.to_dtype(DType::F32)?.contiguous()?;
-    let (ls, ll) = lin.storage_and_layout();
-    let (bs, bl) = boxes.storage_and_layout();
-    let (Storage::Cuda(ls), Storage::Cuda(bs)) = (&*ls, &*bs) else {
-        return Err(Error::Invalid("assemble masks: not CUDA tensors".into()));
-    };
-    let lin_v = super::runtime::contiguous_view(ls.as_cuda_slice::<f32>()?, ll, "mask GEMM")?;
-    let box_v = super::runtime::contiguous_view(bs.as_cuda_slice::<f32>()?, bl, "boxes")?;
-    // SAFETY: the kernel writes all n * hp * wp elements.
-    let out = unsafe { dev.alloc::<f32>(n * hp * wp)? };
-    let mut host = CudaHost::new(dev);
-    let ptrs = (host.ptr_of(&lin_v), host.ptr_of(&box_v), host.ptr_of(&out));
-    plan::mask_sigmoid_crop(&mut host, ptrs, n, (hp, wp), crop)?;
-    Ok(wrap(out, dev, (n, hp, wp)))
+        .matmul(&coefs.to_dtype(DType::F32)?.t()?)?;
+    with_f32_ptrs(
+        [(&lin, "mask GEMM"), (boxes, "boxes")],
+        |host, [lin, boxes]| {
+            // SAFETY: the kernel writes all n * hp * wp elements.
+            let out = unsafe { dev.alloc::<f32>(n * hp * wp)? };
+            let ptrs = (lin, boxes, host.ptr_of(&out));
+            plan::mask_sigmoid_crop(host, ptrs, n, (hp, wp), crop)?;
+            Ok(wrap(out, dev, (n, hp, wp)))
+        },
+    )
 }
 
 /// Soft masks (n, hp, wp) f32 on a CUDA device, resized to (h, w) and thresholded at 0.5 there:
@@ -117,18 +112,13 @@ pub fn upsample_threshold(masks: &Tensor, h: usize, w: usize) -> Result<Vec<u8>>
     if n == 0 || h == 0 || w == 0 {
         return Ok(Vec::new());
     }
-    let masks = masks.to_dtype(DType::F32)?.contiguous()?;
-    let (ms, ml) = masks.storage_and_layout();
-    let Storage::Cuda(ms) = &*ms else {
-        return Err(Error::Invalid("upsample masks: not a CUDA tensor".into()));
-    };
-    let src = super::runtime::contiguous_view(ms.as_cuda_slice::<f32>()?, ml, "masks")?;
-    // SAFETY: the kernel writes all n * h * w bytes.
-    let out = unsafe { dev.alloc::<u8>(n * h * w)? };
-    let mut host = CudaHost::new(dev);
-    let ptrs = (host.ptr_of(&src), host.ptr_of(&out));
-    plan::resize_threshold(&mut host, ptrs, n, (hp, wp), (h, w), 0.5)?;
-    Ok(dev.cuda_stream().clone_dtoh(&out).w()?)
+    with_f32_ptrs([(masks, "masks")], |host, [src]| {
+        // SAFETY: the kernel writes all n * h * w bytes.
+        let out = unsafe { dev.alloc::<u8>(n * h * w)? };
+        let ptrs = (src, host.ptr_of(&out));
+        plan::resize_threshold(host, ptrs, n, (hp, wp), (h, w), 0.5)?;
+        Ok(dev.cuda_stream().clone_dtoh(&out).w()?)
+    })
 }
 
 /// SSD decoding on the device: `loc` and `priors` (P, 4) on one CUDA device -> (P, 4) boxes, one
@@ -139,19 +129,11 @@ pub fn decode_boxes(loc: &Tensor, priors: &Tensor) -> Result<Tensor> {
     if p == 0 {
         return Ok(Tensor::zeros((0, 4), DType::F32, loc.device())?);
     }
-    let loc = loc.to_dtype(DType::F32)?.contiguous()?;
-    let priors = priors.to_dtype(DType::F32)?.contiguous()?;
-    let (ls, ll) = loc.storage_and_layout();
-    let (ps, pl) = priors.storage_and_layout();
-    let (Storage::Cuda(ls), Storage::Cuda(ps)) = (&*ls, &*ps) else {
-        return Err(Error::Invalid("decode: not CUDA tensors".into()));
-    };
-    let lv = super::runtime::contiguous_view(ls.as_cuda_slice::<f32>()?, ll, "loc")?;
-    let pv = super::runtime::contiguous_view(ps.as_cuda_slice::<f32>()?, pl, "priors")?;
-    // SAFETY: the kernel writes all 4 * p elements.
-    let out = unsafe { dev.alloc::<f32>(4 * p)? };
-    let mut host = CudaHost::new(dev);
-    let ptrs = (host.ptr_of(&lv), host.ptr_of(&pv), host.ptr_of(&out));
-    plan::decode_boxes(&mut host, ptrs, p)?;
-    Ok(wrap(out, dev, (p, 4)))
+    with_f32_ptrs([(loc, "loc"), (priors, "priors")], |host, [loc, priors]| {
+        // SAFETY: the kernel writes all 4 * p elements.
+        let out = unsafe { dev.alloc::<f32>(4 * p)? };
+        let ptrs = (loc, priors, host.ptr_of(&out));
+        plan::decode_boxes(host, ptrs, p)?;
+        Ok(wrap(out, dev, (p, 4)))
+    })
 }

@@ -4,10 +4,10 @@ use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, DevicePtr, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::WrapErr;
-use candle_core::CudaDevice;
+use candle_core::{CudaDevice, DType, Storage, Tensor};
 
 use super::plan::{Arg, DevPtr, KernelHost, Launch};
-use super::runtime::func;
+use super::runtime::{contiguous_view, func};
 use super::sources::KernelSource;
 use crate::error::{Error, Result};
 
@@ -91,6 +91,32 @@ impl KernelHost for CudaHost<'_> {
             ptr.0
         )))
     }
+}
+
+/// Runs `f` with a host on the tensors' CUDA device and the addresses of their data as contiguous
+/// f32 (converted and packed first when needed; the buffers stay alive until `f` returns).
+pub fn with_f32_ptrs<R, const N: usize>(
+    inputs: [(&Tensor, &str); N],
+    f: impl FnOnce(&mut CudaHost<'_>, [DevPtr; N]) -> Result<R>,
+) -> Result<R> {
+    let tensors = inputs
+        .iter()
+        .map(|(t, _)| t.to_dtype(DType::F32)?.contiguous())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+    let mut ptrs = [DevPtr::NULL; N];
+    let mut dev = None;
+    for (i, ((storage, layout), (_, what))) in guards.iter().zip(&inputs).enumerate() {
+        let Storage::Cuda(s) = &**storage else {
+            return Err(Error::Invalid(format!("{what}: not a CUDA tensor")));
+        };
+        let view = contiguous_view(s.as_cuda_slice::<f32>()?, layout, what)?;
+        let stream = s.device.cuda_stream();
+        ptrs[i] = DevPtr(view.device_ptr(&stream).0);
+        dev.get_or_insert(&s.device);
+    }
+    let dev = dev.ok_or_else(|| Error::Invalid("a launch plan without inputs".into()))?;
+    f(&mut CudaHost::new(dev), ptrs)
 }
 
 /// A plan error as a candle error, for the custom ops' `cuda_fwd`.

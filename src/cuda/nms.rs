@@ -7,46 +7,12 @@
 //! tests/cuda_gpu.rs): the ordering is the host's stable descending sort, and the IoU is
 //! evaluated with unfused f32 arithmetic.
 
-use candle_core::cuda_backend::cudarc::driver::CudaView;
-use candle_core::{CudaDevice, DType, Storage, Tensor};
+use candle_core::Tensor;
 
-use super::host::CudaHost;
-use super::plan::{self, DevPtr};
+use super::host::with_f32_ptrs;
+use super::plan;
 use crate::error::{Error, Result};
 use crate::fast_nms::{Kept, NmsOptions};
-
-/// Runs `f` on the f32 device buffer of a contiguous CUDA tensor.
-fn with_f32<R>(
-    t: &Tensor,
-    what: &str,
-    f: impl FnOnce(&CudaDevice, CudaView<'_, f32>) -> Result<R>,
-) -> Result<R> {
-    let t = t.to_dtype(DType::F32)?.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cuda(s) = &*storage else {
-        return Err(Error::Invalid(format!("{what}: not a CUDA tensor")));
-    };
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| Error::Invalid(format!("{what}: not contiguous")))?;
-    let view = s.as_cuda_slice::<f32>()?.slice(start..end);
-    f(&s.device, view)
-}
-
-/// Runs a plan on the f32 device buffers of two CUDA tensors.
-fn with_two<R>(
-    (a, a_what): (&Tensor, &str),
-    (b, b_what): (&Tensor, &str),
-    f: impl FnOnce(&mut CudaHost<'_>, DevPtr, DevPtr) -> Result<R>,
-) -> Result<R> {
-    with_f32(a, a_what, |dev, av| {
-        with_f32(b, b_what, |_, bv| {
-            let mut host = CudaHost::new(dev);
-            let (ap, bp) = (host.ptr_of(&av), host.ptr_of(&bv));
-            f(&mut host, ap, bp)
-        })
-    })
-}
 
 /// Device version of the candidate filter + class-wise or cross-class Fast NMS + global cap of
 /// [`crate::fast_nms::detect`]: `boxes` (P, 4) and `conf` (P, 1 + C) on a CUDA device. Returns
@@ -62,7 +28,7 @@ pub fn detect_keep(boxes: &Tensor, conf: &Tensor, opts: &NmsOptions) -> Result<O
             conf.dims()
         )));
     }
-    with_two((conf, "conf"), (boxes, "boxes"), |h, conf, boxes| {
+    with_f32_ptrs([(conf, "conf"), (boxes, "boxes")], |h, [conf, boxes]| {
         plan::fast_nms_detect(h, conf, boxes, p, c1, opts)
     })
 }
@@ -84,7 +50,7 @@ pub fn fast_nms_keep(
             boxes.dims()
         )));
     }
-    with_two((scores, "scores"), (boxes, "boxes"), |h, s, b| {
+    with_f32_ptrs([(scores, "scores"), (boxes, "boxes")], |h, [s, b]| {
         plan::fast_nms_keep(h, s, b, nc, n, top_k, iou_thresh)
     })
 }
