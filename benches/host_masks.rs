@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use yolact_ros2::ops::interp::resize_threshold_planes;
-use yolact_ros2::postprocess::crop_masks;
+use yolact_ros2::post::masks::crop_masks;
 
 const HP: usize = 138;
 const WP: usize = 138;

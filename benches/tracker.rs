@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use yolact_ros2::detection::{Detection, Mask};
+use yolact_ros2::output::detection::{Detection, Mask};
 use yolact_ros2::tracking::{
     BoxMask, MetricsConfig, StabilityMetrics, TrackInput, Tracker, TrackerConfig,
 };

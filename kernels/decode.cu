@@ -1,4 +1,4 @@
-// SSD box decoding in one kernel (spec §6.1; host twin: src/decode.rs): loc (P, 4) regressions
+// SSD box decoding in one kernel (spec §6.1; host twin: src/post/decode.rs): loc (P, 4) regressions
 // against priors (P, 4, cx cy w h) -> boxes (P, 4, x1 y1 x2 y2), relative and unclipped. Replaces
 // the dozen elementwise launches of the tensor version. Same operation order as the host (and
 // the reference): variances multiplied into loc first, x2 = x1 + w.

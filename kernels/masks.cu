@@ -1,4 +1,4 @@
-// Mask assembly after the coefficient GEMM, in one pass (spec §6.5; host twin: src/postprocess.rs
+// Mask assembly after the coefficient GEMM, in one pass (spec §6.5; host twin: src/post/masks.rs
 // assemble_masks + crop_masks): lin (hp*wp, n) = proto @ coefsᵀ -> out (n, hp, wp) =
 // sigmoid(lin)ᵀ, zeroed outside each box's crop window. The crop window is computed on the
 // device from the relative boxes (n, 4), so the boxes never travel to the host.

@@ -1,5 +1,5 @@
 // The network input in one pass: uint8 HWC RGB image (h, w, 3) -> (1, 3, oh, ow) in T. The
-// device twin of src/preprocess.rs (FastBaseTransform): half-pixel bilinear resize of the image
+// device twin of src/engine/preprocess.rs (FastBaseTransform): half-pixel bilinear resize of the image
 // as f32 (the resize kernel's taps and rounding order), then the config's normalisation, rounded
 // once to T. It replaces five launches (u8->f32, permute, resize, subtract, divide) and two
 // full-size f32 intermediates.

@@ -1,33 +1,26 @@
 //! yolact_ros2: YOLACT / YOLACT++ instance segmentation in Rust.
 //!
-//! Data flows one way: image -> [`preprocess`] -> [`model`] (backbone, FPN, protonet, heads) ->
-//! [`decode`] / [`fast_nms`] -> [`postprocess`] (masks, crop, mask-IoU rescoring) -> [`detection`].
+//! Data flows one way, and the folders name the stages:
+//! image -> [`engine`] (preprocess, priors, the [`engine::Engine`]) -> [`model`] (backbone, FPN,
+//! protonet, heads; custom ops in [`ops`]) -> [`post`] (decode, Fast NMS, masks, mask-IoU rescoring)
+//! -> [`output`] (detections, RLE, overlay) -> messages ([`msgs`], [`node`], [`replay`]).
+//! [`eval`] scores detections against COCO annotations; [`weights`] reads checkpoints.
 //! Each stage is a pure function over tensors so a device-specific kernel can replace one stage at a
 //! time.
 
 pub mod bag;
-pub mod coco;
-pub mod coco_eval;
-pub mod coco_export;
 pub mod config;
 pub mod cuda;
-pub mod decode;
-pub mod detection;
+pub mod engine;
 pub mod error;
-pub mod fast_nms;
+pub mod eval;
 pub mod model;
 pub mod msgs;
-pub mod nms;
 pub mod node;
 pub mod ops;
-pub mod overlay;
-pub mod pipeline;
-pub mod postprocess;
-pub mod preprocess;
-pub mod priors;
+pub mod output;
+pub mod post;
 pub mod replay;
-pub mod rle;
-pub mod synth;
 pub mod tracking;
 pub mod weights;
 

@@ -66,7 +66,7 @@ fn infer_writes_the_json_contract_and_an_overlay() {
     for d in dets {
         let id = d["class_id"].as_u64().unwrap() as usize;
         assert!(id < 80);
-        assert_eq!(d["label"], yolact_ros2::coco::CLASS_NAMES[id]);
+        assert_eq!(d["label"], yolact_ros2::output::labels::CLASS_NAMES[id]);
         assert!(d["mask_iou"].is_null(), "YOLACT v1 has no mask IoU");
         assert_eq!(d["score"], d["class_score"]);
         assert!(d["score"].as_f64().unwrap() >= 0.15);
@@ -198,7 +198,7 @@ fn bad_inputs_are_clear_errors() {
 fn convert_then_infer_from_safetensors_detects_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = yolact_ros2::YolactConfig::by_name("yolact_resnet50").unwrap();
-    let sd = yolact_ros2::synth::synth_state_dict(&cfg, 1).unwrap();
+    let sd = yolact_ros2::weights::synth::synth_state_dict(&cfg, 1).unwrap();
     let pth = dir.path().join("yolact_resnet50_1_2.pth");
     yolact_ros2::weights::save_torch(
         &sd,
@@ -304,13 +304,13 @@ fn eval_writes_coco_results_and_scores_perfect_ground_truth_as_ap_1() {
         }
         let class = d["class_id"].as_u64().unwrap() as usize;
         anns.push(serde_json::json!({
-            "id": i + 1, "image_id": 42, "category_id": yolact_ros2::coco::CATEGORY_IDS[class],
+            "id": i + 1, "image_id": 42, "category_id": yolact_ros2::output::labels::CATEGORY_IDS[class],
             "bbox": [b[0], b[1], w, h], "area": w * h, "iscrowd": 0, "segmentation": d["mask"],
         }));
     }
     assert!(anns.len() > 5);
     let n_anns = anns.len();
-    let cats: Vec<_> = yolact_ros2::coco::CATEGORY_IDS
+    let cats: Vec<_> = yolact_ros2::output::labels::CATEGORY_IDS
         .iter()
         .map(|&c| serde_json::json!({"id": c, "name": c.to_string()}))
         .collect();

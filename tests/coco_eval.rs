@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use yolact_ros2::coco_eval::{
+use yolact_ros2::eval::coco_eval::{
     self, dataset, evaluate, evaluate_files, load_results, results_have_masks, stats_json, CocoGt,
     CocoStats, IouType, STAT_NAMES,
 };

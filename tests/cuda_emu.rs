@@ -18,11 +18,11 @@ use kernel_emu::EmuHost;
 use scenes::{nms_inputs, uniform};
 use yolact_ros2::cuda::plan::{self, Arg, DeformDims, KernelHost, Launch};
 use yolact_ros2::cuda::sources::{KernelSource, FAST_NMS};
-use yolact_ros2::fast_nms::{self, detect, Kept, NmsKind, NmsOptions};
+use yolact_ros2::engine::preprocess::preprocess;
 use yolact_ros2::ops::dcn::DeformIm2col;
 use yolact_ros2::ops::interp::{resize_bilinear, resize_threshold_planes};
-use yolact_ros2::postprocess::crop_masks;
-use yolact_ros2::preprocess::preprocess;
+use yolact_ros2::post::fast_nms::{self, detect, Kept, NmsKind, NmsOptions};
+use yolact_ros2::post::masks::crop_masks;
 
 fn host_vec(t: &Tensor) -> Vec<f32> {
     t.to_dtype(DType::F32)
@@ -569,14 +569,14 @@ fn mask_assembly_kernel_matches_sigmoid_and_crop_on_the_cpu() {
 #[test]
 fn decode_kernel_is_bitwise_the_cpu_decode() {
     let cfg = yolact_ros2::YolactConfig::by_name("yolact_resnet50").unwrap();
-    let sizes = yolact_ros2::priors::conv_sizes(&cfg);
-    let priors = yolact_ros2::priors::priors_tensor(&cfg, &sizes, &Device::Cpu).unwrap();
+    let sizes = yolact_ros2::engine::priors::conv_sizes(&cfg);
+    let priors = yolact_ros2::engine::priors::priors_tensor(&cfg, &sizes, &Device::Cpu).unwrap();
     let p = priors.dim(0).unwrap();
     let mut loc = uniform(p * 4, 5, -4.0, 4.0);
     loc[7] = f32::NAN;
     loc[9] = 80.0; // exp overflows to inf
     let loc_t = Tensor::from_vec(loc.clone(), (p, 4), &Device::Cpu).unwrap();
-    let want = host_vec(&yolact_ros2::decode::decode_boxes(&loc_t, &priors).unwrap());
+    let want = host_vec(&yolact_ros2::post::decode::decode_boxes(&loc_t, &priors).unwrap());
     let mut h = EmuHost::new();
     let ptrs = (
         h.upload(&loc),

@@ -8,10 +8,10 @@
 
 use candle_core::{DType, Device, Tensor};
 use yolact_ros2::cuda::{select_device, DeviceChoice};
-use yolact_ros2::fast_nms::{detect, fast_nms_keep_tensor, NmsKind, NmsOptions};
+use yolact_ros2::engine::{Engine, InferOptions};
 use yolact_ros2::ops::dcn::modulated_deform_conv2d;
 use yolact_ros2::ops::interp::resize_bilinear;
-use yolact_ros2::pipeline::{Engine, InferOptions};
+use yolact_ros2::post::fast_nms::{detect, fast_nms_keep_tensor, NmsKind, NmsOptions};
 
 #[path = "kernel_emu/scenes.rs"]
 mod scenes;
@@ -133,7 +133,7 @@ fn fast_nms_on_the_device_keeps_exactly_what_the_host_keeps() {
             }
         }
         // The per-class seam on its own.
-        let cands = yolact_ros2::fast_nms::candidates(&conf, 0.05).unwrap();
+        let cands = yolact_ros2::post::fast_nms::candidates(&conf, 0.05).unwrap();
         let n = cands.len();
         if n == 0 {
             continue;
@@ -296,7 +296,7 @@ fn fused_preprocess_on_the_device_is_the_cpu_transform() {
     let img = test_image();
     for name in ["yolact_plus_resnet50", "yolact_darknet53"] {
         let cfg = yolact_ros2::YolactConfig::by_name(name).unwrap();
-        let want = yolact_ros2::preprocess::preprocess(&img, &cfg, &Device::Cpu).unwrap();
+        let want = yolact_ros2::engine::preprocess::preprocess(&img, &cfg, &Device::Cpu).unwrap();
         for dt in [DType::F32, DType::F16] {
             let got = yolact_ros2::cuda::fused::preprocess(&img, &cfg, &dev, dt).unwrap();
             assert_eq!(got.dtype(), dt);
@@ -313,7 +313,7 @@ fn fused_mask_stages_on_the_device_match_the_cpu() {
     let Some(dev) = gpu("fused_mask_stages_on_the_device_match_the_cpu") else {
         return;
     };
-    use yolact_ros2::postprocess::{assemble_crop, upsample_threshold};
+    use yolact_ros2::post::masks::{assemble_crop, upsample_threshold};
     let (hp, wp, d, n) = (138usize, 138usize, 32usize, 20usize);
     let cpu = Device::Cpu;
     let proto = Tensor::from_vec(uniform(hp * wp * d, 1, -1.0, 1.0), (hp, wp, d), &cpu).unwrap();
@@ -342,7 +342,11 @@ fn fused_mask_stages_on_the_device_match_the_cpu() {
 
 fn engine(config: &str, dev: &Device, dtype: DType) -> Engine {
     let cfg = yolact_ros2::YolactConfig::by_name(config).unwrap();
-    let sd = yolact_ros2::synth::synth_state_dict(&cfg, yolact_ros2::synth::DEFAULT_SEED).unwrap();
+    let sd = yolact_ros2::weights::synth::synth_state_dict(
+        &cfg,
+        yolact_ros2::weights::synth::DEFAULT_SEED,
+    )
+    .unwrap();
     Engine::from_state_dict_dtype(sd, cfg, dev, dtype).unwrap()
 }
 
@@ -444,7 +448,7 @@ fn event_timed_stages_are_positive_and_add_up_to_the_wall_time() {
         return;
     };
     use std::time::{Duration, Instant};
-    use yolact_ros2::pipeline::{ClockKind, StageTimes};
+    use yolact_ros2::engine::{ClockKind, StageTimes};
     let img = test_image();
     let opts = InferOptions::default();
     for config in ["yolact_plus_resnet50", "yolact_resnet50"] {

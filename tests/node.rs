@@ -243,9 +243,9 @@ fn frames_of_two_cameras_pending_together_share_one_forward_pass() {
 
 #[test]
 fn batched_inference_equals_single_image_inference() {
-    use yolact_ros2::pipeline::{Engine, InferOptions};
+    use yolact_ros2::engine::{Engine, InferOptions};
     let cfg = yolact_ros2::YolactConfig::by_name("yolact_resnet50").unwrap();
-    let sd = yolact_ros2::synth::synth_state_dict(&cfg, 3).unwrap();
+    let sd = yolact_ros2::weights::synth::synth_state_dict(&cfg, 3).unwrap();
     let engine = Engine::from_state_dict(sd, cfg, &candle_core::Device::Cpu).unwrap();
     let opts = InferOptions {
         score_threshold: 0.05,
@@ -731,14 +731,18 @@ fn node_handle_is_send_and_sync() {
 
 #[test]
 fn the_class_allow_list_keeps_only_the_named_classes() {
-    use yolact_ros2::pipeline::Engine;
+    use yolact_ros2::engine::Engine;
     let p0 = params(&["camera"]);
     let cfg = yolact_ros2::YolactConfig::by_name("yolact_resnet50").unwrap();
-    let sd = yolact_ros2::synth::synth_state_dict(&cfg, yolact_ros2::synth::DEFAULT_SEED).unwrap();
+    let sd = yolact_ros2::weights::synth::synth_state_dict(
+        &cfg,
+        yolact_ros2::weights::synth::DEFAULT_SEED,
+    )
+    .unwrap();
     let engine = Engine::from_state_dict(sd, cfg, &candle_core::Device::Cpu).unwrap();
     let all = engine.infer(&test_image(9), &p0.infer_options()).unwrap();
     let keep = all.items.last().expect("no detections").class_id;
-    let name = yolact_ros2::coco::class_name(keep);
+    let name = yolact_ros2::output::labels::class_name(keep);
     let want: Vec<[f32; 4]> = all
         .items
         .iter()

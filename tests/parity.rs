@@ -76,7 +76,7 @@ fn load_raw(config: &str) -> BTreeMap<String, Tensor> {
 }
 
 /// Decodes a COCO compressed RLE string (pycocotools `rleFrString`) into a row-major 0/1 mask.
-/// Written here, independently of `crate::rle`, so the test does not trust the code it checks.
+/// Written here, independently of `crate::output::rle`, so the test does not trust the code it checks.
 fn rle_decode(rle: &RleFx) -> Vec<u8> {
     let [h, w] = rle.size;
     let s = rle.counts.as_bytes();
@@ -129,7 +129,7 @@ fn mask_iou(a: &[u8], b: &[u8]) -> f64 {
     }
 }
 
-/// Priors per spec §4, in f64, for one flat prior index: independent of `crate::priors`.
+/// Priors per spec §4, in f64, for one flat prior index: independent of `crate::engine::priors`.
 fn prior_f64(cfg: &yolact_ros2::YolactConfig, mut idx: usize) -> [f64; 4] {
     let s = cfg.max_size;
     // Feature sizes of a ResNet/DarkNet at max_size: conv arithmetic (k3 s2 p1) from /8.
@@ -174,7 +174,7 @@ fn fixture_detections_are_consistent() {
     for name in CONFIGS {
         let fx = load_dets(name);
         assert_eq!(fx.config, name);
-        assert_eq!(fx.seed, yolact_ros2::synth::DEFAULT_SEED);
+        assert_eq!(fx.seed, yolact_ros2::weights::synth::DEFAULT_SEED);
         assert!(
             (5..=50).contains(&fx.detections.len()),
             "{name}: {} detections",
@@ -296,8 +296,8 @@ mod engine {
     const MASK_IOU_MIN: f64 = 0.99;
     const MATCH_MIN: f64 = 0.99;
 
-    use yolact_ros2::detection::Detections;
-    use yolact_ros2::pipeline::{Engine, InferOptions};
+    use yolact_ros2::engine::{Engine, InferOptions};
+    use yolact_ros2::output::detection::Detections;
     use yolact_ros2::weights::CheckpointFormat;
 
     fn max_abs_diff(ours: &Tensor, reference: &Tensor) -> f32 {
@@ -374,7 +374,7 @@ mod engine {
         let cfg = yolact_ros2::YolactConfig::by_name(config).unwrap();
         let fx = load_dets(config);
         let raw_fx = load_raw(config);
-        let sd = yolact_ros2::synth::synth_state_dict(&cfg, fx.seed).unwrap();
+        let sd = yolact_ros2::weights::synth::synth_state_dict(&cfg, fx.seed).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("{config}_synth.pth"));
         match format {

@@ -3,12 +3,12 @@
 
 use candle_core::{Device, Tensor};
 use serde_json::Value;
-use yolact_ros2::decode::decode_boxes;
-use yolact_ros2::detection::Mask;
-use yolact_ros2::fast_nms::{detect, Dets, NmsKind, NmsOptions};
-use yolact_ros2::postprocess::{crop_masks, postprocess, MaskIouFn, PostprocessOptions};
-use yolact_ros2::priors::{conv_sizes, make_priors, priors_tensor};
-use yolact_ros2::rle;
+use yolact_ros2::engine::priors::{conv_sizes, make_priors, priors_tensor};
+use yolact_ros2::output::detection::Mask;
+use yolact_ros2::output::rle;
+use yolact_ros2::post::decode::decode_boxes;
+use yolact_ros2::post::fast_nms::{detect, Dets, NmsKind, NmsOptions};
+use yolact_ros2::post::masks::{crop_masks, postprocess, MaskIouFn, PostprocessOptions};
 use yolact_ros2::YolactConfig;
 
 fn fixture(name: &str) -> Value {
@@ -488,7 +488,7 @@ fn per_class_top_k_limits_fast_nms_only() {
 
 #[test]
 fn display_cut_is_inclusive_after_top_k() {
-    use yolact_ros2::postprocess::rank_and_cut;
+    use yolact_ros2::post::masks::rank_and_cut;
     let s = [0.2, 0.5, 0.3, 0.3, 0.1];
     assert_eq!(rank_and_cut(&s, 10, 0.3), vec![1, 2, 3]);
     assert_eq!(rank_and_cut(&s, 2, 0.0), vec![1, 2]);

@@ -101,7 +101,7 @@ fn reason_of(kind: &str) -> &'static str {
     }
 }
 
-/// Sum of the runs of a COCO compressed RLE string, decoded independently of src/rle.rs.
+/// Sum of the runs of a COCO compressed RLE string, decoded independently of src/output/rle.rs.
 fn rle_total(s: &str) -> i64 {
     common::rle_counts(s).iter().sum()
 }

@@ -1,6 +1,6 @@
 //! Synthetic sequences with known answers for the tracker and the stability metrics.
 
-use yolact_ros2::detection::{Detection, Mask};
+use yolact_ros2::output::detection::{Detection, Mask};
 use yolact_ros2::tracking::{
     BoxMask, MetricsConfig, MetricsWindow, MotEvaluator, StabilityMetrics, TrackInput, Tracker,
     TrackerConfig,

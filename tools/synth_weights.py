@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Counter-based synthetic YOLACT / YOLACT++ weights, bit-identical to `src/synth.rs`.
+"""Counter-based synthetic YOLACT / YOLACT++ weights, bit-identical to `src/weights/synth.rs`.
 
 Every element is a pure function of (seed, key, flat index), so Rust and Python can regenerate the
 same ~34M parameters without shipping them:

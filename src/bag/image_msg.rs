@@ -1,7 +1,7 @@
 //! `sensor_msgs/msg/Image` and `sensor_msgs/msg/CompressedImage`: CDR decoding, CDR encoding and
 //! conversion to an RGB frame.
 
-use crate::preprocess::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
+use crate::engine::preprocess::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
 use image::RgbImage;
 
 use super::cdr::{CdrReader, CdrWriter, Header};
@@ -12,7 +12,7 @@ pub const COMPRESSED_IMAGE_TYPE: &str = "sensor_msgs/msg/CompressedImage";
 
 /// Refuses zero-sized and huge images (the pipeline's limits).
 pub fn check_size(width: u32, height: u32) -> Result<(), BagError> {
-    crate::preprocess::check_size(width, height).map_err(BagError::Image)
+    crate::engine::preprocess::check_size(width, height).map_err(BagError::Image)
 }
 
 /// A decoded `sensor_msgs/msg/Image`.

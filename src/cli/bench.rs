@@ -6,8 +6,8 @@ use anyhow::{bail, Result};
 use image::{Rgb, RgbImage};
 use serde_json::json;
 use yolact_ros2::cuda::timing::{mib, GpuMemMeter, MemReport};
-use yolact_ros2::pipeline::{ClockKind, StageTimes};
-use yolact_ros2::preprocess::load_image;
+use yolact_ros2::engine::preprocess::load_image;
+use yolact_ros2::engine::{ClockKind, StageTimes};
 
 use super::{DetectArgs, ModelArgs};
 

@@ -15,8 +15,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::json;
 use yolact_ros2::config::{BackboneKind, YolactConfig, CONFIG_NAMES};
+use yolact_ros2::engine::ClockKind;
 use yolact_ros2::model::layers::{conv_out, Conv2d, DeformConv2d};
-use yolact_ros2::pipeline::ClockKind;
 
 use super::bench::Spread;
 

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use yolact_ros2::coco_eval::{evaluate_files, stats_json, CocoStats, STAT_NAMES};
+use yolact_ros2::eval::coco_eval::{evaluate_files, stats_json, CocoStats, STAT_NAMES};
 
 #[derive(Debug, clap::Args)]
 pub struct CocoEvalArgs {

@@ -2,10 +2,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use yolact_ros2::coco_eval::{evaluate, results_from_json_str, stats_json, CocoGt, IouType};
-use yolact_ros2::coco_export::{image_ids_by_file_name, result_records, RecordScore};
-use yolact_ros2::pipeline::InferOptions;
-use yolact_ros2::preprocess::load_image;
+use yolact_ros2::engine::preprocess::load_image;
+use yolact_ros2::engine::InferOptions;
+use yolact_ros2::eval::coco_eval::{evaluate, results_from_json_str, stats_json, CocoGt, IouType};
+use yolact_ros2::eval::export::{image_ids_by_file_name, result_records, RecordScore};
 
 use super::{ModelArgs, NmsArg};
 

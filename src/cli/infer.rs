@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use yolact_ros2::detection::Detections;
-use yolact_ros2::pipeline::{Engine, InferOptions};
-use yolact_ros2::preprocess::load_image;
+use yolact_ros2::engine::preprocess::load_image;
+use yolact_ros2::engine::{Engine, InferOptions};
+use yolact_ros2::output::detection::Detections;
 use yolact_ros2::{coco, overlay, rle};
 
 use super::{DetectArgs, ModelArgs};

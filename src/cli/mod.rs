@@ -16,8 +16,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use yolact_ros2::config::{YolactConfig, CONFIG_NAMES};
 use yolact_ros2::cuda::{select_device, DeviceChoice, Selected};
-use yolact_ros2::fast_nms::NmsKind;
-use yolact_ros2::pipeline::Engine;
+use yolact_ros2::engine::Engine;
+use yolact_ros2::post::fast_nms::NmsKind;
 
 #[derive(Debug, Parser)]
 #[command(name = "yolact", version, about = "YOLACT / YOLACT++ instance segmentation in Rust", long_about = None)]
@@ -88,7 +88,7 @@ impl ModelArgs {
                 Some(s) => s
                     .parse::<u64>()
                     .with_context(|| format!("bad seed `{s}` in --weights synthetic:SEED"))?,
-                None if rest.is_empty() => yolact_ros2::synth::DEFAULT_SEED,
+                None if rest.is_empty() => yolact_ros2::weights::synth::DEFAULT_SEED,
                 None => bail!(
                     "--weights `{}`: expected a file or `synthetic[:SEED]`",
                     self.weights
@@ -101,7 +101,7 @@ impl ModelArgs {
                 );
             };
             let cfg = YolactConfig::by_name(name)?;
-            let sd = yolact_ros2::synth::synth_state_dict(&cfg, seed)?;
+            let sd = yolact_ros2::weights::synth::synth_state_dict(&cfg, seed)?;
             return Ok(Engine::from_state_dict_dtype(sd, cfg, &device, dtype)?);
         }
         let path = PathBuf::from(&self.weights);
@@ -136,14 +136,14 @@ pub struct DetectArgs {
 }
 
 impl DetectArgs {
-    pub fn options(&self) -> Result<yolact_ros2::pipeline::InferOptions> {
+    pub fn options(&self) -> Result<yolact_ros2::engine::InferOptions> {
         if !(0.0..=1.0).contains(&self.score_threshold) {
             bail!(
                 "--score-threshold must be within 0..=1, got {}",
                 self.score_threshold
             );
         }
-        Ok(yolact_ros2::pipeline::InferOptions {
+        Ok(yolact_ros2::engine::InferOptions {
             score_threshold: self.score_threshold,
             top_k: self.top_k,
             nms: self.nms.into(),

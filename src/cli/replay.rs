@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use yolact_ros2::coco_eval::{
+use yolact_ros2::eval::coco_eval::{
     evaluate, results_from_json_str, results_have_masks, stats_json, CocoGt, IouType,
 };
 use yolact_ros2::replay::{replay, CocoCollector, CocoMatch, CocoMatcher, ReplayOptions, Report};

@@ -1,7 +1,7 @@
 //! The fused stages of the CUDA path around the network: image -> input tensor in one kernel,
 //! and soft masks -> cropped masks -> image-size binary masks with one copy to the host.
 //!
-//! Each is the device twin of a CPU stage (src/preprocess.rs, src/postprocess.rs) with the same
+//! Each is the device twin of a CPU stage (src/engine/preprocess.rs, src/post/masks.rs) with the same
 //! arithmetic; tests/cuda_emu.rs checks the kernels bit for bit against those stages on the CPU
 //! emulator, tests/cuda_gpu.rs on a GPU.
 
@@ -14,8 +14,8 @@ use image::RgbImage;
 use super::host::{with_f32_ptrs, CudaHost};
 use super::plan::{self, Normalize};
 use crate::config::YolactConfig;
+use crate::engine::preprocess::check_size;
 use crate::error::{Error, Result};
-use crate::preprocess::check_size;
 
 fn cuda_device(device: &Device) -> Result<&CudaDevice> {
     match device {

@@ -1,7 +1,7 @@
 //! The CUDA path: device selection (always compiled) and, with the `cuda` feature, our own
 //! kernels (`kernels/*.cu`, NVRTC-compiled on first use and cached per device) behind the seams
 //! the CPU code already has: `cuda_fwd` of the custom ops in [`crate::ops`], the Fast NMS stages
-//! of [`crate::fast_nms`], and the fused pre/post-processing stages ([`fused`]).
+//! of [`crate::post::fast_nms`], and the fused pre/post-processing stages ([`fused`]).
 //!
 //! Every launch goes through a plan in [`plan`] (always compiled), which tests/cuda_emu.rs runs
 //! against a CPU emulator of the kernels; [`host`] runs the same plans on the GPU.

@@ -3,7 +3,7 @@
 //!
 //! The launches themselves are [`super::plan::fast_nms_detect`] / [`super::plan::fast_nms_keep`];
 //! this file only hands them candle's buffers. Same results as the host stages in
-//! [`crate::fast_nms`] (asserted on the emulator by tests/cuda_emu.rs and on a GPU by
+//! [`crate::post::fast_nms`] (asserted on the emulator by tests/cuda_emu.rs and on a GPU by
 //! tests/cuda_gpu.rs): the ordering is the host's stable descending sort, and the IoU is
 //! evaluated with unfused f32 arithmetic.
 
@@ -12,10 +12,10 @@ use candle_core::Tensor;
 use super::host::with_f32_ptrs;
 use super::plan;
 use crate::error::{Error, Result};
-use crate::fast_nms::{Kept, NmsOptions};
+use crate::post::fast_nms::{Kept, NmsOptions};
 
 /// Device version of the candidate filter + class-wise or cross-class Fast NMS + global cap of
-/// [`crate::fast_nms::detect`]: `boxes` (P, 4) and `conf` (P, 1 + C) on a CUDA device. Returns
+/// [`crate::post::fast_nms::detect`]: `boxes` (P, 4) and `conf` (P, 1 + C) on a CUDA device. Returns
 /// the kept detections best first, with [`Kept::cand`] the **prior** index; `None` when the
 /// options are outside what the kernels hold (traditional NMS, top-k above 1024), so the caller
 /// uses the host path.
@@ -33,7 +33,7 @@ pub fn detect_keep(boxes: &Tensor, conf: &Tensor, opts: &NmsOptions) -> Result<O
     })
 }
 
-/// Device version of [`crate::fast_nms::fast_nms_keep_tensor`]: `scores` (C, n) and `boxes`
+/// Device version of [`crate::post::fast_nms::fast_nms_keep_tensor`]: `scores` (C, n) and `boxes`
 /// (n, 4) on a CUDA device; per class, the kept candidates in rank order. `None` when top-k is
 /// above what the kernels hold.
 pub fn fast_nms_keep(

@@ -12,7 +12,7 @@ use super::sources::{
     PREPROCESS, RESIZE,
 };
 use crate::error::{Error, Result};
-use crate::fast_nms::{Kept, NmsKind, NmsOptions};
+use crate::post::fast_nms::{Kept, NmsKind, NmsOptions};
 
 /// An address as the kernels see it: a `CUdeviceptr` on the GPU, a host address in the emulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,7 @@ pub fn unpack_kept(out: &[i32], m: usize) -> Result<Vec<Kept>> {
 }
 
 /// Candidate filter + class-wise or cross-class Fast NMS + global cap (the device twin of
-/// [`crate::fast_nms::detect`]'s selection): `conf` (p, c1) and `boxes` (p, 4) contiguous f32.
+/// [`crate::post::fast_nms::detect`]'s selection): `conf` (p, c1) and `boxes` (p, 4) contiguous f32.
 /// Returns the kept detections best first with [`Kept::cand`] the prior index, or `None` when the
 /// options are outside what the kernels hold (traditional NMS, top-k above 1024).
 pub fn fast_nms_detect<H: KernelHost>(
@@ -273,7 +273,7 @@ pub fn fast_nms_detect<H: KernelHost>(
 }
 
 /// Per-class Fast NMS of already-filtered candidates (the device twin of
-/// [`crate::fast_nms::fast_nms_keep`]): `scores` (nc, n) and `boxes` (n, 4) contiguous f32. Per
+/// [`crate::post::fast_nms::fast_nms_keep`]): `scores` (nc, n) and `boxes` (n, 4) contiguous f32. Per
 /// class, the kept candidates in rank order; `None` when top-k is above what the kernels hold.
 pub fn fast_nms_keep<H: KernelHost>(
     h: &mut H,
@@ -482,12 +482,12 @@ pub enum Normalize {
 }
 
 impl Normalize {
-    /// The normalisation of a config's transform, exactly as src/preprocess.rs computes it.
+    /// The normalisation of a config's transform, exactly as src/engine/preprocess.rs computes it.
     pub fn for_transform(t: crate::config::Transform) -> Normalize {
         match t {
             crate::config::Transform::ResNet => Normalize::MeanStd {
-                mean: crate::preprocess::MEAN_RGB,
-                std: crate::preprocess::STD_RGB,
+                mean: crate::engine::preprocess::MEAN_RGB,
+                std: crate::engine::preprocess::STD_RGB,
             },
             // candle computes `x / 255.0` as the affine x * (1 / 255) + 0, in the tensor's dtype.
             crate::config::Transform::DarkNet => Normalize::Affine {

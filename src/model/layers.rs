@@ -166,7 +166,7 @@ impl Conv2d {
     }
 
     fn fused(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
-        super::im2col::conv2d_fused(
+        crate::ops::im2col::conv2d_fused(
             x,
             &self.weight,
             self.bias.as_ref(),

@@ -7,7 +7,6 @@
 pub mod darknet;
 pub mod fpn;
 pub mod head;
-pub mod im2col;
 pub mod layers;
 pub mod maskiou;
 pub mod protonet;

@@ -6,7 +6,7 @@
 pub mod schema;
 
 use crate::bag::{BagError, CdrReader, CdrWriter, Header};
-use crate::detection::Detections;
+use crate::output::detection::Detections;
 
 /// `yolact_ros2_msgs/msg/Instance`; field order is that of `msg/Instance.msg`.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,10 +68,10 @@ impl InstanceArray {
             .enumerate()
             .map(|(i, d)| {
                 let (x, y, w, h) = box_window(d.bbox, d.mask.width, d.mask.height);
-                let rle = crate::rle::encode_cropped(&d.mask, x, y, w, h);
+                let rle = crate::output::rle::encode_cropped(&d.mask, x, y, w, h);
                 Instance {
                     class_id: u16::try_from(d.class_id).unwrap_or(u16::MAX),
-                    class_name: crate::coco::class_name(d.class_id),
+                    class_name: crate::output::labels::class_name(d.class_id),
                     score: d.score,
                     class_score: d.class_score,
                     mask_iou: d.mask_iou.unwrap_or(f32::NAN),
@@ -84,7 +84,7 @@ impl InstanceArray {
                     mask_y: to_u32(y),
                     mask_width: to_u32(w),
                     mask_height: to_u32(h),
-                    mask_rle: crate::rle::to_string(&rle.counts),
+                    mask_rle: crate::output::rle::to_string(&rle.counts),
                 }
             })
             .collect();

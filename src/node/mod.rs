@@ -29,8 +29,8 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::pipeline::Engine;
 use crate::tracking::StabilityReport;
 
 use lifecycle::{Lifecycle, LifecycleHooks};

@@ -6,8 +6,8 @@ use candle_core::{DType, Device};
 
 use crate::config::YolactConfig;
 use crate::cuda::{select_device, DeviceChoice};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::pipeline::Engine;
 use crate::weights::{self, StateDict};
 
 /// Config used for `synthetic` weights when `config` is empty.
@@ -31,7 +31,7 @@ impl HostWeights {
                         "`weights`: bad seed `{s}` in synthetic:SEED (expected an unsigned integer)"
                     ))
                 })?,
-                None if rest.is_empty() => crate::synth::DEFAULT_SEED,
+                None if rest.is_empty() => crate::weights::synth::DEFAULT_SEED,
                 None => {
                     return Err(Error::Parameter(format!(
                         "`weights`: \"{weights}\" is neither a file nor `synthetic[:SEED]`"
@@ -44,7 +44,7 @@ impl HostWeights {
                 config
             };
             let cfg = YolactConfig::by_name(name)?;
-            let sd = crate::synth::synth_state_dict(&cfg, seed)?;
+            let sd = crate::weights::synth::synth_state_dict(&cfg, seed)?;
             return Ok(HostWeights {
                 state_dict: sd,
                 config: cfg,

@@ -5,8 +5,8 @@ use image::RgbImage;
 
 use super::transport::RawPublisher;
 use crate::bag::{BagError, Header, ImageMsg};
-use crate::detection::Detections;
 use crate::msgs::InstanceArray;
+use crate::output::detection::Detections;
 
 /// The `mono16` label image of a frame: pixel = 1 + index into `InstanceArray.instances`
 /// (= `dets.items`), 0 = background. Where masks overlap the higher-scoring instance (lower
@@ -94,7 +94,7 @@ impl CameraOutputs {
         }
         if let Some(p) = &self.overlay {
             if wanted(p.as_ref()) {
-                let drawn = crate::overlay::draw(image, dets);
+                let drawn = crate::output::overlay::draw(image, dets);
                 overlay_sent = send(
                     p.as_ref(),
                     ImageMsg::from_rgb(inst.header.clone(), &drawn).to_cdr(true),
@@ -112,7 +112,7 @@ impl CameraOutputs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detection::{Detection, Mask};
+    use crate::output::detection::{Detection, Mask};
 
     fn det(w: usize, h: usize, on: &[(usize, usize)]) -> Detection {
         let mut data = vec![0u8; w * h];

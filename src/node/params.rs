@@ -12,8 +12,8 @@ use std::path::Path;
 use serde_yaml::Value;
 
 use crate::error::{Error, Result};
-use crate::fast_nms::NmsKind;
 use crate::node::transport::{Durability, Qos, Reliability};
+use crate::post::fast_nms::NmsKind;
 
 /// How a camera's images arrive (image_transport's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -532,7 +532,7 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
     let classes = r.string_array("classes", &[]);
     let unknown: Vec<&String> = classes
         .iter()
-        .filter(|c| crate::coco::class_by_name(c).is_none())
+        .filter(|c| crate::output::labels::class_by_name(c).is_none())
         .collect();
     if !unknown.is_empty() {
         let names = unknown
@@ -544,7 +544,7 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
             "classes",
             format!(
                 "unknown class {names}; valid COCO names: {}",
-                crate::coco::CLASS_NAMES.join(", ")
+                crate::output::labels::CLASS_NAMES.join(", ")
             ),
         );
     }
@@ -671,8 +671,8 @@ impl NodeParams {
     }
 
     /// The detector options these parameters ask for.
-    pub fn infer_options(&self) -> crate::pipeline::InferOptions {
-        crate::pipeline::InferOptions {
+    pub fn infer_options(&self) -> crate::engine::InferOptions {
+        crate::engine::InferOptions {
             score_threshold: self.score_threshold as f32,
             top_k: self.top_k,
             nms: self.nms,
@@ -688,7 +688,7 @@ impl NodeParams {
             Some(
                 self.classes
                     .iter()
-                    .filter_map(|c| crate::coco::class_by_name(c))
+                    .filter_map(|c| crate::output::labels::class_by_name(c))
                     .collect(),
             )
         }

@@ -2,6 +2,7 @@
 //! without touching callers).
 
 pub mod dcn;
+pub mod im2col;
 pub mod interp;
 
 use candle_core::{backend::BackendStorage, bail, CpuStorage, DType, Layout, Result};

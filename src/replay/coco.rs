@@ -10,9 +10,9 @@ use std::str::FromStr;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::coco_export::{result_records, RecordScore};
-use crate::detection::Detections;
 use crate::error::{Error, Result};
+use crate::eval::export::{result_records, RecordScore};
+use crate::output::detection::Detections;
 
 /// How frames find their COCO image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -21,9 +21,9 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 
 use crate::bag::{decode_image, image_msg::is_image_type, open_bag, Header, Time};
+use crate::engine::{Engine, InferOptions, StageTimes};
 use crate::error::{Error, Result};
 use crate::msgs::{schema, DiagnosticArray, DiagnosticStatus, InstanceArray};
-use crate::pipeline::{Engine, InferOptions, StageTimes};
 use crate::tracking::{MetricsConfig, StreamStability, TrackerConfig};
 
 pub use coco::{CocoCollector, CocoMatch, CocoMatcher, CocoSummary};

@@ -5,8 +5,8 @@
 //! *absolute* image columns (word `k` holds columns `64k..64k+63`), so two masks at different x
 //! offsets are intersected word by word with a plain AND and popcount, without shifting.
 
-use crate::detection::Mask;
 use crate::error::{Error, Result};
+use crate::output::detection::Mask;
 
 const WORD: u32 = 64;
 

@@ -2,8 +2,8 @@
 
 use super::metrics::{MetricsConfig, StabilityMetrics, StabilityReport};
 use super::tracker::{TrackInput, Tracker, TrackerConfig};
-use crate::detection::Detection;
 use crate::error::Result;
+use crate::output::detection::Detection;
 
 /// What a node or a replay needs per camera stream: IDs for the messages and the stability report.
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@ use pathfinding::kuhn_munkres::kuhn_munkres;
 use pathfinding::matrix::Matrix;
 
 use super::mask_region::BoxMask;
-use crate::detection::Detection;
 use crate::error::{Error, Result};
+use crate::output::detection::Detection;
 
 /// IoU is scaled to integers for Kuhn-Munkres; 1e6 keeps six decimals, far below mask noise, and
 /// 100 x 1e6 cannot overflow i64.

@@ -4,6 +4,7 @@
 
 mod expected;
 pub mod pickle;
+pub mod synth;
 mod torch_format;
 
 use std::collections::{BTreeMap, HashMap};

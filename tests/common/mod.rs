@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests.
 
-/// Runs of a COCO compressed RLE string, decoded independently of src/rle.rs (pycocotools'
+/// Runs of a COCO compressed RLE string, decoded independently of src/output/rle.rs (pycocotools'
 /// rleFrString: 5-bit groups offset by '0', 0x20 continues, 0x10 of the last group sign-extends,
 /// runs from the third on delta-coded against the run two back).
 pub fn rle_counts(s: &str) -> Vec<i64> {

@@ -1,7 +1,7 @@
 //! COCO run-length masks as pycocotools' `maskApi.c` handles them, restricted to what evaluation
 //! needs: decoding the compressed string, polygon rasterisation (`frPoly`), union of parts, area,
 //! bounding box and IoU. Kept local to the evaluator so it can be checked against pycocotools on
-//! its own; `crate::rle` is the general-purpose codec.
+//! its own; `crate::output::rle` is the general-purpose codec.
 
 use crate::{Error, Result};
 
@@ -38,9 +38,9 @@ impl EvalRle {
         Ok(Self { h, w, counts })
     }
 
-    /// Decodes the compressed string form (`rleFrString`, see [`crate::rle::from_string`]).
+    /// Decodes the compressed string form (`rleFrString`, see [`crate::output::rle::from_string`]).
     pub fn from_compressed(h: u32, w: u32, s: &str) -> Result<Self> {
-        Self::from_counts(h, w, crate::rle::from_string(s)?)
+        Self::from_counts(h, w, crate::output::rle::from_string(s)?)
     }
 
     /// Number of foreground pixels (`rleArea`).

@@ -7,6 +7,9 @@
 //! [`Engine::capture_network`] and [`Engine::infer_timed_graph`] replay the network as one CUDA
 //! graph (experimental, see [`crate::cuda::graph`]).
 
+pub mod preprocess;
+pub mod priors;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,14 +18,14 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use crate::config::YolactConfig;
-use crate::decode::decode_boxes;
-use crate::detection::Detections;
+use crate::engine::preprocess::preprocess;
+use crate::engine::priors::{conv_sizes, priors_tensor};
 use crate::error::{Error, Result};
-use crate::fast_nms::{detect, NmsKind, NmsOptions};
 use crate::model::Yolact;
-use crate::postprocess::{postprocess, MaskIouFn, PostprocessOptions};
-use crate::preprocess::preprocess;
-use crate::priors::{conv_sizes, priors_tensor};
+use crate::output::detection::Detections;
+use crate::post::decode::decode_boxes;
+use crate::post::fast_nms::{detect, NmsKind, NmsOptions};
+use crate::post::masks::{postprocess, MaskIouFn, PostprocessOptions};
 use crate::weights::{self, StateDict};
 
 /// Per-frame options (the `yolact infer` flags).
@@ -714,7 +717,8 @@ mod tests {
     #[test]
     fn without_the_cuda_feature_graph_capture_is_a_clear_error() {
         let cfg = YolactConfig::by_name("yolact_resnet50").unwrap();
-        let sd = crate::synth::synth_state_dict(&cfg, crate::synth::DEFAULT_SEED).unwrap();
+        let sd = crate::weights::synth::synth_state_dict(&cfg, crate::weights::synth::DEFAULT_SEED)
+            .unwrap();
         let mut e = Engine::from_state_dict(sd, cfg, &Device::Cpu).unwrap();
         assert_eq!(e.clock(), ClockKind::Wall);
         assert!(e.set_clock(ClockKind::CudaEvents).is_err());

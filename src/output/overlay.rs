@@ -3,8 +3,8 @@
 use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
 
-use crate::coco::{class_name, COLORS};
-use crate::detection::Detections;
+use crate::output::detection::Detections;
+use crate::output::labels::{class_name, COLORS};
 
 const ALPHA: f32 = 0.45;
 const GLYPH: u32 = 8;
@@ -21,7 +21,7 @@ pub fn color_for(j: usize) -> [u8; 3] {
 pub fn draw(img: &RgbImage, dets: &Detections) -> RgbImage {
     let (w, h) = img.dimensions();
     let mut out = img.clone();
-    let usable: Vec<(usize, &crate::detection::Detection)> = dets
+    let usable: Vec<(usize, &crate::output::detection::Detection)> = dets
         .items
         .iter()
         .enumerate()
@@ -107,7 +107,7 @@ fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, c: Rgb<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detection::{Detection, Mask};
+    use crate::output::detection::{Detection, Mask};
 
     #[test]
     fn blending_follows_the_reference_formula() {

@@ -7,10 +7,10 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::detection::{Detection, Mask};
 use crate::error::{Error, Result};
-use crate::fast_nms::{boxes_to_host, stable_desc_order, Dets};
 use crate::ops::interp::resize_threshold_planes;
+use crate::output::detection::{Detection, Mask};
+use crate::post::fast_nms::{boxes_to_host, stable_desc_order, Dets};
 
 /// Scales the mask-IoU head's output per class; (n, 1, Hp, Wp) soft masks -> (n, classes).
 pub type MaskIouFn<'a> = &'a dyn Fn(&Tensor) -> candle_core::Result<Tensor>;

@@ -3,8 +3,8 @@
 //! Runs are counted in column-major (Fortran) order and alternate starting with a run of zeros,
 //! which may be empty.
 
-use crate::detection::Mask;
 use crate::error::{Error, Result};
+use crate::output::detection::Mask;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rle {

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::coco::CATEGORY_IDS;
-use crate::detection::Detections;
 use crate::error::{Error, Result};
-use crate::rle;
+use crate::output::detection::Detections;
+use crate::output::labels::CATEGORY_IDS;
+use crate::output::rle;
 
 /// Which score a record carries. For YOLACT++ the reference ranks boxes by the class score and
 /// masks by class score x mask IoU; for YOLACT both are the class score.
@@ -76,7 +76,7 @@ pub fn image_ids_by_file_name(gt: &Value) -> Result<HashMap<String, i64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detection::{Detection, Mask};
+    use crate::output::detection::{Detection, Mask};
 
     fn det(class_id: usize, bbox: [f32; 4], score: f32, class_score: f32) -> Detection {
         let mut data = vec![0u8; 20 * 10];

@@ -440,7 +440,7 @@ pub fn detect(boxes: &Tensor, conf: &Tensor, coefs: &Tensor, opts: &NmsOptions) 
         NmsKind::FastCrossClass => {
             cross_class_fast_nms(&cands, &cand_boxes, opts.top_k, opts.iou_thresh)
         }
-        NmsKind::Traditional => crate::nms::traditional_nms(&cands, &cand_boxes, opts),
+        NmsKind::Traditional => crate::post::nms::traditional_nms(&cands, &cand_boxes, opts),
     };
     let rows: Vec<u32> = kept.iter().map(|k| cands.priors[k.cand]).collect();
     let n = rows.len();
