@@ -202,4 +202,4 @@ pub fn conv_sizes(cfg: &YolactConfig, h: usize, w: usize) -> [(usize, usize); 5]
 }
 
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;

@@ -108,7 +108,7 @@ pub fn area(rle: &Rle) -> u64 {
 /// pycocotools' compressed string (`rleToString`): each count, minus the count two places back
 /// from the third on, as 5-bit little-endian groups with a continuation bit, offset by '0'.
 /// ```
-/// use yolact_ros2::{detection::Mask, rle};
+/// use yolact_ros2::output::{detection::Mask, rle};
 /// // 2x3 mask, row-major; COCO RLE runs are column-major, starting with background.
 /// let mask = Mask { height: 2, width: 3, data: vec![0, 1, 1, 0, 1, 0] };
 /// let r = rle::encode(&mask);
