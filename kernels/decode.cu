@@ -1,7 +1,7 @@
-// SSD box decoding in one kernel (spec §6.1; host twin: src/post/decode.rs): loc (P, 4) regressions
-// against priors (P, 4, cx cy w h) -> boxes (P, 4, x1 y1 x2 y2), relative and unclipped. Replaces
-// the dozen elementwise launches of the tensor version. Same operation order as the host (and
-// the reference): variances multiplied into loc first, x2 = x1 + w.
+// SSD box decoding in one kernel (docs/model.md §6.1; host twin: src/post/decode.rs): loc (P, 4)
+// regressions against priors (P, 4, cx cy w h) -> boxes (P, 4, x1 y1 x2 y2), relative and
+// unclipped. Replaces the dozen elementwise launches of the tensor version. Same operation order as
+// the host (and the reference): variances multiplied into loc first, x2 = x1 + w.
 
 extern "C" __global__ void decode_boxes(const float* loc, const float* priors, int p,
                                         float* out) {

@@ -1,4 +1,4 @@
-// Fast NMS on the device, end to end (spec §6.2-6.4; host twin: src/post/fast_nms.rs).
+// Fast NMS on the device, end to end (docs/model.md §6.2-6.4; host twin: src/post/fast_nms.rs).
 //
 //   fast_nms_prepare      conf (P, 1+C) -> the candidate priors compacted: their indices, count,
 //                         per-class sort keys (C rows of stride P), best-class keys and classes

@@ -1,7 +1,7 @@
-// Mask assembly after the coefficient GEMM, in one pass (spec §6.5; host twin: src/post/masks.rs
-// assemble_masks + crop_masks): lin (hp*wp, n) = proto @ coefsᵀ -> out (n, hp, wp) =
-// sigmoid(lin)ᵀ, zeroed outside each box's crop window. The crop window is computed on the
-// device from the relative boxes (n, 4), so the boxes never travel to the host.
+// Mask assembly after the coefficient GEMM, in one pass (docs/model.md §6.5; host twin:
+// src/post/masks.rs assemble_masks + crop_masks): lin (hp*wp, n) = proto @ coefsᵀ ->
+// out (n, hp, wp) = sigmoid(lin)ᵀ, zeroed outside each box's crop window. The crop window is
+// computed on the device from the relative boxes (n, 4), so the boxes never travel to the host.
 //
 // Arithmetic as on the host: sigmoid = 1 / (exp(-v) + 1) (candle's), crop bounds as
 // crop_bounds() with padding 1, and the crop as a multiplication by 1 or 0 (so a NaN stays NaN).

@@ -1,8 +1,8 @@
-//! The six released YOLACT / YOLACT++ configurations (spec §1) and how to pick one.
+//! The six released YOLACT / YOLACT++ configurations (docs/model.md §1) and how to pick one.
 
 use crate::error::{Error, Result};
 
-/// Input normalisation (spec §7.1).
+/// Input normalisation (docs/model.md §7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transform {
     /// (x - mean) / std with the BGR means/stds, then BGR -> RGB.
@@ -14,7 +14,7 @@ pub enum Transform {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackboneKind {
     /// Bottleneck ResNet with `blocks` per stage. `dcn_interval` is `Some(k)` for YOLACT++:
-    /// stages 1..=3 get deformable 3x3 convs per the rule of spec §2.3.
+    /// stages 1..=3 get deformable 3x3 convs per the rule of docs/model.md §2.3.
     ResNet {
         blocks: [usize; 4],
         dcn_interval: Option<usize>,
@@ -34,7 +34,7 @@ pub struct YolactConfig {
     /// Anchor scales in pixels, per prediction level P3..P7.
     pub pred_scales: [Vec<f64>; 5],
     pub aspect_ratios: [f64; 3],
-    /// The v1 "square anchor" quirk: h = w (spec §4).
+    /// The v1 "square anchor" quirk: h = w (docs/model.md §4).
     pub use_square_anchors: bool,
     /// YOLACT++: mask-IoU rescoring.
     pub use_maskiou: bool,
@@ -182,7 +182,7 @@ impl YolactConfig {
         self.num_classes - 1
     }
 
-    /// Whether ResNet stage `stage` block `block` is a deformable conv (spec §2.3).
+    /// Whether ResNet stage `stage` block `block` is a deformable conv (docs/model.md §2.3).
     pub fn is_dcn_block(&self, stage: usize, block: usize) -> bool {
         let BackboneKind::ResNet {
             blocks,

@@ -126,7 +126,7 @@ impl DcnCase {
         ]
     }
 
-    /// Direct float64 evaluation of spec §3: one bilinear sample per (output, channel, tap).
+    /// Float64 evaluation of docs/model.md §3: one bilinear sample per (output, channel, tap).
     fn naive(&self) -> Vec<f64> {
         let (ho, wo) = self.out_hw();
         let (h, w) = (self.h as i64, self.w as i64);

@@ -129,7 +129,8 @@ fn mask_iou(a: &[u8], b: &[u8]) -> f64 {
     }
 }
 
-/// Priors per spec §4, in f64, for one flat prior index: independent of `crate::engine::priors`.
+/// Priors per docs/model.md §4, in f64, for one flat prior index: independent of
+/// `crate::engine::priors`.
 fn prior_f64(cfg: &yolact_ros2::YolactConfig, mut idx: usize) -> [f64; 4] {
     let s = cfg.max_size;
     // Feature sizes of a ResNet/DarkNet at max_size: conv arithmetic (k3 s2 p1) from /8.
@@ -195,7 +196,7 @@ fn fixture_detections_are_consistent() {
                 d.area,
                 "{name}: mask area"
             );
-            // Spec §6.5.7: the int box is the float box truncated toward zero.
+            // docs/model.md §6.5.7: the int box is the float box truncated toward zero.
             for i in 0..4 {
                 assert_eq!(d.box_int[i], d.bbox[i].trunc() as i64, "{name}: box_int");
             }
@@ -210,7 +211,7 @@ fn fixture_detections_are_consistent() {
                 }
                 None => assert_eq!(d.score, d.class_score),
             }
-            // The crop (spec §6.5.3) bounds the mask to the box plus about a pixel of blur.
+            // The crop (docs/model.md §6.5.3) bounds the mask to the box plus ~1 pixel of blur.
             for (i, &v) in m.iter().enumerate() {
                 if v != 0 {
                     let (y, x) = ((i / fx.width) as f32, (i % fx.width) as f32);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/post/*.json: independent references for priors, decode, RLE and postprocess.
 
-Everything here is written from the spec (§4, §6), in NumPy float64 or torch, not from our Rust code.
+Everything here is written from the model description (docs/model.md §4, §6), in NumPy float64 or
+torch, not from our Rust code.
 Run from the repository root:  python3 tools/make_post_fixtures.py
 Deterministic (fixed seeds); needs numpy, torch and pycocotools.
 """
@@ -22,8 +23,8 @@ def f32(x):
     return float(np.float32(x))
 
 
-# ----------------------------------------------------------------------------------- priors (§4)
-# Level sizes come from the spec's table, not from conv arithmetic.
+# --------------------------------------------------------------------- priors (docs/model.md §4)
+# Level sizes come from the table of docs/model.md §4, not from conv arithmetic.
 LEVELS = {550: [69, 35, 18, 9, 5], 700: [88, 44, 22, 11, 6]}
 
 
@@ -64,7 +65,7 @@ def make_priors():
     return out
 
 
-# ----------------------------------------------------------------------------------- decode (§6.1)
+# --------------------------------------------------------------------- decode (docs/model.md §6.1)
 def make_decode():
     rng = np.random.default_rng(2)
     n = 64
@@ -146,7 +147,7 @@ def make_rle():
     }
 
 
-# ----------------------------------------------------------------------------------- postprocess (§6.5)
+# ----------------------------------------------------------------- postprocess (docs/model.md §6.5)
 NCLS = 80
 
 

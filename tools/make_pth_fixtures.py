@@ -151,7 +151,7 @@ def full_size(cfg, out):
             sd[name] = torch.tensor(800000, dtype=torch.int64)
         else:
             sd[name] = torch.randn(shape, generator=g)
-    # What the released files carry on top of the model keys (spec 2.4, 2.9).
+    # What the released files carry on top of the model keys (docs/model.md §2.4, §2.9).
     sd["fpn.downsample_layers.2.weight"] = torch.randn(256, 256, 3, 3, generator=g)
     sd["fpn.downsample_layers.2.bias"] = torch.randn(256, generator=g)
     save_legacy(sd, out, location="cuda:0")

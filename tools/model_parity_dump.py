@@ -3,7 +3,7 @@
 Usage: python3 tools/model_parity_dump.py <config name> <path to a dbolya/yolact checkout> [out file]
 Random weights (BN stats randomised, offsets large enough for fractional DCN sampling), a random
 input, and the raw eval outputs with `Detect` bypassed. DCNv2 is replaced by torchvision's
-deform_conv2d, which spec section 3 shows to be numerically the same op.
+deform_conv2d, which docs/model.md §3 shows to be numerically the same op.
 """
 import sys, torch
 torch.cuda.current_device = lambda: 0

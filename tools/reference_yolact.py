@@ -7,7 +7,7 @@ DCNv2 extension) and drives the reference's own classes.
 
 The DCN replacement keeps the parameter names of DCNv2's `DCN` (weight, bias, conv_offset_mask.*)
 and calls torchvision.ops.deform_conv2d with raw offset channels 0..17 (interleaved dy, dx) and
-sigmoid(channels 18..26) as the modulation mask, which is DCNv2's layout (spec section 3).
+sigmoid(channels 18..26) as the modulation mask, which is DCNv2's layout (docs/model.md §3).
 """
 
 import copy

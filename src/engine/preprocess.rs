@@ -1,4 +1,4 @@
-//! Image loading and the reference's FastBaseTransform (spec §7.1).
+//! Image loading and the reference's FastBaseTransform (docs/model.md §7.1).
 //!
 //! The reference resizes the BGR image, normalises with BGR means/stds and flips to RGB. Every step is
 //! per channel, so resizing and normalising the RGB image with the RGB-ordered constants gives the same

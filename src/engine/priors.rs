@@ -1,4 +1,4 @@
-//! Anchor boxes (spec §4): per level P3..P7, per cell, scale-major then aspect-ratio-minor.
+//! Anchor boxes (docs/model.md §4): per level P3..P7, per cell, scale-major, aspect-ratio-minor.
 
 use candle_core::{Device, Tensor};
 

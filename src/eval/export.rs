@@ -1,6 +1,6 @@
 //! Detections as COCO result records, as the reference's `eval.py --output_coco_json` writes them
-//! (spec §8.5a): integer (truncated) boxes as [x, y, w, h], detections with an empty integer box
-//! dropped, category ids through the COCO label map, masks as compressed RLE.
+//! (docs/model.md §8.5a): integer (truncated) boxes as [x, y, w, h], detections with an empty
+//! integer box dropped, category ids through the COCO label map, masks as compressed RLE.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,5 @@
-//! DarkNet-53 backbone of yolact_darknet53 (spec §2.2). Every conv is conv -> BN -> LeakyReLU(0.1).
+//! DarkNet-53 backbone of yolact_darknet53 (docs/model.md §2.2). Every conv is conv -> BN ->
+//! LeakyReLU(0.1).
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;

@@ -1,5 +1,5 @@
-//! Feature pyramid P3..P7 (spec §2.4, §5.2). The reference stores the lateral and prediction convs
-//! top-down (index 0 acts on C5), which the key names below follow.
+//! Feature pyramid P3..P7 (docs/model.md §2.4, §5.2). The reference stores the lateral and
+//! prediction convs top-down (index 0 acts on C5), which the key names below follow.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;

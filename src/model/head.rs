@@ -1,4 +1,4 @@
-//! Shared prediction head (spec §2.6, §5.4), applied to P3..P7 with the same weights.
+//! Shared prediction head (docs/model.md §2.6, §5.4), applied to P3..P7 with the same weights.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;

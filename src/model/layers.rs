@@ -178,9 +178,9 @@ impl Conv2d {
     }
 }
 
-/// DCNv2 3x3 conv, padding 1 (spec §3): a plain conv predicts 18 offsets and 9 modulation logits
-/// from the input, then the deformable conv samples with them. Batch norm is folded into the main
-/// weight and its (learned) bias.
+/// DCNv2 3x3 conv, padding 1 (docs/model.md §3): a plain conv predicts 18 offsets and 9 modulation
+/// logits from the input, then the deformable conv samples with them. Batch norm is folded into the
+/// main weight and its (learned) bias.
 #[derive(Debug, Clone)]
 pub struct DeformConv2d {
     offset_mask: Conv2d,

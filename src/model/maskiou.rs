@@ -1,5 +1,5 @@
-//! YOLACT++ mask-IoU net (spec §2.7): five stride-2 3x3 convs and a 1x1 to 80 classes, every conv
-//! unpadded and followed by a ReLU, then a global max pool.
+//! YOLACT++ mask-IoU net (docs/model.md §2.7): five stride-2 3x3 convs and a 1x1 to 80 classes,
+//! every conv unpadded and followed by a ReLU, then a global max pool.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;

@@ -1,5 +1,6 @@
-//! The eval-mode YOLACT / YOLACT++ network (spec §2, §5): backbone -> FPN -> protonet + shared
-//! prediction head, and the YOLACT++ mask-IoU net. Batch norms are folded into convs at load time.
+//! The eval-mode YOLACT / YOLACT++ network (docs/model.md §2, §5): backbone -> FPN -> protonet +
+//! shared prediction head, and the YOLACT++ mask-IoU net. Batch norms are folded into convs at
+//! load time.
 //!
 //! Weights are requested from a `VarBuilder` under exactly the reference's state-dict names;
 //! `num_batches_tracked` and `semantic_seg_conv.*` are never requested.

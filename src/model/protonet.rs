@@ -1,5 +1,5 @@
-//! Prototype branch (spec §2.5, §5.3): 3x (conv3x3 + ReLU), bilinear x2, conv3x3 + ReLU, 1x1 to 32,
-//! ReLU (the prototype activation), NHWC.
+//! Prototype branch (docs/model.md §2.5, §5.3): 3x (conv3x3 + ReLU), bilinear x2, conv3x3 + ReLU,
+//! 1x1 to 32, ReLU (the prototype activation), NHWC.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;

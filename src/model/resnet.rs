@@ -1,5 +1,6 @@
 //! Bottleneck ResNet-50/101 backbone (torchvision "v1.5": stride on the 3x3), with the YOLACT++
-//! deformable 3x3 convs in the blocks chosen by `YolactConfig::is_dcn_block` (spec §2.1, §2.3).
+//! deformable 3x3 convs in the blocks chosen by `YolactConfig::is_dcn_block`
+//! (docs/model.md §2.1, §2.3).
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;

@@ -122,7 +122,7 @@ pub fn bn(x: &Nd, p: &[Vec<f64>; 4]) -> Nd {
     out
 }
 
-/// PyTorch bilinear, align_corners=False (spec §9.3).
+/// PyTorch bilinear, align_corners=False (docs/model.md §9.3).
 pub fn bilinear(x: &Nd, oh: usize, ow: usize) -> Nd {
     let axis = |inp: usize, out: usize, d: usize| -> (usize, usize, f64) {
         let scale = inp as f64 / out as f64;

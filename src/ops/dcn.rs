@@ -1,4 +1,4 @@
-//! Modulated deformable convolution (DCNv2), spec §3.
+//! Modulated deformable convolution (DCNv2), docs/model.md §3.
 //!
 //! Split in two so that only the gather needs a device kernel: [`DeformIm2col`] builds the
 //! modulated columns as a custom op, and the GEMM + bias use ordinary candle ops, which already run
@@ -76,9 +76,9 @@ pub fn modulated_deform_conv2d(
 
 /// Deformable, modulated im2col: (x, offset, mask) -> columns (N, C·9, Ho·Wo), row c·9 + k.
 ///
-/// Sampling rule (spec §3): tap k = i·3 + j reads x at h = ho·s − 1 + i + Δy, w = wo·s − 1 + j + Δx
-/// bilinearly, with zero outside (h ≤ −1, w ≤ −1, h ≥ H, w ≥ W) and per-corner zero padding, and
-/// multiplies by mask[k].
+/// Sampling rule (docs/model.md §3): tap k = i·3 + j reads x at
+/// h = ho·s − 1 + i + Δy, w = wo·s − 1 + j + Δx bilinearly, with zero outside (h ≤ −1, w ≤ −1,
+/// h ≥ H, w ≥ W) and per-corner zero padding, and multiplies by mask[k].
 #[derive(Debug, Clone, Copy)]
 pub struct DeformIm2col {
     pub stride: usize,

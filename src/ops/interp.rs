@@ -1,4 +1,4 @@
-//! Bilinear resize with PyTorch's `align_corners=False`, no-antialias semantics (spec §9.3).
+//! Bilinear resize as PyTorch's `align_corners=False` without antialias (docs/model.md §9.3).
 //!
 //! candle's own `upsample_bilinear2d` is not guaranteed to follow PyTorch's half-pixel rule, edge
 //! clamping and rounding order, and the mask threshold at 0.5 is sensitive to all three, so the
@@ -305,8 +305,8 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device};
 
-    /// Independent float64 evaluation of the spec §9.3 formula, with the scale and source index
-    /// rounded to f32 at the same points PyTorch does for f32 tensors.
+    /// Independent float64 evaluation of the docs/model.md §9.3 formula, with the scale and source
+    /// index rounded to f32 at the same points PyTorch does for f32 tensors.
     fn naive(x: &[f32], n_planes: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<f64> {
         let src_index = |dst: usize, insz: usize, outsz: usize| -> (usize, usize, f64) {
             let scale = insz as f32 / outsz as f32;

@@ -1,4 +1,4 @@
-//! COCO class names, the category-id map and the display colours of the reference (spec App. A).
+//! COCO class names, category-id map and the reference's display colours (docs/model.md App. A).
 
 pub const CLASS_NAMES: [&str; 80] = [
     "person",

@@ -1,4 +1,4 @@
-//! The reference's image display (spec §8.2): blended masks, boxes, and "label: score" tags.
+//! The reference's image display (docs/model.md §8.2): blended masks, boxes, "label: score" tags.
 
 use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};

@@ -1,4 +1,4 @@
-//! SSD-style box decoding (spec §6.1).
+//! SSD-style box decoding (docs/model.md §6.1).
 
 use candle_core::{DType, Tensor, D};
 

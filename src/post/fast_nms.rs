@@ -1,4 +1,4 @@
-//! Candidate filtering and non-maximum suppression (spec §6.2-6.4).
+//! Candidate filtering and non-maximum suppression (docs/model.md §6.2-6.4).
 //!
 //! The maths runs on host vectors in stages that each have a tensor-shaped contract, so a device
 //! kernel can replace one stage at a time: [`candidates`] (P, 81) -> (C, P') scores,
@@ -207,9 +207,9 @@ impl Candidates {
     }
 }
 
-/// Candidate filter (§6.2): drops the background column and keeps priors whose best foreground
-/// score is strictly above `conf_thresh`. NaN scores are rejected, since no ordering of them would
-/// match the reference.
+/// Candidate filter (docs/model.md §6.2): drops the background column and keeps priors whose best
+/// foreground score is strictly above `conf_thresh`. NaN scores are rejected, since no ordering of
+/// them would match the reference.
 pub fn candidates(conf: &Tensor, conf_thresh: f32) -> Result<Candidates> {
     let (p, c1) = conf.dims2()?;
     if c1 < 2 {
@@ -259,8 +259,8 @@ pub fn fast_nms_ranked(ranked: &[[f32; 4]], iou_thresh: f32) -> Vec<bool> {
         .collect()
 }
 
-/// Class-wise Fast NMS core (§6.3 steps 1-5): `scores` (C, P') row-major and `boxes` (P') in;
-/// per class, the kept candidates in rank order.
+/// Class-wise Fast NMS core (docs/model.md §6.3 steps 1-5): `scores` (C, P') row-major and `boxes`
+/// (P') in; per class, the kept candidates in rank order.
 pub fn fast_nms_keep(
     scores: &[f32],
     num_classes: usize,
@@ -327,7 +327,7 @@ pub fn fast_nms_keep_tensor(
 }
 
 /// Flattens per-class keep lists class-major, sorts them stably by score descending and keeps the
-/// first `max_det` (§6.3 step 7).
+/// first `max_det` (docs/model.md §6.3 step 7).
 pub fn merge_top(per_class: Vec<Vec<Kept>>, max_det: usize) -> Vec<Kept> {
     let flat: Vec<Kept> = per_class.into_iter().flatten().collect();
     let scores: Vec<f32> = flat.iter().map(|k| k.score).collect();
@@ -337,8 +337,8 @@ pub fn merge_top(per_class: Vec<Vec<Kept>>, max_det: usize) -> Vec<Kept> {
         .collect()
 }
 
-/// Cross-class Fast NMS (§6.4): one score per candidate (its best class; first on ties), top
-/// `top_k`, triu IoU, keep IoU max <= thresh. No global cap.
+/// Cross-class Fast NMS (docs/model.md §6.4): one score per candidate (its best class; first on
+/// ties), top `top_k`, triu IoU, keep IoU max <= thresh. No global cap.
 pub fn cross_class_fast_nms(
     cands: &Candidates,
     boxes: &[[f32; 4]],

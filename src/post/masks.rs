@@ -1,4 +1,5 @@
-//! From NMS output to per-instance masks and pixel boxes (spec §6.5, eval.py `prep_display` §8.2).
+//! From NMS output to per-instance masks and pixel boxes (docs/model.md §6.5 and §8.2, eval.py's
+//! `prep_display`).
 //!
 //! The stages are separate pub fns so a benchmark or a device kernel can take over one at a time:
 //! [`assemble_masks`] -> [`crop_masks`] (together: [`assemble_crop`]) -> mask-IoU rescoring ->
@@ -52,7 +53,8 @@ pub fn assemble_masks(proto: &Tensor, coefs: &Tensor) -> candle_core::Result<Ten
 }
 
 /// Crop window (X1, Y1, X2, Y2) at mask resolution for one relative box: float bounds, ±padding,
-/// clamped to the mask (spec §6.5.3). Pixel (r, q) survives iff X1 <= q < X2 and Y1 <= r < Y2.
+/// clamped to the mask (docs/model.md §6.5.3). Pixel (r, q) survives iff X1 <= q < X2 and
+/// Y1 <= r < Y2.
 pub fn crop_bounds(b: &[f32; 4], hp: usize, wp: usize, padding: f32) -> [f32; 4] {
     let (w, h) = (wp as f32, hp as f32);
     let (x1, x2) = (b[0] * w, b[2] * w);

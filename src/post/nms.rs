@@ -1,4 +1,4 @@
-//! Traditional greedy NMS (the reference's Cython path, `--fast_nms=False`; spec §6.4).
+//! Traditional greedy NMS (the reference's Cython path, `--fast_nms=False`; docs/model.md §6.4).
 
 use crate::post::fast_nms::{merge_top, stable_desc_order, Candidates, Kept, NmsOptions};
 

@@ -1,4 +1,4 @@
-//! The inference key set of each configuration, derived from the config (spec §2), in the
+//! The inference key set of each configuration, derived from the config (docs/model.md §2), in the
 //! order the reference model registers its modules.
 
 use crate::config::{BackboneKind, YolactConfig};

@@ -1,6 +1,6 @@
 //! Checkpoint loading: the released YOLACT `.pth` files (legacy torch.save), the zip torch.save
 //! format and safetensors, read without Python and without executing anything from the file;
-//! plus the load-time key rules of the reference `load_weights` (spec §2.9, §9.14).
+//! plus the load-time key rules of the reference `load_weights` (docs/model.md §2.9, §9.14).
 
 mod expected;
 pub mod pickle;

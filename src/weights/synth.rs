@@ -433,7 +433,8 @@ mod tests {
         let keys = expected_shapes(&cfg);
         assert_eq!(sd.len(), keys.len());
         let total: usize = keys.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
-        // Spec §2: 33,819,580 parameters incl. running stats, minus semantic_seg_conv (80*256+80).
+        // docs/model.md §2: 33,819,580 parameters incl. running stats,
+        // minus semantic_seg_conv (80*256+80).
         assert_eq!(total, 33_819_580 - 80 * 256 - 80);
         for (k, s) in keys {
             assert_eq!(sd[&k].dims(), s.as_slice(), "{k}");
