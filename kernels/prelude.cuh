@@ -22,7 +22,7 @@ __device__ __forceinline__ float to_acc(f16_t v) {
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.x));
   return f;
-#else  // the host emulator of tests/cuda_emu.rs
+#else  // the host emulator of tests/it/cuda_emu.rs
   return emu_half_to_float(v.x);
 #endif
 }

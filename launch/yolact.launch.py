@@ -2,7 +2,7 @@
 
 The node reads its own parameters file (`yolact node --params-file`); launch arguments become
 `-p name:=value` overrides on top of it. Argument names match yolact.launch.xml (checked by
-tests/ros_packaging.rs).
+tests/it/ros_packaging.rs).
 """
 
 import os

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An independent ROS 2 peer over real DDS (PyPI cyclonedds, the C core behind rmw_cyclonedds).
 
-Used by tests/dds_transport.rs and tests/dds_e2e.rs. The DDS types are built at run time from
+Used by tests/it/dds_transport.rs and tests/it/dds_e2e.rs. The DDS types are built at run time from
 message definitions, never from the Rust code:
   * sensor_msgs, std_msgs, builtin_interfaces, diagnostic_msgs, geometry_msgs: the rosbags
     ROS2_JAZZY typestore;

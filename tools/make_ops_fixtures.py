@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Writes the reference fixtures for tests/ops.rs (DCNv2 im2col and the half-pixel bilinear resize).
+"""Writes the reference fixtures for tests/it/ops.rs (DCNv2 im2col and the half-pixel bilinear resize).
 
 Run from the repository root:  python3 tools/make_ops_fixtures.py
 Optionally `--big PATH` also writes real-size DCN cases (x of 128 channels at 69x69 stride 1 and
 138x138 stride 2, about 30 MB, not committed) for the ignored test `dcn_matches_torchvision_big`:
     python3 tools/make_ops_fixtures.py --big /tmp/dcn_big.safetensors
-    YOLACT_OPS_BIG=/tmp/dcn_big.safetensors cargo test --release --test ops big -- --ignored
+    YOLACT_OPS_BIG=/tmp/dcn_big.safetensors cargo test --release --test it ops::big -- --ignored
 Needs torch, torchvision and safetensors. Everything is float32 on the CPU, deterministic (fixed
 seed), and small enough to commit.
 

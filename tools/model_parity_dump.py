@@ -1,4 +1,4 @@
-"""Dumps a reference YOLACT forward pass for `tests/model.rs::parity_with_reference_dump`.
+"""Dumps a reference YOLACT forward pass for `tests/it/model.rs::parity_with_reference_dump`.
 
 Usage: python3 tools/model_parity_dump.py <config name> <path to a dbolya/yolact checkout> [out file]
 Random weights (BN stats randomised, offsets large enough for fractional DCN sampling), a random

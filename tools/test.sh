@@ -4,10 +4,10 @@
 #   - rosbags (PyPI): reads our output bags back (tests/replay*.rs)
 #   - cyclonedds (PyPI): the DDS peer of the node (tests/dds_*.rs)
 #   - colcon + colcon-ros-cargo (PyPI), cargo-ament-build (crates.io): `colcon list` of our
-#     packages (tests/ros_packaging.rs)
+#     packages (tests/it/ros_packaging.rs)
 #   - libnvrtc + ptxas (PyPI CUDA 13.0 wheels, no GPU needed): compile our CUDA kernels
 #     (tests/cuda_kernels.rs)
-# Extra arguments go to `cargo test` (e.g. `tools/test.sh --test node`).
+# Extra arguments go to `cargo test` (e.g. `tools/test.sh --test it node::`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,5 +1,5 @@
 //! The streaming MCAP bag reader over arbitrary bytes, decoding every message it yields.
-//! The body lives in `yolact_ros2::bag::fuzz` so that tests/bag.rs runs it on stable.
+//! The body lives in `yolact_ros2::bag::fuzz` so that tests/it/bag.rs runs it on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,5 +1,5 @@
 //! Entry points shared by the cargo-fuzz targets under `fuzz/` and the property tests in
-//! `tests/bag.rs`, so the same code runs on stable (tests) and under libFuzzer (nightly).
+//! `tests/it/bag.rs`, so the same code runs on stable (tests) and under libFuzzer (nightly).
 
 use std::io::Cursor;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! and soft masks -> cropped masks -> image-size binary masks with one copy to the host.
 //!
 //! Each is the device twin of a CPU stage (src/engine/preprocess.rs, src/post/masks.rs) with the same
-//! arithmetic; tests/cuda_emu.rs checks the kernels bit for bit against those stages on the CPU
+//! arithmetic; tests/it/cuda_emu.rs checks the kernels bit for bit against those stages on the CPU
 //! emulator, tests/cuda_gpu.rs on a GPU.
 
 use candle_core::cuda_backend::cudarc::driver::CudaSlice;

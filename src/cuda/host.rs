@@ -71,7 +71,7 @@ impl KernelHost for CudaHost<'_> {
             block_dim: (launch.block, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: the plans build `args` to match the kernel's parameter list; tests/cuda_emu.rs
+        // SAFETY: the plans build `args` to match the kernel's parameter list; tests/it/cuda_emu.rs
         // checks every plan's list against the C signature.
         unsafe { b.launch(cfg) }.w()?;
         Ok(())

@@ -3,7 +3,7 @@
 //! the CPU code already has: `cuda_fwd` of the custom ops in [`crate::ops`], the Fast NMS stages
 //! of [`crate::post::fast_nms`], and the fused pre/post-processing stages ([`fused`]).
 //!
-//! Every launch goes through a plan in [`plan`] (always compiled), which tests/cuda_emu.rs runs
+//! Every launch goes through a plan in [`plan`] (always compiled), which tests/it/cuda_emu.rs runs
 //! against a CPU emulator of the kernels; [`host`] runs the same plans on the GPU.
 
 pub mod device;

@@ -3,7 +3,7 @@
 //!
 //! The launches themselves are [`super::plan::fast_nms_detect`] / [`super::plan::fast_nms_keep`];
 //! this file only hands them candle's buffers. Same results as the host stages in
-//! [`crate::post::fast_nms`] (asserted on the emulator by tests/cuda_emu.rs and on a GPU by
+//! [`crate::post::fast_nms`] (asserted on the emulator by tests/it/cuda_emu.rs and on a GPU by
 //! tests/cuda_gpu.rs): the ordering is the host's stable descending sort, and the IoU is
 //! evaluated with unfused f32 arithmetic.
 

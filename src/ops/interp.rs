@@ -19,7 +19,7 @@ use super::{copy_contiguous, Acc};
 ///
 /// Agreement with PyTorch is to about 1 ulp, not bit-exact: its CPU build picks a different kernel
 /// by layout and thread count, and its AVX2 variant contracts parts of the formula into FMAs
-/// (measured: max |Δ| 1.2e-6 on inputs in [-2, 2), see tests/ops.rs).
+/// (measured: max |Δ| 1.2e-6 on inputs in [-2, 2), see tests/it/ops.rs).
 pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
     if x.rank() != 4 {
         bail!(

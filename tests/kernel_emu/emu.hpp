@@ -1,4 +1,4 @@
-// Host emulation of the CUDA C subset used by kernels/*.cu, for tests/cuda_emu.rs.
+// Host emulation of the CUDA C subset used by kernels/*.cu, for tests/it/cuda_emu.rs.
 //
 // Each block runs on one OS thread with one cooperative fiber (ucontext) per CUDA thread:
 // __syncthreads() parks the fiber until every fiber of the block has reached the barrier, so

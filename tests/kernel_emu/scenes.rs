@@ -1,4 +1,4 @@
-//! Synthetic inputs shared by the kernel tests (tests/cuda_emu.rs on the CPU emulator,
+//! Synthetic inputs shared by the kernel tests (tests/it/cuda_emu.rs on the CPU emulator,
 //! tests/cuda_gpu.rs on a GPU), so both exercise the kernels on the same scenes.
 
 use candle_core::{Device, Tensor};

@@ -1,7 +1,7 @@
 //! COCO detection evaluation (box and mask AP/AR), a re-implementation of pycocotools'
 //! `COCOeval` with default parameters: IoU thresholds .50:.05:.95, 101 recall thresholds,
 //! maxDets 1/10/100 and the all/small/medium/large area ranges. Results agree with pycocotools
-//! to floating-point summation order (see `tests/coco_eval.rs`).
+//! to floating-point summation order (see `tests/it/coco_eval.rs`).
 //!
 //! Departures, all where pycocotools would crash: results on unknown images are an error
 //! instead of an assertion, an empty results list evaluates (every detection missing) instead

@@ -5,13 +5,10 @@
 //! colcon is not part of the Rust toolchain: the colcon test skips with a printed reason when it
 //! is missing, and fails instead when `YOLACT_REQUIRE_COLCON=1` (CI installs it; see .ci/run).
 
+use crate::support::{repo, yolact_cmd};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn required(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| v == "1")
@@ -410,7 +407,7 @@ fn the_launch_command_line_is_one_yolact_node_accepts() {
     // launch splits `args` on whitespace and appends the node's --ros-args.
     let mut args: Vec<&str> = cmdline.split_whitespace().collect();
     assert_eq!(args.remove(0), "node");
-    let out = Command::new(env!("CARGO_BIN_EXE_yolact"))
+    let out = yolact_cmd()
         .arg("node")
         .arg("--dry-run")
         .args(&args)

@@ -465,7 +465,7 @@ fn full_size_synthetic_weights_round_trip_through_both_torch_formats() {
 /// Loads YOLACT_CHECKPOINT (a released .pth, or one from
 /// `tools/make_pth_fixtures.py --full-size CFG OUT`), detects its config and prepares it. If
 /// `<path>.expected.safetensors` exists, every tensor must equal it exactly.
-/// Run: `YOLACT_CHECKPOINT=... cargo test --release --test weights external -- --ignored --nocapture`
+/// Run: `YOLACT_CHECKPOINT=... cargo test --release --test it weights::external -- --ignored --nocapture`
 #[test]
 #[ignore = "needs YOLACT_CHECKPOINT, a released checkpoint (not downloadable here)"]
 fn external_checkpoint() {

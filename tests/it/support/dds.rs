@@ -8,9 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+pub use super::repo;
 
 /// Whether python3 can import the peer's packages. When it cannot: prints why and returns false,
 /// or panics when `YOLACT_REQUIRE_DDS=1`.

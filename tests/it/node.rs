@@ -2,6 +2,7 @@
 //! images in, InstanceArray / Detection2DArray / label image / overlay / diagnostics /
 //! transition events out.
 
+use crate::support::yolact_cmd;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -614,7 +615,7 @@ fn shipped_config_loads_and_lists_every_parameter() {
 fn cli_dry_run_validates_the_shipped_config() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let yolact = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_yolact"))
+        yolact_cmd()
             .args(args)
             .current_dir(root)
             .env("RUST_LOG", "warn")

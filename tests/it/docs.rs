@@ -8,7 +8,7 @@
 //!   checked), or a comment still cites the spec, which is not shipped with the code,
 //! * a "§N" inside docs/model.md itself points to a missing heading.
 //!
-//! Run: `cargo test --release --locked --test docs`.
+//! Run: `cargo test --release --locked --test it docs::`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,13 +1,14 @@
 //! `yolact bench` on the CPU: the stage clock it names and the `--cuda-graph` fallback.
 //! (The CUDA side, event timing, peak memory and graph replay, is in tests/cuda_gpu.rs.)
 
+use crate::support::yolact_cmd;
 use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn cpu_bench_json_says_wall_clock_and_cuda_graph_falls_back_with_one_warning() {
     let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/test_image.png");
-    let o = Command::new(env!("CARGO_BIN_EXE_yolact"))
+    let o = yolact_cmd()
         .args([
             "bench",
             "--weights",

@@ -1,6 +1,7 @@
 //! `yolact replay --coco-gt`: frames matched to COCO images by stamp (and by index), results.json
 //! with the frames' image ids, and AP equal to `yolact coco-eval` and pycocotools on the same files.
 
+use crate::support::yolact_cmd;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,7 +34,7 @@ fn good_stamps() -> Vec<i64> {
 /// Runs the replay; returns (report.json, results.json, stdout).
 fn replay(mode: &str, dir: &Path) -> (Json, Json, String) {
     let rep = dir.join("report");
-    let o = Command::new(env!("CARGO_BIN_EXE_yolact"))
+    let o = yolact_cmd()
         .arg("replay")
         .arg(root().join("tests/fixtures/bags/bag_mcap"))
         .args(["--weights", "synthetic", "--config", "yolact_resnet50"])
@@ -95,7 +96,7 @@ fn gt_ids_by_stamp() -> Vec<(i64, i64)> {
 }
 
 fn coco_eval_json(results: &Path) -> Json {
-    let o = Command::new(env!("CARGO_BIN_EXE_yolact"))
+    let o = yolact_cmd()
         .args(["coco-eval", "--json", "--gt"])
         .arg(gt())
         .arg("--results")

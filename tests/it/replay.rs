@@ -3,11 +3,12 @@
 //! counted with their reasons, and the output MCAP reads back with our reader and with rosbags
 //! (tools/read_replay_bag.py, decoding our types from msg/*.msg).
 
+use crate::support::yolact_cmd;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod common;
+use crate::support;
 
 use serde_json::Value as Json;
 use yolact_ros2::bag::open_bag;
@@ -29,7 +30,7 @@ fn run_replay(bag: &Path, extra: &[&str], threshold: &str, dir: &Path) -> (PathB
 
 /// `yolact replay BAG` on synthetic YOLACT R50 weights on the CPU.
 fn replay_cmd(bag: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_yolact"));
+    let mut c = yolact_cmd();
     c.arg("replay").arg(bag).args([
         "--weights",
         "synthetic",
@@ -103,7 +104,7 @@ fn reason_of(kind: &str) -> &'static str {
 
 /// Sum of the runs of a COCO compressed RLE string, decoded independently of src/output/rle.rs.
 fn rle_total(s: &str) -> i64 {
-    common::rle_counts(s).iter().sum()
+    support::rle_counts(s).iter().sum()
 }
 
 /// What our own reader finds in the output bag.
@@ -482,7 +483,7 @@ fn replay_survives_fuzz_findings() {
         "fuzz_sqlite_unknown_topic.db3",
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_yolact"))
+        let o = yolact_cmd()
             .arg("replay")
             .arg(bags().join(name))
             .args(["--weights", "synthetic", "--config", "yolact_resnet50"])

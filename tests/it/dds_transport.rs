@@ -7,14 +7,12 @@
 //! when `YOLACT_REQUIRE_DDS=1` (CI).
 #![cfg(feature = "dds")]
 
-mod dds_common;
-
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dds_common::{peer_available, run_peer, test_domain, PeerRun};
+use crate::support::dds::{peer_available, run_peer, test_domain, PeerRun};
 use yolact_ros2::bag::{Header, ImageMsg};
 use yolact_ros2::msgs::{DiagnosticArray, DiagnosticStatus};
 use yolact_ros2::node::dds::DdsTransport;

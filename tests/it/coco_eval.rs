@@ -82,7 +82,7 @@ fn empty_results_match_pycocotools() {
 
 /// The same comparison on a directory written by the fixture script, e.g. a larger set:
 /// `python3 -c "import make_cocoeval_fixtures as m; m.IMAGE_SIZES = [...]; m.main()" DIR` from
-/// tools/, then `COCOEVAL_DIR=DIR cargo test --release --test coco_eval -- --ignored`.
+/// tools/, then `COCOEVAL_DIR=DIR cargo test --release --test it coco_eval:: -- --ignored`.
 #[test]
 #[ignore = "needs COCOEVAL_DIR made by tools/make_cocoeval_fixtures.py"]
 fn external_fixture_dir_matches_pycocotools() {

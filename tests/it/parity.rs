@@ -6,7 +6,7 @@
 //! * `engine::*`, the parity tests of `pipeline::Engine`: the two goal configs from legacy and zip
 //!   `.pth` files, the other four from safetensors.
 //!
-//! Run: `cargo test --release --test parity -- --nocapture`.
+//! Run: `cargo test --release --test it parity:: -- --nocapture`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

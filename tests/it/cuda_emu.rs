@@ -7,11 +7,9 @@
 //! protocol and barriers), the plans' argument lists, grids and zero-fills. What it cannot: PTX
 //! code generation, timing, and races that need real concurrency (the emulator interleaves
 //! threads only at barriers); tests/cuda_gpu.rs repeats the comparisons on a GPU.
-//! Run: `cargo test --release --test cuda_emu -- --nocapture`.
+//! Run: `cargo test --release --test it cuda_emu:: -- --nocapture`.
 
-mod kernel_emu;
-#[path = "kernel_emu/scenes.rs"]
-mod scenes;
+use crate::{kernel_emu, scenes};
 
 use candle_core::{DType, Device, Tensor};
 use kernel_emu::EmuHost;

@@ -1,18 +1,17 @@
 //! `yolact node --transport dds` as a process, as a robot runs it: params file plus `-p`
 //! overrides, `--ros-args -r __ns:=...`, `ROS_DOMAIN_ID`, against tools/dds_peer.py on the PyPI
-//! `cyclonedds` wheel. The same output checks as tests/dds_e2e.rs (which runs the node in
+//! `cyclonedds` wheel. The same output checks as tests/it/dds_e2e.rs (which runs the node in
 //! process), plus the lifecycle state seen from outside after `deactivate`.
 //!
 //! Skips with a printed reason when python3 cannot import cyclonedds and rosbags; fails instead
 //! when `YOLACT_REQUIRE_DDS=1` (CI).
 #![cfg(feature = "dds")]
 
-mod dds_common;
-
+use crate::support::yolact_cmd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use dds_common::{check_node_outputs, peer_available, run_peer, test_domain, PeerRun};
+use crate::support::dds::{check_node_outputs, peer_available, run_peer, test_domain, PeerRun};
 
 const STEADY: u64 = 2;
 const FLOOD: u64 = 20;
@@ -43,7 +42,7 @@ fn yolact_node_binary_over_dds() {
     )
     .unwrap();
     let log = dir.path().join("node.log");
-    let node = Command::new(env!("CARGO_BIN_EXE_yolact"))
+    let node = yolact_cmd()
         .arg("node")
         .arg("--transport")
         .arg("dds")

@@ -11,11 +11,9 @@
 //! when `YOLACT_REQUIRE_DDS=1` (CI).
 #![cfg(feature = "dds")]
 
-mod dds_common;
-
 use std::time::Duration;
 
-use dds_common::{check_node_outputs, peer_available, run_peer, test_domain, PeerRun};
+use crate::support::dds::{check_node_outputs, peer_available, run_peer, test_domain, PeerRun};
 use serde_json::Value;
 use yolact_ros2::node::dds::DdsTransport;
 use yolact_ros2::node::open::NodeIdentity;

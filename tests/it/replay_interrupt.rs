@@ -1,6 +1,7 @@
 //! Ctrl-C during `yolact replay`: the run stops between frames, the output MCAP is finished with
 //! its final /diagnostics message, the report says so, and the exit status is 130.
 
+use crate::support::yolact_cmd;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -22,7 +23,7 @@ fn sigint_finishes_the_output_bag() {
     let rep = dir.path().join("report");
     // 10 messages, 8 good frames of a few hundred ms to seconds each on the CPU: the signal
     // arrives well before the end.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_yolact"))
+    let mut child = yolact_cmd()
         .arg("replay")
         .arg(root().join("tests/fixtures/bags/bag_mcap"))
         .args(["--weights", "synthetic", "--config", "yolact_resnet50"])

@@ -7,26 +7,11 @@
 //! The PyTorch test skips with a printed reason when python3 cannot import torch and torchvision,
 //! and fails instead when `YOLACT_REQUIRE_TORCH` is set.
 
+use crate::support::{text, yolact};
 use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn yolact(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_yolact"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run yolact")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// (channels, height, width, stride, count, out_height, out_width)
 type Shape = (u64, u64, u64, u64, u64, u64, u64);

@@ -1,30 +1,14 @@
 //! The `yolact` command's contract: flags, output files and their JSON shape, error reporting.
 //! Runs the release binary on synthetic weights (no download needed).
 
+use crate::support::{text, yolact};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-mod common;
-use common::rle_counts;
-
-fn yolact(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_yolact"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run yolact")
-}
+use crate::support::rle_counts;
 
 fn fixture_image() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/test_image.png")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

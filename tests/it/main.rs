@@ -1,0 +1,33 @@
+//! The CPU integration tests, one binary (one link step) with a module per area, in ripgrep's
+//! manner: `cargo test --release --test it AREA::` runs one area (e.g. `it node::`). Shared
+//! helpers (the binary runner, fixtures, the DDS peer) are in `support`. `tests/cuda_gpu.rs` and
+//! `tests/cuda_kernels.rs` stay separate binaries: they are the ones carried to a GPU machine.
+
+mod support;
+
+#[path = "../kernel_emu/mod.rs"]
+mod kernel_emu;
+#[path = "../kernel_emu/scenes.rs"]
+mod scenes;
+
+mod bag;
+mod bench_clock;
+mod bench_ops;
+mod cli;
+mod coco_eval;
+mod cuda_emu;
+mod dds_e2e;
+mod dds_node_cli;
+mod dds_transport;
+mod docs;
+mod model;
+mod node;
+mod ops;
+mod parity;
+mod post;
+mod replay;
+mod replay_coco;
+mod replay_interrupt;
+mod ros_packaging;
+mod tracking;
+mod weights;

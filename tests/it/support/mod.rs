@@ -1,0 +1,66 @@
+//! Helpers shared by the integration tests: the release binary, the repository's paths, and an
+//! RLE decoder independent of ours.
+
+pub mod dds;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The repository root (fixtures, tools, config and docs are found from here).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `tests/fixtures/<rel>`.
+pub fn fixture(rel: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(rel)
+}
+
+/// The `yolact` binary this test run built.
+pub fn yolact_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_yolact"))
+}
+
+/// Runs `yolact ARGS` with our logs at warn, and waits for it.
+pub fn yolact(args: &[&str]) -> Output {
+    yolact_cmd()
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run yolact")
+}
+
+/// stdout then stderr of a finished command, for assertions and failure messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs of a COCO compressed RLE string, decoded independently of src/output/rle.rs (pycocotools'
+/// rleFrString: 5-bit groups offset by '0', 0x20 continues, 0x10 of the last group sign-extends,
+/// runs from the third on delta-coded against the run two back).
+pub fn rle_counts(s: &str) -> Vec<i64> {
+    let b = s.as_bytes();
+    let (mut i, mut counts) = (0, Vec::<i64>::new());
+    while i < b.len() {
+        let (mut x, mut k, mut more) = (0i64, 0, true);
+        while more {
+            let c = i64::from(b[i]) - 48;
+            x |= (c & 0x1f) << (5 * k);
+            more = c & 0x20 != 0;
+            i += 1;
+            k += 1;
+            if !more && c & 0x10 != 0 {
+                x |= -1i64 << (5 * k);
+            }
+        }
+        if counts.len() > 2 {
+            x += counts[counts.len() - 2];
+        }
+        counts.push(x);
+    }
+    counts
+}
