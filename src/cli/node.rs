@@ -10,7 +10,7 @@ use yolact_ros2::node::lifecycle::STATE_FINALIZED;
 use yolact_ros2::node::model::{device_name, resolve_device, HostWeights};
 use yolact_ros2::node::names::{format_table, topic_table};
 use yolact_ros2::node::open::{default_kind, open_transport, NodeIdentity, TransportKind};
-use yolact_ros2::node::params::load_params_files;
+use yolact_ros2::node::params::{render, resolve_params_files};
 use yolact_ros2::node::Node;
 
 /// Default node name (`-r __node:=NAME` changes it).
@@ -24,9 +24,14 @@ pub struct NodeArgs {
     /// Transport: `ros` (rcl via r2r) or `dds` (ros2-client); default: the one built in.
     #[arg(long, value_enum)]
     pub transport: Option<TransportKind>,
-    /// Validate the parameters, load the model, print the topics with types and QoS, and exit.
+    /// Validate the parameters, load the model, print every parameter's value and the topics
+    /// with types and QoS, and exit.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print the default params file (every parameter, its default and meaning; what
+    /// config/yolact.yaml holds) and exit.
+    #[arg(long)]
+    pub print_params_file: bool,
     /// A parameter override, NAME:=VALUE (value parsed as YAML, as ROS does).
     #[arg(short = 'p', long = "param", value_name = "NAME:=VALUE")]
     pub param: Vec<String>,
@@ -48,6 +53,10 @@ fn split_param(s: &str) -> Result<(String, String)> {
 }
 
 pub fn run(a: NodeArgs) -> Result<ExitCode> {
+    if a.print_params_file {
+        print!("{}", render::params_file());
+        return Ok(ExitCode::SUCCESS);
+    }
     let rest = match a.ros_args.split_first() {
         None => &[][..],
         Some((first, rest)) if first == "--ros-args" => rest,
@@ -101,7 +110,7 @@ pub fn run(a: NodeArgs) -> Result<ExitCode> {
     overrides.extend(ros.params.iter().cloned());
     let fqn = yolact_ros2::node::names::node_fqn(&identity);
     let file_refs: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
-    let mut params = load_params_files(&file_refs, &overrides, &fqn)?;
+    let (mut params, resolved) = resolve_params_files(&file_refs, &overrides, &fqn)?;
     params.remaps = ros.remaps.clone();
     for (from, to) in &params.remaps {
         if !yolact_ros2::node::params::is_valid_topic(from)
@@ -123,6 +132,8 @@ pub fn run(a: NodeArgs) -> Result<ExitCode> {
             params.cameras.len(),
             params.autostart
         );
+        println!("parameters:");
+        print!("{}", render::resolved_listing(&resolved));
         print!("{}", format_table(&topic_table(&params, &identity)));
         return Ok(ExitCode::SUCCESS);
     }

@@ -598,17 +598,31 @@ fn shipped_config_loads_and_lists_every_parameter() {
     assert_eq!(p, defaults);
     let text = std::fs::read_to_string(&path).unwrap();
     let docs = std::fs::read_to_string(root.join("docs/ros.md")).unwrap();
-    for (name, _, _) in yolact_ros2::node::params::PARAMETERS {
-        let leaf = name.rsplit('.').next().unwrap();
+    for param in yolact_ros2::node::params::PARAMETERS {
+        let leaf = param.name.rsplit('.').next().unwrap();
         assert!(
             text.contains(&format!("{leaf}:")),
-            "{name} missing from config/yolact.yaml"
+            "{} missing from config/yolact.yaml",
+            param.name
         );
         assert!(
-            docs.contains(&format!("`{name}`")),
-            "{name} missing from docs/ros.md"
+            docs.contains(&format!("`{}`", param.name)),
+            "{} missing from docs/ros.md",
+            param.name
         );
     }
+    // Both are written from the one parameter table.
+    let rendered = yolact_ros2::node::params::render::params_file();
+    assert!(
+        text == rendered,
+        "config/yolact.yaml is not what the parameter table gives; rewrite it with \
+         `cargo run --release -- node --print-params-file > config/yolact.yaml`"
+    );
+    let table = yolact_ros2::node::params::render::markdown_table();
+    assert!(
+        docs.contains(&table),
+        "docs/ros.md's parameter table differs from the parameter table; it should read:\n{table}"
+    );
 }
 
 #[test]

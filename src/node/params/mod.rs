@@ -1,10 +1,21 @@
 //! The node's ROS parameters: a ROS 2 params file (`<node>: ros__parameters: {...}`) plus
 //! `-p name:=value` overrides, validated into [`NodeParams`].
 //!
-//! Nested maps flatten to dotted names as rclcpp does (`qos: {input: {depth: 1}}` is
-//! `qos.input.depth`). Only scalars and arrays of scalars are parameters. Every problem (unknown
-//! name, wrong type, out-of-range value) is collected and reported in one startup error, so a
-//! broken config file is fixed in one go rather than one line per restart.
+//! `table` lists every parameter once (name, type, default, range, meaning); `file` reads the
+//! params-file format; `reader` reads typed values by the table; the checks that relate values
+//! (names, topics, classes) are here; `render` writes `config/yolact.yaml` and the docs table
+//! from the table. Every problem (unknown name, wrong type, out-of-range value) is collected and
+//! reported in one startup error, so a broken config file is fixed in one go rather than one line
+//! per restart.
+
+mod file;
+mod reader;
+pub mod render;
+pub mod table;
+
+pub use file::{parse_params_yaml, parse_value};
+pub use reader::Resolved;
+pub use table::{Param, MAX_QOS_DEPTH, MAX_TOP_K, PARAMETERS};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +25,7 @@ use serde_yaml::Value;
 use crate::error::{Error, Result};
 use crate::node::transport::{Durability, Qos, Reliability};
 use crate::post::fast_nms::NmsKind;
+use reader::Reader;
 
 /// How a camera's images arrive (image_transport's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,49 +108,6 @@ pub struct NodeParams {
     pub remaps: Vec<(String, String)>,
 }
 
-/// Name, type and default of every fixed parameter (per-camera ones are listed as
-/// `cameras.<name>.*`), as documented in `docs/ros.md` and `config/yolact.yaml`.
-pub const PARAMETERS: &[(&str, &str, &str)] = &[
-    ("weights", "string", "\"\""),
-    ("config", "string", "\"\""),
-    ("device", "string", "auto"),
-    ("fp16", "bool", "false"),
-    ("score_threshold", "double", "0.15"),
-    ("top_k", "int", "100"),
-    ("nms", "string", "fast"),
-    ("crop_masks", "bool", "true"),
-    ("classes", "string[]", "[]"),
-    ("cameras.names", "string[]", "[camera]"),
-    ("cameras.<name>.topic", "string", "<name>/image_raw"),
-    ("cameras.<name>.transport", "string", "raw"),
-    ("cameras.<name>.output_namespace", "string", "<name>/yolact"),
-    ("publish.instances", "bool", "true"),
-    ("publish.detections", "bool", "true"),
-    ("publish.label_image", "bool", "true"),
-    ("publish.overlay", "bool", "true"),
-    ("qos.input.reliability", "string", "best_effort"),
-    ("qos.input.durability", "string", "volatile"),
-    ("qos.input.depth", "int", "1"),
-    ("qos.output.reliability", "string", "reliable"),
-    ("qos.output.durability", "string", "volatile"),
-    ("qos.output.depth", "int", "10"),
-    ("diagnostics.period", "double", "1.0"),
-    ("diagnostics.stale_timeout", "double", "5.0"),
-    ("diagnostics.warn.min_input_rate", "double", "0.5"),
-    ("diagnostics.warn.max_latency_p95_ms", "double", "2000.0"),
-    ("diagnostics.warn.max_drop_ratio", "double", "0.5"),
-    ("diagnostics.error.min_input_rate", "double", "0.0"),
-    ("diagnostics.error.max_latency_p95_ms", "double", "10000.0"),
-    ("diagnostics.error.max_drop_ratio", "double", "0.95"),
-    ("autostart", "bool", "true"),
-    ("use_sim_time", "bool", "false"),
-];
-
-/// Upper bound of `top_k` (the reference's max_num_detections).
-pub const MAX_TOP_K: usize = 100_000;
-/// Upper bound of a QoS depth; deeper queues only hold stale frames.
-pub const MAX_QOS_DEPTH: i64 = 10_000;
-
 /// Reads `params_file` (if any) for `node_name` (plain `yolact` or fully qualified `/ns/yolact`)
 /// and applies `overrides` (`-p name:=value`, values parsed as YAML as ROS does).
 pub fn load_params(
@@ -157,6 +126,15 @@ pub fn load_params_files(
     overrides: &[(String, String)],
     node_name: &str,
 ) -> Result<NodeParams> {
+    resolve_params_files(params_files, overrides, node_name).map(|(p, _)| p)
+}
+
+/// [`load_params_files`], also returning every parameter's resolved value (for `--dry-run`).
+pub fn resolve_params_files(
+    params_files: &[&Path],
+    overrides: &[(String, String)],
+    node_name: &str,
+) -> Result<(NodeParams, Vec<Resolved>)> {
     let mut raw = BTreeMap::new();
     for f in params_files {
         let text = std::fs::read_to_string(f).map_err(|e| Error::io(*f, e))?;
@@ -168,296 +146,6 @@ pub fn load_params_files(
         raw.insert(k.clone(), parse_value(v));
     }
     from_raw(raw)
-}
-
-/// `-p` values are YAML (`-p top_k:=5` is an int, `-p classes:=[person,dog]` a list).
-pub fn parse_value(text: &str) -> Value {
-    serde_yaml::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_string()))
-}
-
-/// Whether a params-file top-level key addresses this node (`/**`, `name`, `/ns/name`,
-/// `/**/name`), following rcl's rules for the forms people actually write.
-fn key_matches(key: &str, node_name: &str) -> bool {
-    let fq = if node_name.starts_with('/') {
-        node_name.to_string()
-    } else {
-        format!("/{node_name}")
-    };
-    let base = fq.rsplit('/').next().unwrap_or("");
-    key == "/**"
-        || key == "**"
-        || key == fq
-        || key.trim_start_matches('/') == fq.trim_start_matches('/')
-        || key == base
-        || key == format!("/**/{base}")
-}
-
-/// The flattened `ros__parameters` of every section that addresses `node_name`, in file order.
-pub fn parse_params_yaml(
-    text: &str,
-    node_name: &str,
-) -> std::result::Result<Vec<(String, Value)>, String> {
-    let doc: Value = serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
-    let top = match doc {
-        Value::Mapping(m) => m,
-        Value::Null => return Ok(Vec::new()),
-        _ => return Err("expected a map of node names to `ros__parameters`".into()),
-    };
-    let mut out = Vec::new();
-    for (k, v) in top {
-        let Some(key) = k.as_str() else {
-            return Err(format!("node key {k:?} is not a string"));
-        };
-        if !key_matches(key, node_name) {
-            continue;
-        }
-        let Value::Mapping(section) = v else {
-            return Err(format!("`{key}` must be a map holding `ros__parameters`"));
-        };
-        for (sk, sv) in section {
-            if sk.as_str() != Some("ros__parameters") {
-                return Err(format!(
-                    "`{key}` holds {sk:?}; only `ros__parameters` is allowed there"
-                ));
-            }
-            flatten("", &sv, &mut out)?;
-        }
-    }
-    Ok(out)
-}
-
-fn flatten(
-    prefix: &str,
-    v: &Value,
-    out: &mut Vec<(String, Value)>,
-) -> std::result::Result<(), String> {
-    match v {
-        Value::Mapping(m) => {
-            for (k, child) in m {
-                let name = match k {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    Value::Bool(b) => b.to_string(),
-                    other => return Err(format!("parameter name {other:?} under `{prefix}`")),
-                };
-                let full = if prefix.is_empty() {
-                    name
-                } else {
-                    format!("{prefix}.{name}")
-                };
-                flatten(&full, child, out)?;
-            }
-            Ok(())
-        }
-        Value::Tagged(t) => flatten(prefix, &t.value, out),
-        _ if prefix.is_empty() => Err("`ros__parameters` must be a map".into()),
-        _ => {
-            out.push((prefix.to_string(), v.clone()));
-            Ok(())
-        }
-    }
-}
-
-fn describe(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("bool {b}"),
-        Value::Number(n) if n.is_f64() => format!("double {n}"),
-        Value::Number(n) => format!("int {n}"),
-        Value::String(s) => format!("string \"{s}\""),
-        Value::Sequence(_) => "an array".into(),
-        Value::Mapping(_) => "a map".into(),
-        Value::Tagged(t) => describe(&t.value),
-    }
-}
-
-/// Typed access to the raw values; every read removes the name so leftovers are unknown names.
-struct Reader {
-    raw: BTreeMap<String, Value>,
-    errors: Vec<String>,
-}
-
-impl Reader {
-    fn take(&mut self, name: &str) -> Option<Value> {
-        self.raw.remove(name)
-    }
-
-    fn err(&mut self, name: &str, msg: String) {
-        self.errors.push(format!("`{name}`: {msg}"));
-    }
-
-    fn bool(&mut self, name: &str, default: bool) -> bool {
-        match self.take(name) {
-            None => default,
-            Some(Value::Bool(b)) => b,
-            // launch passes `use_sim_time:=True` (YAML 1.1 spelling, which serde_yaml reads as a string).
-            Some(Value::String(s)) if matches!(s.as_str(), "true" | "True" | "TRUE") => true,
-            Some(Value::String(s)) if matches!(s.as_str(), "false" | "False" | "FALSE") => false,
-            Some(v) => {
-                self.err(name, format!("expected a bool, got {}", describe(&v)));
-                default
-            }
-        }
-    }
-
-    fn int(&mut self, name: &str, default: i64, lo: i64, hi: i64) -> i64 {
-        match self.take(name) {
-            None => default,
-            Some(Value::Number(n)) if n.as_i64().is_some() => {
-                let v = n.as_i64().unwrap_or(default);
-                if (lo..=hi).contains(&v) {
-                    v
-                } else {
-                    self.err(name, format!("{v} is out of range, allowed {lo}..={hi}"));
-                    default
-                }
-            }
-            Some(v) => {
-                self.err(name, format!("expected an int, got {}", describe(&v)));
-                default
-            }
-        }
-    }
-
-    fn double(&mut self, name: &str, default: f64, lo: f64, hi: f64) -> f64 {
-        match self.take(name) {
-            None => default,
-            // Integers are accepted for doubles (`period: 1`); rclcpp would refuse, people write it.
-            Some(Value::Number(n)) => match n.as_f64() {
-                Some(v) if v.is_finite() && v >= lo && v <= hi => v,
-                Some(v) => {
-                    self.err(name, format!("{v} is out of range, allowed {lo}..={hi}"));
-                    default
-                }
-                None => default,
-            },
-            Some(v) => {
-                self.err(name, format!("expected a double, got {}", describe(&v)));
-                default
-            }
-        }
-    }
-
-    fn string(&mut self, name: &str, default: &str) -> String {
-        match self.take(name) {
-            None => default.to_string(),
-            Some(Value::String(s)) => s,
-            Some(v) => {
-                self.err(name, format!("expected a string, got {}", describe(&v)));
-                default.to_string()
-            }
-        }
-    }
-
-    fn choice<T: Copy>(&mut self, name: &str, default: T, options: &[(&str, T)]) -> T {
-        let Some(v) = self.take(name) else {
-            return default;
-        };
-        let allowed = options
-            .iter()
-            .map(|(n, _)| *n)
-            .collect::<Vec<_>>()
-            .join(", ");
-        match &v {
-            Value::String(s) => match options.iter().find(|(n, _)| n == s) {
-                Some((_, t)) => *t,
-                None => {
-                    self.err(name, format!("\"{s}\" is not one of: {allowed}"));
-                    default
-                }
-            },
-            _ => {
-                self.err(
-                    name,
-                    format!(
-                        "expected a string (one of: {allowed}), got {}",
-                        describe(&v)
-                    ),
-                );
-                default
-            }
-        }
-    }
-
-    fn string_array(&mut self, name: &str, default: &[&str]) -> Vec<String> {
-        let owned = || default.iter().map(|s| s.to_string()).collect();
-        match self.take(name) {
-            None => owned(),
-            Some(Value::Sequence(items)) => {
-                let mut out = Vec::new();
-                for it in items {
-                    match it {
-                        Value::String(s) => out.push(s),
-                        other => {
-                            self.err(
-                                name,
-                                format!("expected an array of strings, found {}", describe(&other)),
-                            );
-                            return owned();
-                        }
-                    }
-                }
-                out
-            }
-            Some(v) => {
-                self.err(
-                    name,
-                    format!("expected an array of strings, got {}", describe(&v)),
-                );
-                owned()
-            }
-        }
-    }
-
-    fn qos(&mut self, prefix: &str, default: Qos) -> Qos {
-        Qos {
-            reliability: self.choice(
-                &format!("{prefix}.reliability"),
-                default.reliability,
-                &[
-                    ("reliable", Reliability::Reliable),
-                    ("best_effort", Reliability::BestEffort),
-                ],
-            ),
-            durability: self.choice(
-                &format!("{prefix}.durability"),
-                default.durability,
-                &[
-                    ("volatile", Durability::Volatile),
-                    ("transient_local", Durability::TransientLocal),
-                ],
-            ),
-            depth: self.int(
-                &format!("{prefix}.depth"),
-                default.depth as i64,
-                1,
-                MAX_QOS_DEPTH,
-            ) as usize,
-        }
-    }
-
-    fn thresholds(&mut self, prefix: &str, default: Thresholds) -> Thresholds {
-        Thresholds {
-            min_input_rate_hz: self.double(
-                &format!("{prefix}.min_input_rate"),
-                default.min_input_rate_hz,
-                0.0,
-                1e6,
-            ),
-            max_latency_p95_ms: self.double(
-                &format!("{prefix}.max_latency_p95_ms"),
-                default.max_latency_p95_ms,
-                0.0,
-                1e9,
-            ),
-            max_drop_ratio: self.double(
-                &format!("{prefix}.max_drop_ratio"),
-                default.max_drop_ratio,
-                0.0,
-                1.0,
-            ),
-        }
-    }
 }
 
 /// A valid ROS name token: letters, digits, underscores, not starting with a digit.
@@ -477,29 +165,36 @@ pub fn is_valid_topic(t: &str) -> bool {
 }
 
 pub const DEFAULT_WARN: Thresholds = Thresholds {
-    min_input_rate_hz: 0.5,
-    max_latency_p95_ms: 2000.0,
-    max_drop_ratio: 0.5,
+    min_input_rate_hz: table::WARN_MIN_INPUT_RATE.default_double(),
+    max_latency_p95_ms: table::WARN_MAX_LATENCY.default_double(),
+    max_drop_ratio: table::WARN_MAX_DROP_RATIO.default_double(),
 };
 pub const DEFAULT_ERROR: Thresholds = Thresholds {
-    min_input_rate_hz: 0.0,
-    max_latency_p95_ms: 10000.0,
-    max_drop_ratio: 0.95,
+    min_input_rate_hz: table::ERROR_MIN_INPUT_RATE.default_double(),
+    max_latency_p95_ms: table::ERROR_MAX_LATENCY.default_double(),
+    max_drop_ratio: table::ERROR_MAX_DROP_RATIO.default_double(),
 };
 
-fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
-    let mut r = Reader {
-        raw,
-        errors: Vec::new(),
-    };
-    let weights = r.string("weights", "");
+const RELIABILITY: &[(&str, Reliability)] = &[
+    ("reliable", Reliability::Reliable),
+    ("best_effort", Reliability::BestEffort),
+];
+const DURABILITY: &[(&str, Durability)] = &[
+    ("volatile", Durability::Volatile),
+    ("transient_local", Durability::TransientLocal),
+];
+
+fn from_raw(raw: BTreeMap<String, Value>) -> Result<(NodeParams, Vec<Resolved>)> {
+    use table as t;
+    let mut r = Reader::new(raw);
+    let weights = r.string(&t::WEIGHTS);
     if weights.trim().is_empty() {
         r.err(
             "weights",
             "required: a checkpoint path (.pth or .safetensors) or `synthetic[:SEED]`".into(),
         );
     }
-    let config = r.string("config", "");
+    let config = r.string(&t::CONFIG);
     if !config.is_empty() && !crate::config::CONFIG_NAMES.contains(&config.as_str()) {
         r.err(
             "config",
@@ -509,27 +204,26 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
             ),
         );
     }
-    let device = r.string("device", "auto");
+    let device = r.string(&t::DEVICE);
     if !is_device(&device) {
         r.err(
             "device",
             format!("\"{device}\" is not one of: auto, cpu, cuda, cuda:N"),
         );
     }
-    let fp16 = r.bool("fp16", false);
-    let score_threshold = r.double("score_threshold", 0.15, 0.0, 1.0);
-    let top_k = r.int("top_k", 100, 1, MAX_TOP_K as i64) as usize;
+    let fp16 = r.bool(&t::FP16);
+    let score_threshold = r.double(&t::SCORE_THRESHOLD);
+    let top_k = r.int(&t::TOP_K) as usize;
     let nms = r.choice(
-        "nms",
-        NmsKind::Fast,
+        &t::NMS,
         &[
             ("fast", NmsKind::Fast),
             ("cross_class", NmsKind::FastCrossClass),
             ("traditional", NmsKind::Traditional),
         ],
     );
-    let crop_masks = r.bool("crop_masks", true);
-    let classes = r.string_array("classes", &[]);
+    let crop_masks = r.bool(&t::CROP_MASKS);
+    let classes = r.string_array(&t::CLASSES);
     let unknown: Vec<&String> = classes
         .iter()
         .filter(|c| crate::output::labels::class_by_name(c).is_none())
@@ -549,7 +243,7 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
         );
     }
 
-    let names = r.string_array("cameras.names", &["camera"]);
+    let names = r.string_array(&t::CAMERA_NAMES);
     if names.is_empty() {
         r.err("cameras.names", "needs at least one camera name".into());
     }
@@ -566,31 +260,25 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
             r.err("cameras.names", format!("\"{name}\" is listed twice"));
             continue;
         }
-        let topic = r.string(
-            &format!("cameras.{name}.topic"),
-            &format!("{name}/image_raw"),
-        );
+        let topic = r.string_at(&t::CAMERA_TOPIC, name);
         if !is_valid_topic(&topic) {
             r.err(
-                &format!("cameras.{name}.topic"),
+                &t::CAMERA_TOPIC.name_for(name),
                 format!("\"{topic}\" is not a valid topic name"),
             );
         }
-        let transport = r.choice(
-            &format!("cameras.{name}.transport"),
-            InputTransport::Raw,
+        let transport = r.choice_at(
+            &t::CAMERA_TRANSPORT,
+            name,
             &[
                 ("raw", InputTransport::Raw),
                 ("compressed", InputTransport::Compressed),
             ],
         );
-        let output_namespace = r.string(
-            &format!("cameras.{name}.output_namespace"),
-            &format!("{name}/yolact"),
-        );
+        let output_namespace = r.string_at(&t::CAMERA_OUTPUT_NAMESPACE, name);
         if !is_valid_topic(&output_namespace) {
             r.err(
-                &format!("cameras.{name}.output_namespace"),
+                &t::CAMERA_OUTPUT_NAMESPACE.name_for(name),
                 format!("\"{output_namespace}\" is not a valid namespace"),
             );
         }
@@ -602,21 +290,37 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
         });
     }
     let publish = PublishSwitches {
-        instances: r.bool("publish.instances", true),
-        detections: r.bool("publish.detections", true),
-        label_image: r.bool("publish.label_image", true),
-        overlay: r.bool("publish.overlay", true),
+        instances: r.bool(&t::PUBLISH_INSTANCES),
+        detections: r.bool(&t::PUBLISH_DETECTIONS),
+        label_image: r.bool(&t::PUBLISH_LABEL_IMAGE),
+        overlay: r.bool(&t::PUBLISH_OVERLAY),
     };
-    let input_qos = r.qos("qos.input", Qos::SENSOR_DATA);
-    let output_qos = r.qos("qos.output", Qos::DEFAULT);
+    let input_qos = Qos {
+        reliability: r.choice(&t::QOS_INPUT_RELIABILITY, RELIABILITY),
+        durability: r.choice(&t::QOS_INPUT_DURABILITY, DURABILITY),
+        depth: r.int(&t::QOS_INPUT_DEPTH) as usize,
+    };
+    let output_qos = Qos {
+        reliability: r.choice(&t::QOS_OUTPUT_RELIABILITY, RELIABILITY),
+        durability: r.choice(&t::QOS_OUTPUT_DURABILITY, DURABILITY),
+        depth: r.int(&t::QOS_OUTPUT_DEPTH) as usize,
+    };
     let diagnostics = DiagnosticsParams {
-        period_s: r.double("diagnostics.period", 1.0, 0.01, 3600.0),
-        stale_timeout_s: r.double("diagnostics.stale_timeout", 5.0, 0.01, 1e6),
-        warn: r.thresholds("diagnostics.warn", DEFAULT_WARN),
-        error: r.thresholds("diagnostics.error", DEFAULT_ERROR),
+        period_s: r.double(&t::DIAG_PERIOD),
+        stale_timeout_s: r.double(&t::DIAG_STALE_TIMEOUT),
+        warn: Thresholds {
+            min_input_rate_hz: r.double(&t::WARN_MIN_INPUT_RATE),
+            max_latency_p95_ms: r.double(&t::WARN_MAX_LATENCY),
+            max_drop_ratio: r.double(&t::WARN_MAX_DROP_RATIO),
+        },
+        error: Thresholds {
+            min_input_rate_hz: r.double(&t::ERROR_MIN_INPUT_RATE),
+            max_latency_p95_ms: r.double(&t::ERROR_MAX_LATENCY),
+            max_drop_ratio: r.double(&t::ERROR_MAX_DROP_RATIO),
+        },
     };
-    let autostart = r.bool("autostart", true);
-    let use_sim_time = r.bool("use_sim_time", false);
+    let autostart = r.bool(&t::AUTOSTART);
+    let use_sim_time = r.bool(&t::USE_SIM_TIME);
 
     // Anything left was never read: misspelt, or a camera's key for a camera not in `cameras`.
     let leftovers: Vec<String> = r.raw.keys().cloned().collect();
@@ -634,7 +338,7 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
     if !r.errors.is_empty() {
         return Err(Error::Parameter(r.errors.join("; ")));
     }
-    Ok(NodeParams {
+    let params = NodeParams {
         weights,
         config,
         device,
@@ -652,7 +356,8 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
         autostart,
         use_sim_time,
         remaps: Vec::new(),
-    })
+    };
+    Ok((params, r.resolved))
 }
 
 fn is_device(s: &str) -> bool {
@@ -697,6 +402,7 @@ impl NodeParams {
 
 #[cfg(test)]
 mod tests {
+    use super::file::key_matches;
     use super::*;
 
     fn ov(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -712,7 +418,7 @@ mod tests {
         for (k, v) in ov(overrides) {
             raw.insert(k, parse_value(&v));
         }
-        from_raw(raw)
+        from_raw(raw).map(|(p, _)| p)
     }
 
     #[test]
@@ -818,5 +524,22 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("`cameras.camera.topic`"), "{e}");
+    }
+
+    #[test]
+    fn the_reader_reads_the_table_in_its_order() {
+        let raw = BTreeMap::from([("weights".to_string(), parse_value("w.pth"))]);
+        let (p, resolved) = from_raw(raw).unwrap();
+        let read: Vec<&str> = resolved.iter().map(|r| r.name.as_str()).collect();
+        let table: Vec<String> = PARAMETERS.iter().map(|p| p.name_for("camera")).collect();
+        assert_eq!(read, table);
+        assert_eq!(
+            resolved.iter().filter(|r| !r.default).count(),
+            1,
+            "{resolved:?}"
+        );
+        // The QoS defaults are the ROS profiles the docs name.
+        assert_eq!(p.input_qos, Qos::SENSOR_DATA);
+        assert_eq!(p.output_qos, Qos::DEFAULT);
     }
 }
