@@ -9,15 +9,15 @@ mod infer;
 mod node;
 mod replay;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use yolact_ros2::config::{YolactConfig, CONFIG_NAMES};
-use yolact_ros2::cuda::{select_device, DeviceChoice, Selected};
+use yolact_ros2::config::CONFIG_NAMES;
+use yolact_ros2::cuda::{resolve_device, Selected};
 use yolact_ros2::engine::Engine;
 use yolact_ros2::post::fast_nms::NmsKind;
+use yolact_ros2::weights::source::HostWeights;
 
 #[derive(Debug, Parser)]
 #[command(name = "yolact", version, about = "YOLACT / YOLACT++ instance segmentation in Rust", long_about = None)]
@@ -64,7 +64,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
     /// Checkpoint: a released `.pth` (legacy or zip), or `.safetensors`. `synthetic[:SEED]` builds
-    /// deterministic random weights (needs --config), for trying the pipeline without a download.
+    /// deterministic random weights (yolact_resnet50 unless --config says), for trying the pipeline without a download.
     #[arg(long, value_name = "W")]
     pub weights: String,
     /// Config name; detected from the checkpoint's keys and file name when omitted.
@@ -82,38 +82,11 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn load(&self) -> Result<Engine> {
         let sel = select(&self.device, self.half)?;
-        let (device, dtype) = (sel.device, sel.dtype);
-        if let Some(rest) = self.weights.strip_prefix("synthetic") {
-            let seed = match rest.strip_prefix(':') {
-                Some(s) => s
-                    .parse::<u64>()
-                    .with_context(|| format!("bad seed `{s}` in --weights synthetic:SEED"))?,
-                None if rest.is_empty() => yolact_ros2::weights::synth::DEFAULT_SEED,
-                None => bail!(
-                    "--weights `{}`: expected a file or `synthetic[:SEED]`",
-                    self.weights
-                ),
-            };
-            let Some(name) = &self.config else {
-                bail!(
-                    "--weights synthetic needs --config NAME (one of: {})",
-                    CONFIG_NAMES.join(", ")
-                );
-            };
-            let cfg = YolactConfig::by_name(name)?;
-            let sd = yolact_ros2::weights::synth::synth_state_dict(&cfg, seed)?;
-            return Ok(Engine::from_state_dict_dtype(sd, cfg, &device, dtype)?);
-        }
-        let path = PathBuf::from(&self.weights);
-        if !path.exists() {
-            bail!(
-                "weights file {} does not exist; the released checkpoints are in the Hugging Face repos \
-                 dbolya/yolact-{{resnet50,darknet53,base,im700,plus-resnet50,plus-base}}",
-                path.display()
-            );
-        }
-        Engine::load_dtype(&path, self.config.as_deref(), &device, dtype)
-            .with_context(|| format!("loading {}", path.display()))
+        let host = HostWeights::load(&self.weights, self.config.as_deref())
+            .with_context(|| format!("--weights {}", self.weights))?;
+        let source = host.source.to_string();
+        Engine::from_host(&host, &sel.device, sel.dtype)
+            .with_context(|| format!("loading {source}"))
     }
 }
 
@@ -169,12 +142,7 @@ impl From<NmsArg> for NmsKind {
     }
 }
 
-/// `cpu`, `cuda`, `cuda:N` or `auto`, and `--half`; logs once why `auto` chose the CPU.
+/// `cpu`, `cuda`, `cuda:N` or `auto`, and `--half` (see [`resolve_device`]).
 pub fn select(device: &str, half: bool) -> Result<Selected> {
-    let choice: DeviceChoice = device.parse()?;
-    let sel = select_device(choice, half)?;
-    if let Some(why) = &sel.fallback_reason {
-        log::info!("--device auto: using the CPU ({why})");
-    }
-    Ok(sel)
+    Ok(resolve_device(device, half)?)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use yolact_ros2::node::args::parse_ros_args;
 use yolact_ros2::node::lifecycle::STATE_FINALIZED;
-use yolact_ros2::node::model::{device_name, resolve_device, HostWeights};
+use yolact_ros2::node::model::{device_name, load_host_weights, resolve_device};
 use yolact_ros2::node::names::{format_table, topic_table};
 use yolact_ros2::node::open::{default_kind, open_transport, NodeIdentity, TransportKind};
 use yolact_ros2::node::params::{render, resolve_params_files};
@@ -122,8 +122,8 @@ pub fn run(a: NodeArgs) -> Result<ExitCode> {
 
     if a.dry_run {
         let (device, dtype) = resolve_device(&params.device, params.fp16)?;
-        let host = HostWeights::load(&params.weights, &params.config)?;
-        let engine = host.build(&device, dtype)?;
+        let host = load_host_weights(&params.weights, &params.config)?;
+        let engine = yolact_ros2::engine::Engine::from_host(&host, &device, dtype)?;
         println!(
             "node {fqn} (ROS_DOMAIN_ID {domain_id}): model {} from {} on {}, {} camera(s), autostart {}",
             engine.config().name,

@@ -75,6 +75,16 @@ pub fn select_device(choice: DeviceChoice, half: bool) -> Result<Selected> {
     })
 }
 
+/// Parses and resolves a device spec (`cpu`, `cuda`, `cuda:N`, `auto`) with `half`: the one
+/// device resolution of every subcommand and the node. Logs once why `auto` chose the CPU.
+pub fn resolve_device(spec: &str, half: bool) -> Result<Selected> {
+    let sel = select_device(spec.parse()?, half)?;
+    if let Some(why) = &sel.fallback_reason {
+        log::info!("device auto: using the CPU ({why})");
+    }
+    Ok(sel)
+}
+
 /// Opens CUDA device `n`, or says why not.
 fn open_cuda(n: usize) -> std::result::Result<Device, String> {
     if !candle_core::utils::cuda_is_available() {

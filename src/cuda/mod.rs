@@ -23,4 +23,4 @@ pub(crate) mod ops;
 #[cfg(feature = "cuda")]
 pub mod runtime;
 
-pub use device::{select_device, DeviceChoice, Selected};
+pub use device::{resolve_device, select_device, DeviceChoice, Selected};

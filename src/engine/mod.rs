@@ -216,6 +216,16 @@ impl Engine {
         Self::from_state_dict_dtype(sd, cfg, device, DType::F32)
     }
 
+    /// Builds the engine from weights read into host memory; the tensors are shared, not
+    /// copied, so the host copy can build again (the node's activate after deactivate).
+    pub fn from_host(
+        host: &crate::weights::source::HostWeights,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        Self::from_state_dict_dtype(host.state_dict.clone(), host.config.clone(), device, dtype)
+    }
+
     /// [`Engine::from_state_dict`] with the network in `dtype`: F32, or F16 on a CUDA device
     /// (batch norms are folded in full precision, then the weights are cast).
     pub fn from_state_dict_dtype(

@@ -159,8 +159,8 @@ impl Shared {
         }
         let (device, dtype) = model::resolve_device(&p.device, p.fp16)?;
         let t0 = Instant::now();
-        let host = Arc::new(HostWeights::load(&p.weights, &p.config)?);
-        let engine = Arc::new(host.build(&device, dtype)?);
+        let host = Arc::new(model::load_host_weights(&p.weights, &p.config)?);
+        let engine = Arc::new(Engine::from_host(&host, &device, dtype)?);
         log::info!(
             "configure: model {} from {} on {} in {:.1} s",
             host.config.name,
@@ -210,7 +210,7 @@ impl Shared {
                     .ok_or_else(|| Error::Invalid("activate without configured weights".into()))?;
                 let (device, dtype) = model::resolve_device(&self.params.device, self.params.fp16)?;
                 let t0 = Instant::now();
-                m.engine = Some(Arc::new(host.build(&device, dtype)?));
+                m.engine = Some(Arc::new(Engine::from_host(&host, &device, dtype)?));
                 log::info!(
                     "activate: engine rebuilt from host weights in {:.2} s",
                     t0.elapsed().as_secs_f64()

@@ -4,6 +4,7 @@
 
 mod expected;
 pub mod pickle;
+pub mod source;
 pub mod synth;
 mod torch_format;
 

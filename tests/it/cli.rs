@@ -158,8 +158,18 @@ fn bad_inputs_are_clear_errors() {
         text(&o)
     );
 
-    let o = yolact(&["infer", "--weights", "synthetic", img]);
-    assert!(text(&o).contains("--config"), "{}", text(&o));
+    // `synthetic` defaults its config as the node does (one weights parser for both), and a
+    // path that only starts with "synthetic" is a file.
+    let o = yolact(&["infer", "--weights", "synthetic", "--device", "cpu", img]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("(yolact_resnet50,"), "{}", text(&o));
+    let o = yolact(&["infer", "--weights", "synthetic_runs/x.pth", img]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("synthetic_runs/x.pth does not exist"),
+        "{}",
+        text(&o)
+    );
 
     let o = yolact(&[
         "infer",

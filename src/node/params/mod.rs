@@ -361,12 +361,7 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<(NodeParams, Vec<Resolved>)>
 }
 
 fn is_device(s: &str) -> bool {
-    match s {
-        "auto" | "cpu" | "cuda" => true,
-        _ => s
-            .strip_prefix("cuda:")
-            .is_some_and(|n| n.parse::<usize>().is_ok()),
-    }
+    s.parse::<crate::cuda::DeviceChoice>().is_ok()
 }
 
 impl NodeParams {

@@ -1,0 +1,140 @@
+//! Where a model's weights come from, parsed once for every command and the node: a checkpoint
+//! file, or `synthetic[:SEED]` (deterministic random weights, for trying the pipeline without a
+//! download). A path that merely starts with "synthetic" (`synthetic_runs/x.pth`) is a file.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::YolactConfig;
+use crate::error::{Error, Result};
+use crate::weights::{detect_config, load_checkpoint, synth, StateDict};
+
+/// The config `synthetic` weights use when none is named.
+pub const SYNTHETIC_DEFAULT_CONFIG: &str = "yolact_resnet50";
+
+/// A parsed `--weights` value / `weights` parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightsSource {
+    Synthetic { seed: u64 },
+    File(PathBuf),
+}
+
+impl WeightsSource {
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.trim().is_empty() {
+            return Err(Error::Parameter(
+                "no weights given: a checkpoint path (.pth or .safetensors) or `synthetic[:SEED]`"
+                    .into(),
+            ));
+        }
+        if s == "synthetic" {
+            return Ok(Self::Synthetic {
+                seed: synth::DEFAULT_SEED,
+            });
+        }
+        if let Some(seed) = s.strip_prefix("synthetic:") {
+            return seed
+                .parse::<u64>()
+                .map(|seed| Self::Synthetic { seed })
+                .map_err(|_| {
+                    Error::Parameter(format!(
+                        "bad seed `{seed}` in synthetic:SEED (expected an unsigned integer)"
+                    ))
+                });
+        }
+        Ok(Self::File(PathBuf::from(s)))
+    }
+}
+
+impl std::fmt::Display for WeightsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Synthetic { seed } => write!(f, "synthetic:{seed}"),
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A checkpoint read into host memory, with its config: what an engine is built from (the node
+/// keeps it across deactivate so that activate needs no file access).
+pub struct HostWeights {
+    pub state_dict: StateDict,
+    pub config: YolactConfig,
+    pub source: WeightsSource,
+}
+
+impl HostWeights {
+    /// Reads `weights` (see [`WeightsSource::parse`]); `config` None = detect from the
+    /// checkpoint (synthetic weights: [`SYNTHETIC_DEFAULT_CONFIG`]).
+    pub fn load(weights: &str, config: Option<&str>) -> Result<Self> {
+        let source = WeightsSource::parse(weights)?;
+        let (state_dict, config) = match &source {
+            WeightsSource::Synthetic { seed } => {
+                let cfg = YolactConfig::by_name(config.unwrap_or(SYNTHETIC_DEFAULT_CONFIG))?;
+                (synth::synth_state_dict(&cfg, *seed)?, cfg)
+            }
+            WeightsSource::File(path) => {
+                let sd = load_file(path)?;
+                let cfg = match config {
+                    Some(name) => YolactConfig::by_name(name)?,
+                    None => detect_config(&sd, Some(path))?,
+                };
+                (sd, cfg)
+            }
+        };
+        Ok(Self {
+            state_dict,
+            config,
+            source,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<StateDict> {
+    if !path.exists() {
+        return Err(Error::Parameter(format!(
+            "weights file {} does not exist; the released checkpoints are in the Hugging Face repos \
+             dbolya/yolact-{{resnet50,darknet53,base,im700,plus-resnet50,plus-base}}",
+            path.display()
+        )));
+    }
+    load_checkpoint(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_only_when_it_is_exactly_that() {
+        assert_eq!(
+            WeightsSource::parse("synthetic").unwrap(),
+            WeightsSource::Synthetic {
+                seed: synth::DEFAULT_SEED
+            }
+        );
+        assert_eq!(
+            WeightsSource::parse("synthetic:7").unwrap(),
+            WeightsSource::Synthetic { seed: 7 }
+        );
+        assert_eq!(
+            WeightsSource::parse("synthetic_runs/x.pth").unwrap(),
+            WeightsSource::File("synthetic_runs/x.pth".into())
+        );
+        let e = WeightsSource::parse("synthetic:x").unwrap_err().to_string();
+        assert!(e.contains("bad seed `x`"), "{e}");
+        assert!(WeightsSource::parse(" ").is_err());
+    }
+
+    #[test]
+    fn synthetic_defaults_its_config_and_a_missing_file_says_where_to_get_one() {
+        let h = HostWeights::load("synthetic:3", None).unwrap();
+        assert_eq!(h.config.name, SYNTHETIC_DEFAULT_CONFIG);
+        assert_eq!(h.source.to_string(), "synthetic:3");
+        let e = HostWeights::load("synthetic_runs/none.pth", None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("synthetic_runs/none.pth does not exist"), "{e}");
+        assert!(e.contains("dbolya/yolact-"), "{e}");
+    }
+}
