@@ -102,7 +102,9 @@ pub fn save_safetensors(tensors: &StateDict, out: &Path) -> Result<()> {
         .map_err(|e| Error::checkpoint(out, format!("writing safetensors: {e}")))
 }
 
-/// Writes `tensors` as torch.save would (each tensor in its own storage, location `cpu`).
+/// Writes `tensors` as torch.save would (each tensor in its own storage, location `cpu`); for
+/// tests and fixture tools (feature `test-support`).
+#[cfg(feature = "test-support")]
 pub fn save_torch(tensors: &StateDict, out: &Path, format: CheckpointFormat) -> Result<()> {
     let bytes = match format {
         CheckpointFormat::TorchLegacy => torch_format::write_legacy(tensors, out)?,

@@ -2,12 +2,10 @@
 //! (The CUDA side, event timing, peak memory and graph replay, is in tests/cuda_gpu.rs.)
 
 use crate::support::yolact_cmd;
-use std::path::Path;
-use std::process::Command;
 
 #[test]
 fn cpu_bench_json_says_wall_clock_and_cuda_graph_falls_back_with_one_warning() {
-    let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/test_image.png");
+    let img = crate::support::fixture("parity/test_image.png");
     let o = yolact_cmd()
         .args([
             "bench",

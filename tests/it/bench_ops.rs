@@ -9,7 +9,7 @@
 
 use crate::support::{text, yolact};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 

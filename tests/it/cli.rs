@@ -3,7 +3,6 @@
 
 use crate::support::{text, yolact};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use crate::support::rle_counts;
 

@@ -8,7 +8,7 @@
 #![cfg(feature = "dds")]
 
 use crate::support::yolact_cmd;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::dds::{check_node_outputs, peer_available, run_peer, test_domain, PeerRun};

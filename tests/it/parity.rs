@@ -9,7 +9,7 @@
 //! Run: `cargo test --release --test it parity:: -- --nocapture`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
@@ -26,7 +26,7 @@ const CONFIGS: [&str; 6] = [
 ];
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity")
+    crate::support::fixture("parity")
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,7 @@
 
 use crate::support::{repo, yolact_cmd};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn required(var: &str) -> bool {

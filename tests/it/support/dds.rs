@@ -4,7 +4,6 @@
 use std::io::Read;
 
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
