@@ -164,10 +164,11 @@ pub struct EmuHost {
     /// 0: blocks and threads run in index order; otherwise a seed for shuffling both, as a GPU
     /// may schedule them (atomics then hand out slots in a different order).
     pub schedule_seed: u64,
-    /// Runs every launch with at most this many blocks, whatever the plan asked for: a grid that
-    /// covers fewer items than the launch has, as the plans' 2^20-block cap gives on a GPU for
-    /// inputs beyond 2^28 items, without the memory such inputs take.
-    pub max_grid: Option<u32>,
+    /// Runs launches of the named grid-stride kernels with at most this many blocks, whatever
+    /// the plan asked for: a grid that covers fewer items than the launch has, as the plans'
+    /// 2^20-block cap gives on a GPU for inputs beyond 2^28 items, without the memory such inputs
+    /// take. (Kernels with one block per class or a single block are not grid-stride.)
+    pub max_grid: Option<(u32, &'static [&'static str])>,
     /// Kernels launched so far, in order.
     pub launched: Vec<String>,
 }
@@ -272,7 +273,10 @@ impl KernelHost for EmuHost {
         args: &[Arg],
     ) -> Result<()> {
         let m = module(src)?;
-        let grid = self.max_grid.map_or(launch.grid, |g| launch.grid.min(g));
+        let grid = match self.max_grid {
+            Some((g, entries)) if entries.contains(&entry) => launch.grid.min(g),
+            _ => launch.grid,
+        };
         self.launched.push(entry.to_string());
         // Every argument by value in 8 bytes of storage; the kernel reads its own width.
         let mut vals: Vec<[u8; 8]> = Vec::with_capacity(args.len());
