@@ -112,12 +112,13 @@ pub fn load_error(module: &str, entry: &str, arch: i32, why: &str) -> String {
 mod tests {
     use super::*;
 
-    /// What CUDA 13.0's NVRTC reports (nvrtcGetSupportedArchs): Turing and newer.
-    const CUDA13: [i32; 10] = [75, 80, 86, 87, 88, 89, 90, 100, 110, 120];
+    /// What CUDA 13.0's NVRTC (13.0.88) reports from nvrtcGetSupportedArchs, as printed by
+    /// tests/cuda_kernels.rs: Turing and newer.
+    const CUDA13: [i32; 12] = [75, 80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121];
 
     #[test]
     fn the_devices_own_architecture_when_nvrtc_has_it() {
-        for (cc, want) in [((9, 0), 90), ((8, 7), 87), ((7, 5), 75), ((12, 0), 120)] {
+        for (cc, want) in [((9, 0), 90), ((8, 7), 87), ((7, 5), 75), ((12, 1), 121)] {
             let c = choose_arch(cc, &CUDA13).unwrap();
             assert_eq!((c.device, c.arch), (want, want));
             assert!(!c.is_fallback() && c.fallback_note().is_none());
@@ -128,10 +129,10 @@ mod tests {
     #[test]
     fn a_gpu_newer_than_nvrtc_gets_the_highest_supported_architecture() {
         let c = choose_arch((13, 0), &CUDA13).unwrap();
-        assert_eq!((c.device, c.arch), (130, 120));
+        assert_eq!((c.device, c.arch), (130, 121));
         let note = c.fallback_note().unwrap();
         assert!(
-            note.contains("compute_130") && note.contains("compute_120"),
+            note.contains("compute_130") && note.contains("compute_121"),
             "{note}"
         );
         // Unordered lists and gaps: the highest value below the device, never one above it.
@@ -144,7 +145,7 @@ mod tests {
         assert_eq!(choose_arch((8, 7), &[]).unwrap().arch, 87);
         let e = choose_arch((6, 1), &CUDA13).unwrap_err();
         assert!(
-            e.contains("6.1") && e.contains("compute_75, compute_80") && e.contains("compute_120"),
+            e.contains("6.1") && e.contains("compute_75, compute_80") && e.contains("compute_121"),
             "{e}"
         );
     }
