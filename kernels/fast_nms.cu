@@ -139,34 +139,37 @@ __device__ void ranked_keep(const float* boxes, const int* idmap, const int* sor
   __syncthreads();
 }
 
-// One thread per prior. A candidate prior (best foreground score strictly above conf_thresh)
-// takes slot = atomicAdd(count): cand_idx[slot] = prior, keys[c * p + slot] = its class-c score's
-// key, best_key/best_cls[slot] = its best class (first on ties) for cross-class NMS. count must be
+// Grid-stride over the priors (any grid covers all p of them; the plans cap grids at 2^20
+// blocks). A candidate prior (best foreground score strictly above conf_thresh) takes
+// slot = atomicAdd(count): cand_idx[slot] = prior, keys[c * p + slot] = its class-c score's key,
+// best_key/best_cls[slot] = its best class (first on ties) for cross-class NMS. count must be
 // zero before the launch. out[1] |= 1 when a score is NaN (the host rejects those frames).
 extern "C" __global__ void fast_nms_prepare(const float* conf, int p, int c1, float conf_thresh,
                                             unsigned* keys, unsigned* best_key, int* best_cls,
                                             int* cand_idx, int* count, int* out) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= p) return;
-  const float* row = conf + (long long)i * c1;
-  float best = -__int_as_float(0x7f800000);
-  int cls = 0;
-  bool nan = row[0] != row[0];  // the host rejects a NaN anywhere, background included
-  for (int c = 1; c < c1; ++c) {
-    const float s = row[c];
-    if (s != s) nan = true;
-    if (s > best) {
-      best = s;
-      cls = c - 1;
+  for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < p;
+       t += (long long)gridDim.x * blockDim.x) {
+    const int i = (int)t;
+    const float* row = conf + (long long)i * c1;
+    float best = -__int_as_float(0x7f800000);
+    int cls = 0;
+    bool nan = row[0] != row[0];  // the host rejects a NaN anywhere, background included
+    for (int c = 1; c < c1; ++c) {
+      const float s = row[c];
+      if (s != s) nan = true;
+      if (s > best) {
+        best = s;
+        cls = c - 1;
+      }
     }
+    if (nan) atomicOr(out + 1, 1);
+    if (!(best > conf_thresh)) continue;
+    const int slot = atomicAdd(count, 1);
+    cand_idx[slot] = i;
+    for (int c = 1; c < c1; ++c) keys[(long long)(c - 1) * p + slot] = score_key(row[c]);
+    best_key[slot] = score_key(best);
+    best_cls[slot] = cls;
   }
-  if (nan) atomicOr(out + 1, 1);
-  if (!(best > conf_thresh)) return;
-  const int slot = atomicAdd(count, 1);
-  cand_idx[slot] = i;
-  for (int c = 1; c < c1; ++c) keys[(long long)(c - 1) * p + slot] = score_key(row[c]);
-  best_key[slot] = score_key(best);
-  best_cls[slot] = cls;
 }
 
 // scores (len) -> keys, every entry a candidate.

@@ -34,6 +34,8 @@ struct Nvrtc {
     log: unsafe extern "C" fn(Prog, *mut c_char) -> c_int,
     destroy: unsafe extern "C" fn(*mut Prog) -> c_int,
     version: unsafe extern "C" fn(*mut c_int, *mut c_int) -> c_int,
+    num_archs: unsafe extern "C" fn(*mut c_int) -> c_int,
+    archs: unsafe extern "C" fn(*mut c_int) -> c_int,
 }
 
 fn cuda_home() -> Option<PathBuf> {
@@ -127,6 +129,12 @@ fn load() -> Result<Nvrtc, String> {
                     .get(b"nvrtcDestroyProgram\0")
                     .map_err(|e| e.to_string())?,
                 version: *lib.get(b"nvrtcVersion\0").map_err(|e| e.to_string())?,
+                num_archs: *lib
+                    .get(b"nvrtcGetNumSupportedArchs\0")
+                    .map_err(|e| e.to_string())?,
+                archs: *lib
+                    .get(b"nvrtcGetSupportedArchs\0")
+                    .map_err(|e| e.to_string())?,
                 _lib: lib,
                 _builtins: builtins,
             }
@@ -153,6 +161,27 @@ fn nvrtc_or_skip(test: &str) -> Option<Nvrtc> {
 }
 
 impl Nvrtc {
+    /// `nvrtcGetSupportedArchs`, as the runtime queries it (src/cuda/runtime.rs).
+    fn supported_archs(&self) -> Vec<i32> {
+        let mut n: c_int = 0;
+        // SAFETY: NVRTC writes `n`, then `n` ints into a buffer of that size.
+        unsafe {
+            assert_eq!((self.num_archs)(&mut n), 0);
+            let mut v = vec![0 as c_int; n.max(0) as usize];
+            assert_eq!((self.archs)(v.as_mut_ptr()), 0);
+            v
+        }
+    }
+
+    /// The log of a failed compile (None when it compiles).
+    fn compile_log(&self, name: &str, src: &str, options: &[String]) -> Option<String> {
+        self.compile(name, src, options).err().map(|e| {
+            e.split_once('\n')
+                .map(|(_, log)| log.to_string())
+                .unwrap_or(e)
+        })
+    }
+
     /// PTX of `src`, or the compile log.
     fn compile(&self, name: &str, src: &str, options: &[String]) -> Result<String, String> {
         let src = CString::new(src).map_err(|e| e.to_string())?;
@@ -310,4 +339,77 @@ fn a_broken_kernel_is_reported() {
         .compile("good.cu", good, &options("compute_90"))
         .unwrap();
     assert!(ptx.contains(".entry k("));
+}
+
+/// The architecture the runtime picks (src/cuda/nvrtc.rs) from what this NVRTC reports: the
+/// device's own for Hopper and Orin, and for a GPU newer than this NVRTC knows the highest
+/// architecture it lists, which then compiles every module.
+#[test]
+fn the_architecture_choice_follows_what_nvrtc_supports_and_its_fallback_compiles() {
+    use yolact_ros2::cuda::nvrtc::choose_arch;
+    let Some(nvrtc) = nvrtc_or_skip("the_architecture_choice_follows_what_nvrtc_supports") else {
+        return;
+    };
+    let archs = nvrtc.supported_archs();
+    eprintln!("nvrtcGetSupportedArchs: {archs:?}");
+    assert!(archs.contains(&90) && archs.contains(&87), "{archs:?}");
+    for cc in [(9, 0), (8, 7)] {
+        let c = choose_arch(cc, &archs).unwrap();
+        assert!(!c.is_fallback(), "{cc:?}: {c:?}");
+    }
+    let newest = *archs.iter().max().unwrap();
+    let future = (newest / 10 + 1, 0);
+    let c = choose_arch(future, &archs).unwrap();
+    assert_eq!(c.arch, newest);
+    assert!(c
+        .fallback_note()
+        .unwrap()
+        .contains(&format!("compute_{newest}")));
+    // What the runtime would then hand NVRTC must compile.
+    let mut opts = options("compute_90");
+    opts.pop();
+    opts.push(c.option());
+    for k in ALL {
+        let ptx = nvrtc
+            .compile(&format!("{}.cu", k.module), &k.full_source(), &opts)
+            .unwrap_or_else(|e| panic!("{} for the fallback {}: {e}", k.module, c.option()));
+        assert!(
+            ptx.contains(&format!(".target sm_{newest}")),
+            "{}",
+            k.module
+        );
+    }
+    // A device older than anything listed is refused up front.
+    let oldest = *archs.iter().min().unwrap();
+    assert!(choose_arch((oldest / 10 - 1, 0), &archs).is_err());
+}
+
+/// NVRTC's real log, through the runtime's error formatting: one line per log line, the module
+/// and kernel named, nothing escaped.
+#[test]
+fn compile_errors_carry_nvrtcs_log_as_readable_lines() {
+    use yolact_ros2::cuda::nvrtc::compile_error;
+    let Some(nvrtc) = nvrtc_or_skip("compile_errors_carry_nvrtcs_log_as_readable_lines") else {
+        return;
+    };
+    let bad = "extern \"C\" __global__ void k(float* x) {\n  x[0] = undefined_a;\n  x[1] = \
+               undefined_b;\n}\n";
+    let log = nvrtc
+        .compile_log("yolact_bad.cu", bad, &options("compute_90"))
+        .expect("the broken kernel compiled");
+    let e = compile_error("yolact_bad", "k", 90, "NVRTC_ERROR_COMPILATION", &log);
+    eprintln!("{e}");
+    let lines: Vec<&str> = e.lines().collect();
+    assert!(
+        lines[0].contains("kernel k") && lines[0].contains("module yolact_bad"),
+        "{e}"
+    );
+    let a = lines.iter().position(|l| l.contains("undefined_a"));
+    let b = lines.iter().position(|l| l.contains("undefined_b"));
+    assert!(
+        matches!((a, b), (Some(a), Some(b)) if a > 0 && b > a),
+        "{e}"
+    );
+    assert!(lines[1..].iter().all(|l| l.starts_with("    ")), "{e}");
+    assert!(!e.contains("\\n") && !e.contains('\0'), "{e:?}");
 }

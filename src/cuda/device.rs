@@ -92,7 +92,10 @@ fn open_cuda(n: usize) -> std::result::Result<Device, String> {
     }
     // cudarc panics instead of returning an error for some driver-loading failures.
     match std::panic::catch_unwind(|| Device::new_cuda(n)) {
-        Ok(Ok(d)) => Ok(d),
+        Ok(Ok(d)) => {
+            single_stream(&d);
+            Ok(d)
+        }
         Ok(Err(e)) => Err(format!(
             "no usable CUDA device: {}",
             first_line(&e.to_string())
@@ -106,6 +109,32 @@ fn open_cuda(n: usize) -> std::result::Result<Device, String> {
         )),
     }
 }
+
+/// Turns off cudarc's per-buffer event tracking on a CUDA device that only ever uses candle's one
+/// stream. What cudarc 0.19.10 does (src/driver/safe/core.rs): while tracking is on (its
+/// default), every `CudaStream::alloc` creates two events (`cuEventCreate`) for the new buffer,
+/// destroyed with it; recording them (the `SyncOnDrop` guard of `device_ptr`/`device_ptr_mut`)
+/// and waiting on them (`device_ptr`, `CudaSlice::drop`) happen only when
+/// `is_managing_stream_synchronization()`, i.e. tracking is on *and* `num_streams > 0`, which only
+/// `CudaContext::new_stream`/`new_stream_with_priority` and `CudaStream::fork` raise. candle's
+/// `Device::new_cuda` uses the per-thread default stream and calls none of them, and neither do
+/// we, so the events are never used: two driver calls per tensor for nothing, and, in a CUDA graph
+/// capture, a latent hazard (should anything ever fork a stream, events recorded inside a capture
+/// would be waited on outside it). With tracking off, buffers carry no events and the
+/// record/wait paths are off for good. Safe by cudarc's own contract for
+/// `disable_event_tracking`: one stream, so no cross-stream ordering to manage.
+#[cfg(feature = "cuda")]
+pub fn single_stream(device: &Device) {
+    if let Device::Cuda(d) = device {
+        if !d.cuda_stream().context().is_in_multi_stream_mode() {
+            // SAFETY: see above; a device already in multi-stream mode keeps its tracking.
+            unsafe { d.disable_event_tracking() };
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn single_stream(_device: &Device) {}
 
 /// candle appends a backtrace to some errors when RUST_BACKTRACE is set; one line is enough here.
 fn first_line(s: &str) -> &str {

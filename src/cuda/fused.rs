@@ -86,7 +86,9 @@ pub fn assemble_crop(proto: &Tensor, coefs: &Tensor, boxes: &Tensor, crop: bool)
         )));
     }
     if n * hp * wp == 0 {
-        return Ok(Tensor::zeros((n, hp, wp), DType::F32, proto.device())?);
+        // On the host: a zero-element CUDA tensor is a 0-byte allocation, which the driver
+        // rejects (CUDA_ERROR_INVALID_VALUE).
+        return Ok(Tensor::zeros((n, hp, wp), DType::F32, &Device::Cpu)?);
     }
     let lin = proto
         .to_dtype(DType::F32)?
@@ -127,7 +129,8 @@ pub fn decode_boxes(loc: &Tensor, priors: &Tensor) -> Result<Tensor> {
     let dev = cuda_device(loc.device())?;
     let p = loc.dim(0)?;
     if p == 0 {
-        return Ok(Tensor::zeros((0, 4), DType::F32, loc.device())?);
+        // On the host, as in assemble_crop: no 0-byte device allocation.
+        return Ok(Tensor::zeros((0, 4), DType::F32, &Device::Cpu)?);
     }
     with_f32_ptrs([(loc, "loc"), (priors, "priors")], |host, [loc, priors]| {
         // SAFETY: the kernel writes all 4 * p elements.

@@ -15,9 +15,15 @@
 //!   lets cuBLAS set up its workspace, none of which may happen during capture.
 //! * Any device-to-host read (`to_vec`, `to_scalar`) during capture is an error from candle, and a
 //!   host synchronise invalidates the capture: both come back as an `Err` from [`capture`].
-//! * cudarc's per-slice event tracking only records or waits on events when the context has
-//!   created extra streams; candle's default device uses the per-thread default stream and
-//!   creates none, so no event from outside the capture is waited on inside it.
+//! * cudarc's per-buffer event tracking (read from cudarc 0.19.10, src/driver/safe/core.rs): with
+//!   tracking on, every allocation creates two events; they are recorded (the `device_ptr` guards'
+//!   drop) and waited on (`device_ptr`, `CudaSlice::drop`) only while
+//!   `is_managing_stream_synchronization()`, tracking on and more than zero streams made by
+//!   `new_stream`/`fork`. candle's device runs on the per-thread default stream and makes none, so
+//!   nothing records or waits today; but an event recorded inside the capture and waited on after
+//!   it would break the replay (or the frees after it), so [`capture`] does not rely on that:
+//!   it turns tracking off on the device ([`crate::cuda::device::single_stream`], also done when
+//!   `--device` opens it) and refuses a device in multi-stream mode, where it cannot.
 //! * The tensors the forward returns are allocated by the graph and not freed in it: the graph is
 //!   instantiated with `CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH`, so each launch frees
 //!   and re-creates them at the same addresses, which the kept output tensors point at. Their
@@ -120,6 +126,14 @@ mod cuda_impl {
             return Err(graph_err(
                 "unsupported device",
                 "it has no memory pools, so cudarc allocates with cuMemAlloc, which stream capture forbids",
+            ));
+        }
+        crate::cuda::device::single_stream(device);
+        if dev.is_event_tracking() && stream.context().is_in_multi_stream_mode() {
+            return Err(graph_err(
+                "unsupported device",
+                "its context has extra streams, so cudarc records and waits on per-buffer events, \
+                 which would tie the graph to events recorded during the capture",
             ));
         }
         let input = Tensor::zeros(shape, dtype, device)?;

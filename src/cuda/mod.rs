@@ -8,6 +8,7 @@
 
 pub mod device;
 pub mod graph;
+pub mod nvrtc;
 pub mod plan;
 pub mod sources;
 pub mod timing;

@@ -80,8 +80,9 @@ fn deform_t<T: DeviceRepr>(
     let x = contiguous_view(x, xl, "deform conv x")?;
     let o = contiguous_view(o, ol, "deform conv offset")?;
     let m = contiguous_view(m, ml, "deform conv mask")?;
-    // SAFETY: the kernel writes every one of the cols_len elements.
-    let out = unsafe { dev.alloc::<T>(d.cols_len())? };
+    // SAFETY: the kernel writes every one of the cols_len elements. At least one element: a
+    // custom op must return device storage, and a 0-byte allocation is a driver error.
+    let out = unsafe { dev.alloc::<T>(d.cols_len().max(1))? };
     let mut host = CudaHost::new(dev);
     let ptrs = (host.ptr_of(&x), host.ptr_of(&o), host.ptr_of(&m));
     let out_ptr = host.ptr_of(&out);
@@ -153,8 +154,9 @@ fn resize_t<T: DeviceRepr>(
     (oh, ow): (usize, usize),
 ) -> Result<CudaSlice<T>> {
     let src = contiguous_view(src, l, "resize_bilinear")?;
-    // SAFETY: the kernel writes every one of the planes * oh * ow elements.
-    let out = unsafe { dev.alloc::<T>(planes * oh * ow)? };
+    // SAFETY: the kernel writes every one of the planes * oh * ow elements; at least one, as in
+    // deform_t.
+    let out = unsafe { dev.alloc::<T>((planes * oh * ow).max(1))? };
     let mut host = CudaHost::new(dev);
     let ptrs = (host.ptr_of(&src), host.ptr_of(&out));
     plan::resize_bilinear(&mut host, entry, ptrs, planes, (h, w), (oh, ow)).map_err(to_candle)?;

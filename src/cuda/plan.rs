@@ -115,8 +115,19 @@ fn as_i64(v: usize, what: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| Error::Invalid(format!("{what} = {v} exceeds a CUDA long long")))
 }
 
-/// Parses the `[count, nan flag, idx[m], cls[m], score bits[m]]` result block of the NMS kernels.
-pub fn unpack_kept(out: &[i32], m: usize) -> Result<Vec<Kept>> {
+/// `v`, a value the device wrote, as an index below `len`, or an error naming it: the callers
+/// index tensors and slices with these, so a kernel bug must not become an out-of-range gather.
+fn device_index(v: i32, len: usize, what: &str) -> Result<usize> {
+    usize::try_from(v).ok().filter(|&i| i < len).ok_or_else(|| {
+        Error::Invalid(format!(
+            "fast_nms: device returned {what} {v}, not in 0..{len}"
+        ))
+    })
+}
+
+/// Parses the `[count, nan flag, idx[m], cls[m], score bits[m]]` result block of the NMS kernels
+/// over `priors` priors and `classes` foreground classes; every index is range-checked.
+pub fn unpack_kept(out: &[i32], m: usize, priors: usize, classes: usize) -> Result<Vec<Kept>> {
     if out.len() != 2 + 3 * m {
         return Err(Error::Invalid("fast_nms: short result block".into()));
     }
@@ -129,13 +140,15 @@ pub fn unpack_kept(out: &[i32], m: usize) -> Result<Vec<Kept>> {
             "fast_nms: device returned {count} > {m} detections"
         )));
     }
-    Ok((0..count)
-        .map(|r| Kept {
-            cand: out[2 + r] as usize,
-            class: out[2 + m + r] as u32,
-            score: f32::from_bits(out[2 + 2 * m + r] as u32),
+    (0..count)
+        .map(|r| {
+            Ok(Kept {
+                cand: device_index(out[2 + r], priors, "prior index")?,
+                class: device_index(out[2 + m + r], classes, "class")? as u32,
+                score: f32::from_bits(out[2 + 2 * m + r] as u32),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Candidate filter + class-wise or cross-class Fast NMS + global cap (the device twin of
@@ -269,7 +282,7 @@ pub fn fast_nms_detect<H: KernelHost>(
         NmsKind::Traditional => return Ok(None),
     }
     let res = h.read_i32(out, 2 + 3 * cap)?;
-    unpack_kept(&res, cap).map(Some)
+    unpack_kept(&res, cap, p, nc).map(Some)
 }
 
 /// Per-class Fast NMS of already-filtered candidates (the device twin of
@@ -345,12 +358,14 @@ pub fn fast_nms_keep<H: KernelHost>(
         }
         out.push(
             (0..cnt)
-                .map(|r| Kept {
-                    cand: idx[c * top_k + r] as usize,
-                    class: c as u32,
-                    score: score[c * top_k + r],
+                .map(|r| {
+                    Ok(Kept {
+                        cand: device_index(idx[c * top_k + r], n, "candidate index")?,
+                        class: c as u32,
+                        score: score[c * top_k + r],
+                    })
                 })
-                .collect(),
+                .collect::<Result<Vec<_>>>()?,
         );
     }
     Ok(Some(out))
@@ -614,17 +629,39 @@ mod tests {
         let m = 2;
         let mut out = vec![1, 0, 7, 9, 3, 4, 0, 0];
         out[6] = 0.5f32.to_bits() as i32;
-        let k = unpack_kept(&out, m).unwrap();
+        let k = unpack_kept(&out, m, 8, 4).unwrap();
         assert_eq!(k.len(), 1);
         assert_eq!((k[0].cand, k[0].class, k[0].score), (7, 3, 0.5));
         out[1] = 1;
-        assert!(unpack_kept(&out, m)
+        assert!(unpack_kept(&out, m, 8, 4)
             .unwrap_err()
             .to_string()
             .contains("NaN"));
         out[1] = 0;
         out[0] = 3;
-        assert!(unpack_kept(&out, m).is_err());
-        assert!(unpack_kept(&out[..5], m).is_err());
+        assert!(unpack_kept(&out, m, 8, 4).is_err());
+        assert!(unpack_kept(&out[..5], m, 8, 4).is_err());
+    }
+
+    #[test]
+    fn device_indices_outside_the_inputs_are_errors() {
+        let score = 0.5f32.to_bits() as i32;
+        // One detection: prior 7, class 3.
+        let ok = [1, 0, 7, 0, 3, 0, score, 0];
+        assert_eq!(unpack_kept(&ok, 2, 8, 4).unwrap()[0].cand, 7);
+        for (priors, classes, what) in [(7, 4, "prior index 7"), (8, 3, "class 3")] {
+            let e = unpack_kept(&ok, 2, priors, classes)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what) && e.contains("not in 0.."), "{e}");
+        }
+        let mut neg = ok;
+        neg[2] = -1;
+        let e = unpack_kept(&neg, 2, 8, 4).unwrap_err().to_string();
+        assert!(e.contains("prior index -1"), "{e}");
+        // Slots past the count are never read, whatever they hold.
+        let mut tail = ok;
+        tail[3] = -5;
+        assert_eq!(unpack_kept(&tail, 2, 8, 4).unwrap().len(), 1);
     }
 }

@@ -91,10 +91,13 @@ impl Dets {
         self.scores.is_empty()
     }
 
-    pub fn empty(mask_dim: usize, device: &Device) -> candle_core::Result<Self> {
+    /// No detections. The empty tensors are on the host whatever the frame's device: on CUDA a
+    /// zero-element tensor is a 0-byte `cuMemAlloc(Async)`, which the driver rejects with
+    /// CUDA_ERROR_INVALID_VALUE, and nothing downstream reads an empty tensor's device.
+    pub fn empty(mask_dim: usize) -> candle_core::Result<Self> {
         Ok(Dets {
-            boxes: Tensor::zeros((0, 4), DType::F32, device)?,
-            coefs: Tensor::zeros((0, mask_dim), DType::F32, device)?,
+            boxes: Tensor::zeros((0, 4), DType::F32, &Device::Cpu)?,
+            coefs: Tensor::zeros((0, mask_dim), DType::F32, &Device::Cpu)?,
             classes: Vec::new(),
             scores: Vec::new(),
         })
@@ -102,6 +105,9 @@ impl Dets {
 
     /// Keeps the rows listed in `idx`, in that order.
     pub fn select(&self, idx: &[usize]) -> Result<Self> {
+        if idx.is_empty() {
+            return Ok(Dets::empty(self.coefs.dim(1)?)?);
+        }
         let mut classes = Vec::with_capacity(idx.len());
         let mut scores = Vec::with_capacity(idx.len());
         for &i in idx {
@@ -397,13 +403,16 @@ pub fn detect(boxes: &Tensor, conf: &Tensor, coefs: &Tensor, opts: &NmsOptions) 
             coefs.dims()
         )));
     }
+    if p == 0 {
+        return Ok(Dets::empty(mask_dim)?);
+    }
     let device = boxes.device();
     // On CUDA the whole filter + NMS + cap runs on the device; only the kept rows come back.
     #[cfg(feature = "cuda")]
     if device.is_cuda() {
         if let Some(kept) = crate::cuda::nms::detect_keep(boxes, conf, opts)? {
             if kept.is_empty() {
-                return Ok(Dets::empty(mask_dim, device)?);
+                return Ok(Dets::empty(mask_dim)?);
             }
             let rows: Vec<u32> = kept.iter().map(|k| k.cand as u32).collect();
             let n = rows.len();
@@ -418,7 +427,7 @@ pub fn detect(boxes: &Tensor, conf: &Tensor, coefs: &Tensor, opts: &NmsOptions) 
     }
     let cands = candidates(conf, opts.conf_thresh)?;
     if cands.is_empty() {
-        return Ok(Dets::empty(mask_dim, device)?);
+        return Ok(Dets::empty(mask_dim)?);
     }
     let all_boxes = boxes_to_host(boxes)?;
     let cand_boxes: Vec<[f32; 4]> = cands
@@ -442,6 +451,10 @@ pub fn detect(boxes: &Tensor, conf: &Tensor, coefs: &Tensor, opts: &NmsOptions) 
         }
         NmsKind::Traditional => crate::post::nms::traditional_nms(&cands, &cand_boxes, opts),
     };
+    if kept.is_empty() {
+        // top_k = 0: no row tensor (it would be a 0-byte device allocation on CUDA).
+        return Ok(Dets::empty(mask_dim)?);
+    }
     let rows: Vec<u32> = kept.iter().map(|k| cands.priors[k.cand]).collect();
     let n = rows.len();
     let rows_t = Tensor::from_vec(rows, n, device)?;

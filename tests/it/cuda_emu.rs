@@ -14,7 +14,7 @@ use crate::{kernel_emu, scenes};
 use candle_core::{DType, Device, Tensor};
 use kernel_emu::EmuHost;
 use scenes::{nms_inputs, uniform};
-use yolact_ros2::cuda::plan::{self, Arg, DeformDims, KernelHost, Launch};
+use yolact_ros2::cuda::plan::{self, Arg, DeformDims, DevPtr, KernelHost, Launch};
 use yolact_ros2::cuda::sources::{KernelSource, FAST_NMS};
 use yolact_ros2::engine::preprocess::preprocess;
 use yolact_ros2::ops::dcn::DeformIm2col;
@@ -730,4 +730,213 @@ fn uninitialised_device_memory_is_not_zero_in_the_emulator() {
     assert!(h.read_vec::<u32>(p, 4).iter().all(|&v| v == u32::MAX));
     let z = h.alloc(16, true).unwrap();
     assert!(h.read_vec::<u32>(z, 4).iter().all(|&v| v == 0));
+}
+
+// ---- empty frames, grids smaller than their input, device indices (issue 16) -----------------
+
+#[test]
+fn zero_byte_allocations_are_errors_in_the_emulator_as_on_a_gpu() {
+    let mut h = EmuHost::new();
+    for zeroed in [false, true] {
+        let e = h.alloc(0, zeroed).unwrap_err().to_string();
+        assert!(e.contains("0-byte"), "{e}");
+    }
+}
+
+#[test]
+fn empty_inputs_go_through_every_plan_without_an_allocation_or_a_launch() {
+    // Null inputs: a plan that launched or read anything for an empty input would fail here (or
+    // read nothing sensible); one that allocated would hit the 0-byte error.
+    let null = DevPtr::NULL;
+    let mut h = EmuHost::new();
+    for (nc, n) in [(80usize, 0usize), (0, 12), (0, 0)] {
+        let kept = plan::fast_nms_keep(&mut h, null, null, nc, n, 200, 0.5)
+            .unwrap()
+            .expect("an empty input is not declined");
+        assert_eq!(kept.len(), nc);
+        assert!(kept.iter().all(Vec::is_empty));
+    }
+    // top_k = 0 keeps nothing, without touching the inputs either.
+    let kept = plan::fast_nms_keep(&mut h, null, null, 3, 50, 0, 0.5).unwrap();
+    assert_eq!(kept, Some(vec![Vec::new(); 3]));
+    plan::decode_boxes(&mut h, (null, null, null), 0).unwrap();
+    plan::mask_sigmoid_crop(&mut h, (null, null, null), 0, (138, 138), true).unwrap();
+    plan::resize_threshold(&mut h, (null, null), 0, (138, 138), (480, 640), 0.5).unwrap();
+    plan::resize_threshold(&mut h, (null, null), 4, (138, 138), (0, 640), 0.5).unwrap();
+    plan::resize_bilinear(
+        &mut h,
+        "resize_bilinear_f32",
+        (null, null),
+        0,
+        (9, 9),
+        (18, 18),
+    )
+    .unwrap();
+    let d = dims(0, 64, 9, 9, 1);
+    plan::deform_im2col(&mut h, "deform_im2col_f32", d, (null, null, null), null).unwrap();
+    // No priors: the device declines and the host path (which returns early) takes over.
+    assert!(
+        plan::fast_nms_detect(&mut h, null, null, 0, 81, &NmsOptions::default())
+            .unwrap()
+            .is_none()
+    );
+    assert!(h.launched.is_empty(), "launched {:?}", h.launched);
+}
+
+#[test]
+fn a_frame_without_candidates_allocates_only_non_empty_buffers_and_keeps_nothing() {
+    let (boxes, conf, coefs) = nms_inputs(500, 81, 21);
+    for kind in [NmsKind::Fast, NmsKind::FastCrossClass] {
+        // Softmax scores never reach 1, so no prior passes.
+        let opts = NmsOptions {
+            kind,
+            conf_thresh: 1.0,
+            ..NmsOptions::default()
+        };
+        let mut h = EmuHost::new();
+        let (c, b) = (h.upload(&host_vec(&conf)), h.upload(&host_vec(&boxes)));
+        let kept = plan::fast_nms_detect(&mut h, c, b, 500, 81, &opts).unwrap();
+        assert_eq!(kept, Some(Vec::new()), "{kind:?}");
+        assert!(h.launched.len() >= 2, "{kind:?}: {:?}", h.launched);
+        // The host stage's empty result lives on the host, whatever the frame's device.
+        let host = detect(&boxes, &conf, &coefs, &opts).unwrap();
+        assert!(host.is_empty() && host.boxes.device().is_cpu());
+        assert_eq!(host.coefs.dims(), [0, 8]);
+    }
+    // top_k = 0 on the host path: no detections, no row tensor.
+    let opts = NmsOptions {
+        top_k: 0,
+        ..NmsOptions::default()
+    };
+    let none = detect(&boxes, &conf, &coefs, &opts).unwrap();
+    assert!(none.is_empty());
+    assert!(none.select(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn grid_stride_kernels_cover_inputs_larger_than_their_grid() {
+    // One block of 256 threads for 2500 priors: without the stride loop in fast_nms_prepare,
+    // priors past the first 256 would never become candidates.
+    let (boxes, conf, _) = nms_inputs(2500, 21, 41);
+    let ids: Vec<f32> = (0..2500).map(|i| i as f32).collect();
+    let coefs = Tensor::from_vec(ids, (2500, 1), &Device::Cpu).unwrap();
+    for kind in [NmsKind::Fast, NmsKind::FastCrossClass] {
+        let opts = NmsOptions {
+            kind,
+            ..NmsOptions::default()
+        };
+        let host = detect(&boxes, &conf, &coefs, &opts).unwrap();
+        let host_priors: Vec<usize> = host_vec(&host.coefs).iter().map(|&v| v as usize).collect();
+        assert!(host_priors.iter().any(|&i| i >= 256), "{host_priors:?}");
+        let mut one_block = EmuHost::new();
+        one_block.max_grid = Some((1, &["fast_nms_prepare"]));
+        let got = emulated_detect_with(one_block, &boxes, &conf, &opts).unwrap();
+        assert_eq!(
+            got.iter().map(|k| k.cand).collect::<Vec<_>>(),
+            host_priors,
+            "{kind:?} on one block"
+        );
+    }
+    // The box decoder and the mask kernel stride the same way.
+    let p = 3000;
+    let loc = uniform(p * 4, 8, -2.0, 2.0);
+    let pri = uniform(p * 4, 9, 0.1, 0.9);
+    let decode = |max_grid: Option<(u32, &'static [&'static str])>| {
+        let mut h = EmuHost::new();
+        h.max_grid = max_grid;
+        let ptrs = (
+            h.upload(&loc),
+            h.upload(&pri),
+            h.alloc(p * 16, false).unwrap(),
+        );
+        plan::decode_boxes(&mut h, ptrs, p).unwrap();
+        h.read_vec::<u32>(ptrs.2, 4 * p)
+    };
+    assert_eq!(decode(Some((1, &["decode_boxes"]))), decode(None));
+}
+
+/// The emulator with one device read corrupted: `bad` replaces the i32 at `index` of the
+/// `nth` read (0-based), as a kernel bug would.
+struct CorruptRead {
+    inner: EmuHost,
+    nth: usize,
+    index: usize,
+    bad: i32,
+    reads: usize,
+}
+
+impl KernelHost for CorruptRead {
+    fn alloc(&mut self, bytes: usize, zeroed: bool) -> yolact_ros2::error::Result<DevPtr> {
+        self.inner.alloc(bytes, zeroed)
+    }
+    fn launch(
+        &mut self,
+        src: &KernelSource,
+        entry: &str,
+        launch: Launch,
+        args: &[Arg],
+    ) -> yolact_ros2::error::Result<()> {
+        self.inner.launch(src, entry, launch, args)
+    }
+    fn read(&mut self, ptr: DevPtr, bytes: usize) -> yolact_ros2::error::Result<Vec<u8>> {
+        let mut b = self.inner.read(ptr, bytes)?;
+        if self.reads == self.nth {
+            b[4 * self.index..4 * self.index + 4].copy_from_slice(&self.bad.to_ne_bytes());
+        }
+        self.reads += 1;
+        Ok(b)
+    }
+}
+
+#[test]
+fn device_nms_indices_out_of_range_are_errors_not_gathers() {
+    let (boxes, conf, _) = nms_inputs(700, 5, 3);
+    let (p, nc) = (700usize, 4usize);
+    let opts = NmsOptions::default();
+    let run = |index: usize, bad: i32| {
+        let mut h = CorruptRead {
+            inner: EmuHost::new(),
+            nth: 0,
+            index,
+            bad,
+            reads: 0,
+        };
+        let (c, b) = (
+            h.inner.upload(&host_vec(&conf)),
+            h.inner.upload(&host_vec(&boxes)),
+        );
+        plan::fast_nms_detect(&mut h, c, b, p, 5, &opts)
+    };
+    // The result block is [count, nan, idx[M], cls[M], score[M]]; M = max_num_detections.
+    let m = opts.max_num_detections;
+    let clean = run(1, 0).unwrap().unwrap();
+    assert!(!clean.is_empty());
+    for (index, bad, what) in [
+        (2, p as i32, "prior index 700"),
+        (2, -3, "prior index -3"),
+        (2 + m, nc as i32, "class 4"),
+    ] {
+        let e = run(index, bad).unwrap_err().to_string();
+        assert!(e.contains(what) && e.contains("not in 0.."), "{e}");
+    }
+    // The per-class seam: its first read is the kept indices.
+    let cands = fast_nms::candidates(&conf, 0.05).unwrap();
+    let n = cands.len();
+    let rows = Tensor::from_vec(cands.priors.clone(), n, &Device::Cpu).unwrap();
+    let cand_boxes = host_vec(&boxes.index_select(&rows, 0).unwrap());
+    let mut h = CorruptRead {
+        inner: EmuHost::new(),
+        nth: 0,
+        index: 0,
+        bad: n as i32,
+        reads: 0,
+    };
+    let (s, b) = (h.inner.upload(&cands.scores), h.inner.upload(&cand_boxes));
+    let e = plan::fast_nms_keep(&mut h, s, b, cands.num_classes, n, 200, 0.5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("candidate index") && e.contains("not in 0.."),
+        "{e}"
+    );
 }

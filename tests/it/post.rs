@@ -710,7 +710,7 @@ fn postprocess_matches_torch_reference() {
 fn postprocess_edge_cases() {
     let dev = Device::Cpu;
     let proto = Tensor::ones((6, 5, 4), candle_core::DType::F32, &dev).unwrap();
-    let empty = Dets::empty(4, &dev).unwrap();
+    let empty = Dets::empty(4).unwrap();
     let opts = PostprocessOptions::default();
     assert!(postprocess(&empty, &proto, None, 10, 8, &opts)
         .unwrap()

@@ -164,6 +164,13 @@ pub struct EmuHost {
     /// 0: blocks and threads run in index order; otherwise a seed for shuffling both, as a GPU
     /// may schedule them (atomics then hand out slots in a different order).
     pub schedule_seed: u64,
+    /// Runs launches of the named grid-stride kernels with at most this many blocks, whatever
+    /// the plan asked for: a grid that covers fewer items than the launch has, as the plans'
+    /// 2^20-block cap gives on a GPU for inputs beyond 2^28 items, without the memory such inputs
+    /// take. (Kernels with one block per class or a single block are not grid-stride.)
+    pub max_grid: Option<(u32, &'static [&'static str])>,
+    /// Kernels launched so far, in order.
+    pub launched: Vec<String>,
 }
 
 /// The schedule every test host uses unless it asks otherwise: shuffled, so that a kernel whose
@@ -236,6 +243,12 @@ impl EmuHost {
 
 impl KernelHost for EmuHost {
     fn alloc(&mut self, bytes: usize, zeroed: bool) -> Result<DevPtr> {
+        if bytes == 0 {
+            // What cuMemAlloc / cuMemAllocAsync answer on a GPU.
+            return Err(Error::Invalid(
+                "a 0-byte device allocation (CUDA_ERROR_INVALID_VALUE on a GPU)".into(),
+            ));
+        }
         let words = (bytes + GUARD).div_ceil(8);
         let mut a = Alloc {
             mem: vec![0u64; words],
@@ -260,6 +273,11 @@ impl KernelHost for EmuHost {
         args: &[Arg],
     ) -> Result<()> {
         let m = module(src)?;
+        let grid = match self.max_grid {
+            Some((g, entries)) if entries.contains(&entry) => launch.grid.min(g),
+            _ => launch.grid,
+        };
+        self.launched.push(entry.to_string());
         // Every argument by value in 8 bytes of storage; the kernel reads its own width.
         let mut vals: Vec<[u8; 8]> = Vec::with_capacity(args.len());
         let mut kinds = Vec::with_capacity(args.len());
@@ -297,7 +315,7 @@ impl KernelHost for EmuHost {
         let rc = unsafe {
             (m.launch)(
                 entry_c.as_ptr(),
-                launch.grid,
+                grid,
                 launch.block,
                 args.len() as c_int,
                 kinds.as_ptr().cast::<c_char>(),
