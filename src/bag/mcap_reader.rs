@@ -1,36 +1,15 @@
-//! MCAP storage files, read as a stream of records so that a file without summary or footer
-//! (recording killed mid-write) still yields every complete message before the cut.
+//! MCAP storage files as a stream of messages in log-time order (within [`REORDER_WINDOW`]). The
+//! records come from [`super::mcap_records`], which reads files without summary or footer and
+//! skips damaged chunks; each damaged region is one error item, and reading goes on after it.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use mcap::sans_io::LinearReaderOptions;
-
+use super::mcap_records::{Damage, Item, RawMessage, ReadSeek, RecordStream};
 use super::{BagError, BagMessage, TopicInfo};
-
-/// Upper bound on one record (or one decompressed chunk). A corrupt length field beyond this
-/// fails instead of asking for that much memory; real camera chunks are a few tens of MiB.
-const MAX_RECORD_LEN: usize = 1 << 30;
-
-/// Counts the bytes handed to the MCAP parser, so an error can say where the file stopped
-/// being readable.
-struct Counting<R> {
-    inner: R,
-    read: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
 
 /// How many messages are held back to restore log-time order. MCAP files are streamed in file
 /// order; rosbag2 writes in receive order, so log times are almost always already sorted, and
@@ -61,97 +40,98 @@ impl Ord for Pending {
     }
 }
 
-/// Messages of one MCAP file in log-time order (within [`REORDER_WINDOW`]). A read error is
-/// yielded once, after every message read before it, and then the iterator ends.
+/// Opens an MCAP file as a record stream; a file that is not MCAP fails here.
+pub fn open_records(path: &Path) -> Result<RecordStream<Box<dyn ReadSeek + Send>>, BagError> {
+    let file = File::open(path).map_err(|source| BagError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    RecordStream::new(Box::new(BufReader::new(file)) as Box<dyn ReadSeek + Send>, path)
+}
+
+fn to_bag_message(m: RawMessage) -> BagMessage {
+    BagMessage {
+        topic: m.channel.topic.clone(),
+        msg_type: m
+            .channel
+            .schema
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default(),
+        log_time_ns: m.log_time,
+        data: m.data,
+    }
+}
+
+/// Messages of one MCAP file in log-time order (within [`REORDER_WINDOW`]). Each damaged region
+/// is one error item, yielded after the messages read before it; reading then goes on.
 pub struct McapMessages {
     path: PathBuf,
-    reader: mcap::io::MessageReader<Counting<Box<dyn Read + Send>>>,
-    bytes_read: Arc<AtomicU64>,
+    records: RecordStream<Box<dyn ReadSeek + Send>>,
     filter: Option<Vec<String>>,
     window: BinaryHeap<Reverse<Pending>>,
+    /// Errors met while filling the window, yielded once the messages before them are out.
+    errors: VecDeque<BagError>,
     /// Messages taken from the file (after the topic filter).
     read: u64,
     source_done: bool,
-    error: Option<BagError>,
 }
 
 impl McapMessages {
     pub fn open(path: &Path, topic_filter: Option<&[String]>) -> Result<Self, BagError> {
-        let file = File::open(path).map_err(|source| BagError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(Self::from_reader(
-            Box::new(BufReader::new(file)),
-            path,
+        Ok(Self::from_records(open_records(path)?, topic_filter))
+    }
+
+    /// Reads MCAP bytes from any seekable source; `label` names it in errors.
+    pub fn from_reader(
+        source: Box<dyn ReadSeek + Send>,
+        label: &Path,
+        topic_filter: Option<&[String]>,
+    ) -> Result<Self, BagError> {
+        Ok(Self::from_records(
+            RecordStream::new(source, label)?,
             topic_filter,
         ))
     }
 
-    /// Reads MCAP bytes from any source; `label` names it in errors.
-    pub fn from_reader(
-        source: Box<dyn Read + Send>,
-        label: &Path,
+    fn from_records(
+        records: RecordStream<Box<dyn ReadSeek + Send>>,
         topic_filter: Option<&[String]>,
     ) -> Self {
-        let bytes_read = Arc::new(AtomicU64::new(0));
-        let source = Counting {
-            inner: source,
-            read: bytes_read.clone(),
-        };
-        let options = LinearReaderOptions::default().with_record_length_limit(MAX_RECORD_LEN);
         Self {
-            path: label.to_path_buf(),
-            reader: mcap::io::MessageReader::new_with_options(source, options),
-            bytes_read,
+            path: records.path().to_path_buf(),
+            records,
             filter: topic_filter.map(|f| f.to_vec()),
             window: BinaryHeap::with_capacity(REORDER_WINDOW + 1),
+            errors: VecDeque::new(),
             read: 0,
             source_done: false,
-            error: None,
         }
     }
 
-    /// The next message of the file that passes the filter; records the first error.
+    /// The next message of the file that passes the filter; queues errors met on the way.
     fn pull(&mut self) -> Option<BagMessage> {
         while !self.source_done {
-            let msg = match self.reader.next() {
-                None => {
-                    self.source_done = true;
-                    return None;
-                }
-                Some(Err(e)) => {
-                    self.source_done = true;
-                    self.error = Some(BagError::Mcap {
+            match self.records.next_item() {
+                None => self.source_done = true,
+                Some(Item::Damage(kind, msg)) => {
+                    self.errors.push_back(BagError::Mcap {
                         path: self.path.clone(),
-                        msg: format!(
-                            "{e} (stopped after {} messages, {} bytes into the file)",
-                            self.read,
-                            self.bytes_read.load(Ordering::Relaxed)
-                        ),
+                        kind,
+                        msg,
                     });
                     return None;
                 }
-                Some(Ok(m)) => m,
-            };
-            let topic = &msg.channel.topic;
-            if let Some(f) = &self.filter {
-                if !f.iter().any(|t| t == topic) {
-                    continue;
+                Some(Item::Message(m)) => {
+                    if let Some(f) = &self.filter {
+                        if !f.iter().any(|t| *t == m.channel.topic) {
+                            continue;
+                        }
+                    }
+                    self.read += 1;
+                    return Some(to_bag_message(m));
                 }
             }
-            self.read += 1;
-            return Some(BagMessage {
-                topic: topic.clone(),
-                msg_type: msg
-                    .channel
-                    .schema
-                    .as_ref()
-                    .map(|s| s.name.clone())
-                    .unwrap_or_default(),
-                log_time_ns: msg.log_time,
-                data: msg.data.into_owned(),
-            });
         }
         None
     }
@@ -161,28 +141,39 @@ impl Iterator for McapMessages {
     type Item = Result<BagMessage, BagError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.window.len() < REORDER_WINDOW {
+        // An error stops the filling so it comes out after the messages read before it.
+        while self.errors.is_empty() && self.window.len() < REORDER_WINDOW {
             match self.pull() {
                 Some(msg) => self.window.push(Reverse(Pending {
                     seq: self.read,
                     msg,
                 })),
-                None => break,
+                None if self.source_done => break,
+                None => {}
             }
         }
         match self.window.pop() {
             Some(Reverse(p)) => Some(Ok(p.msg)),
-            None => self.error.take().map(Err),
+            None => self.errors.pop_front().map(Err),
         }
     }
 }
 
 /// Topics and message counts, from one pass over the messages (the summary section may be
 /// missing in exactly the files this reader must handle). A damaged file counts what can be
-/// read; only a file that cannot be opened is an error.
+/// read; a file that cannot be opened, is not MCAP, or yields no message but an error, is an
+/// error.
 pub fn topics(path: &Path) -> Result<Vec<TopicInfo>, BagError> {
     let mut acc: BTreeMap<String, TopicInfo> = BTreeMap::new();
-    for m in McapMessages::open(path, None)?.flatten() {
+    let mut first_error = None;
+    for item in McapMessages::open(path, None)? {
+        let m = match item {
+            Ok(m) => m,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
         acc.entry(m.topic.clone())
             .or_insert_with(|| TopicInfo {
                 name: m.topic,
@@ -191,7 +182,22 @@ pub fn topics(path: &Path) -> Result<Vec<TopicInfo>, BagError> {
             })
             .count += 1;
     }
-    Ok(acc.into_values().collect())
+    match first_error {
+        Some(BagError::Mcap { path, kind, msg }) if acc.is_empty() => Err(BagError::Mcap {
+            path,
+            kind,
+            msg: format!("no message could be read: {msg}"),
+        }),
+        _ => Ok(acc.into_values().collect()),
+    }
+}
+
+/// Why an MCAP read error happened (its [`Damage`] key), for counting.
+pub fn damage_of(e: &BagError) -> Option<Damage> {
+    match e {
+        BagError::Mcap { kind, .. } => Some(*kind),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +231,7 @@ mod tests {
 
     fn read_times(data: Vec<u8>) -> Vec<Result<(u64, u32), String>> {
         McapMessages::from_reader(Box::new(Cursor::new(data)), Path::new("t"), None)
+            .unwrap()
             .map(|r| {
                 r.map(|m| {
                     let idx = u32::from_le_bytes(m.data[..4].try_into().unwrap());

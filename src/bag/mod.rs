@@ -12,6 +12,9 @@ pub mod cdr;
 pub mod fuzz;
 pub mod image_msg;
 pub mod mcap_reader;
+pub mod mcap_records;
+pub mod out_path;
+pub mod recover;
 pub mod sqlite_reader;
 
 use std::collections::BTreeMap;
@@ -42,9 +45,16 @@ pub enum BagError {
     /// Image data that does not fit its own description (size, step, length, decoding).
     #[error("image: {0}")]
     Image(String),
-    /// An MCAP file that cannot be read further.
-    #[error("{path}: MCAP: {msg}")]
-    Mcap { path: PathBuf, msg: String },
+    /// A damaged region of an MCAP file (or a file that is not MCAP); `kind` says why.
+    #[error("{}: MCAP: {msg}", path.display())]
+    Mcap {
+        path: PathBuf,
+        kind: mcap_records::Damage,
+        msg: String,
+    },
+    /// An output bag that cannot be written.
+    #[error("{}: writing: {msg}", path.display())]
+    Write { path: PathBuf, msg: String },
     /// A sqlite3 bag that cannot be read further.
     #[error("{path}: sqlite3: {msg}")]
     Sqlite { path: PathBuf, msg: String },
@@ -62,6 +72,19 @@ impl BagError {
             BagError::UnknownEncoding(_) => "encoding",
             BagError::Image(_) => "image",
             BagError::Cdr { .. } => "cdr",
+            _ => "other",
+        }
+    }
+
+    /// A short, stable name for a storage read error (`truncated`, `chunk_crc`, `framing`,
+    /// `not_mcap`, ... for MCAP; `sqlite`, `io`, `layout` otherwise): the key under which the
+    /// replay counts read errors.
+    pub fn read_error_kind(&self) -> &'static str {
+        match self {
+            BagError::Mcap { kind, .. } => kind.key(),
+            BagError::Sqlite { .. } => "sqlite",
+            BagError::Io { .. } => "io",
+            BagError::Layout { .. } => "layout",
             _ => "other",
         }
     }

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+mod bag_recover;
 mod bench;
 mod bench_ops;
 mod coco_eval;
@@ -42,7 +43,10 @@ pub enum Command {
     /// Evaluate a COCO results file against ground truth (box and mask AP/AR, as pycocotools).
     CocoEval(coco_eval::CocoEvalArgs),
     /// Segment every image of a rosbag2 recording offline; write an MCAP bag and a report.
+    #[command(after_help = replay::EXIT_HELP)]
     Replay(replay::ReplayArgs),
+    /// Rewrite a damaged MCAP file (cut off by a kill or power cut, bad chunks) as a complete one.
+    BagRecover(bag_recover::BagRecoverArgs),
     /// Run the ROS 2 node (`--params-file config/yolact.yaml`, `--dry-run` to check a config).
     Node(node::NodeArgs),
 }
@@ -56,6 +60,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::CocoEval(a) => coco_eval::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Replay(a) => replay::run(a),
+        Command::BagRecover(a) => bag_recover::run(a),
         Command::Node(a) => node::run(a),
     }
 }

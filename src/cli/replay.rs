@@ -10,12 +10,23 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use yolact_ros2::eval::coco_eval::{
     evaluate, results_from_json_str, results_have_masks, stats_json, CocoGt, IouType,
 };
+use yolact_ros2::bag::out_path::{check_writable, refuse_overlap, write_atomic};
 use yolact_ros2::replay::{replay, CocoCollector, CocoMatch, CocoMatcher, ReplayOptions, Report};
 
 use super::{DetectArgs, ModelArgs};
 
-/// Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+/// Exit status of a run stopped by Ctrl-C, SIGTERM or SIGHUP (128 + SIGINT, as shells report
+/// Ctrl-C; the handler cannot tell the three apart).
 const EXIT_INTERRUPTED: u8 = 130;
+/// The run completed, but data was lost on the way: frames skipped (undecodable, failed
+/// inference) or storage that could not be read (damaged chunks, a cut-off file).
+const EXIT_INCOMPLETE: u8 = 3;
+
+pub const EXIT_HELP: &str = "Exit status: 0 every message was segmented; 3 the run completed but \
+frames were skipped or parts of the bag could not be read (see the report's skipped and \
+read_errors); 1 no frame was segmented, or the bag cannot be opened (e.g. not an MCAP file) or \
+an output is refused; 2 bad arguments or weights; 130 interrupted (Ctrl-C, SIGTERM or SIGHUP: \
+the bag and report are still finished).";
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum CocoMatchArg {
@@ -63,21 +74,64 @@ pub struct ReplayArgs {
     /// is the stamp in ns), or stamps when every image has one.
     #[arg(long, value_enum, default_value_t = CocoMatchArg::Auto)]
     pub coco_match: CocoMatchArg,
+    /// Continue an interrupted run: keep the complete frames already in --out (or in
+    /// OUT.partial.mcap, left by a killed run) and segment only the rest; each frame ends up in the
+    /// output exactly once. Without an earlier output it starts from the beginning.
+    #[arg(long, requires = "out")]
+    pub resume: bool,
 }
 
-/// First Ctrl-C: ask the loop to stop between frames. Second: leave at once.
+/// First SIGINT, SIGTERM or SIGHUP (ctrlc's `termination` feature): ask the loop to stop between
+/// frames, so `timeout`, `docker stop` and systemd get a finished bag and report. Second: leave
+/// at once (the output stays as OUT.partial.mcap, every frame before the last recoverable).
 fn install_ctrlc() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted again: aborting; the output bag is left unfinished");
+            eprintln!("\ninterrupted again: aborting; the output is left as OUT.partial.mcap (`yolact replay --resume` or `yolact bag-recover` finishes it)");
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
-        eprintln!("\ninterrupted: finishing the output bag (Ctrl-C again to abort)");
+        eprintln!("\ninterrupted: finishing the output bag (interrupt again to abort)");
     })
-    .context("installing the Ctrl-C handler")?;
+    .context("installing the signal handler")?;
     Ok(stop)
+}
+
+/// Every file the run will write, refused when it is or is inside an input and checked
+/// writable, all before the model is loaded or a frame is read.
+fn check_outputs(a: &ReplayArgs) -> Result<()> {
+    let mut inputs = yolact_ros2::replay::input_paths(&a.bag);
+    if let Some(p) = &a.coco_gt {
+        inputs.push(p.clone());
+    }
+    let w = Path::new(&a.model.weights);
+    if w.exists() {
+        inputs.push(w.to_path_buf());
+    }
+    let mut outputs: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(o) = &a.out {
+        outputs.push(("--out".into(), o.clone()));
+    }
+    if let Some(d) = &a.report {
+        if d.exists() && !d.is_dir() {
+            anyhow::bail!("--report `{}` exists and is not a directory", d.display());
+        }
+        for f in Report::FILES {
+            outputs.push((format!("--report's {f}"), d.join(f)));
+        }
+    }
+    if a.coco_gt.is_some() {
+        let dir = coco_dir(a);
+        for f in ["results.json", "results_bbox.json"] {
+            outputs.push((format!("COCO {f}"), dir.join(f)));
+        }
+    }
+    refuse_overlap(&inputs, &outputs)?;
+    for (what, p) in &outputs {
+        check_writable(what, p)?;
+    }
+    Ok(())
 }
 
 /// Hidden by indicatif itself when stderr is not a terminal, so logs and tests see no escapes.
@@ -114,7 +168,7 @@ fn coco_evaluate(c: &Coco, rec: &CocoCollector) -> Result<serde_json::Value> {
     let write = |name: &str, records: &Vec<serde_json::Value>| -> Result<String> {
         let p = c.dir.join(name);
         let text = serde_json::to_string(records)?;
-        std::fs::write(&p, &text).with_context(|| format!("writing {}", p.display()))?;
+        write_atomic(&p, text.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("wrote {}", p.display());
         Ok(text)
     };
@@ -150,6 +204,15 @@ fn print_summary(report: &Report) {
     for (reason, n) in &report.skipped_by_reason {
         println!("  skipped ({reason}): {n}");
     }
+    for (kind, n) in &report.read_errors_by_reason {
+        println!("  read errors ({kind}): {n}");
+    }
+    if report.resumed_frames > 0 {
+        println!(
+            "  resumed: {} frames carried over from the interrupted output",
+            report.resumed_frames
+        );
+    }
     for e in &report.read_errors {
         println!("  read error: {e}");
     }
@@ -163,6 +226,10 @@ fn print_summary(report: &Report) {
 
 pub fn run(a: ReplayArgs) -> Result<ExitCode> {
     let stop = install_ctrlc()?;
+    if let Err(e) = check_outputs(&a) {
+        eprintln!("error: {e:#}");
+        return Ok(ExitCode::from(1));
+    }
     let (coco, matcher) = match &a.coco_gt {
         Some(p) => {
             let text =
@@ -192,6 +259,7 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode> {
         stop: Some(stop),
         progress: Some(pb.clone()),
         coco: matcher,
+        resume: a.resume,
         ..ReplayOptions::new(a.detect.options()?)
     };
     let result = replay(&engine, &a.bag, &opts);
@@ -231,6 +299,14 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode> {
             report.read_errors.len()
         );
         return Ok(ExitCode::from(1));
+    }
+    if report.skipped_total > 0 || !report.read_errors.is_empty() {
+        eprintln!(
+            "warning: incomplete: {} frames skipped, {} read errors (exit status {EXIT_INCOMPLETE})",
+            report.skipped_total,
+            report.read_errors.len()
+        );
+        return Ok(ExitCode::from(EXIT_INCOMPLETE));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,12 +4,16 @@
 //! `<topic>/yolact/instances` and `<topic>/yolact/detections` of an output MCAP bag, with the
 //! input's header and log time; a final `/diagnostics` message carries the run's metrics. A frame
 //! that cannot be decoded or segmented is skipped and counted with its reason; a storage read
-//! error ends that file (as [`crate::bag::BagReader::messages`] does) and is recorded. The output
-//! bag is finished even when the loop stops early, so processed frames are never lost.
+//! error (a damaged chunk, a cut-off file) is recorded with its kind and reading goes on (as
+//! [`crate::bag::BagReader::messages`] does). The output bag is written as `OUT.partial.mcap`, one
+//! chunk per frame handed to the OS as it is done, and renamed to `OUT` when finished; it is
+//! finished even when the loop stops early, so processed frames are never lost (and after a
+//! SIGKILL, `--resume` or `yolact bag-recover` gets them back from `OUT.partial.mcap`).
 
 pub mod coco;
 pub mod plot;
 pub mod report;
+pub mod resume;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -20,6 +24,7 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 
+use crate::bag::out_path::refuse_overlap;
 use crate::bag::{decode_image, image_msg::is_image_type, open_bag, Header, Time};
 use crate::engine::{Engine, InferOptions, StageTimes};
 use crate::error::{Error, Result};
@@ -47,6 +52,8 @@ pub struct ReplayOptions {
     pub progress: Option<ProgressBar>,
     /// Collect COCO result records for the frames this matcher finds an image for.
     pub coco: Option<CocoMatcher>,
+    /// Continue the frames already in `out` (or `OUT.partial.mcap`) instead of starting over.
+    pub resume: bool,
 }
 
 impl ReplayOptions {
@@ -59,8 +66,18 @@ impl ReplayOptions {
             stop: None,
             progress: None,
             coco: None,
+            resume: false,
         }
     }
+}
+
+/// The bag's paths that no output may be or be inside: the bag itself and its storage files.
+pub fn input_paths(bag: &Path) -> Vec<PathBuf> {
+    let mut v = vec![bag.to_path_buf()];
+    if let Ok(r) = open_bag(bag) {
+        v.extend(r.files().map(|(p, _)| p.to_path_buf()));
+    }
+    v
 }
 
 pub fn instances_topic(topic: &str) -> String {
@@ -151,10 +168,22 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
         .map(|m| CocoCollector::new(m, engine.config().use_maskiou));
     // Position of the next image message among the selected topics (COCO index matching).
     let mut image_index = 0u64;
+    if let Some(p) = &opts.out {
+        refuse_overlap(&input_paths(bag), &[("--out".into(), p.clone())])
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+    }
+    let mut resumed = match (&opts.out, opts.resume) {
+        (Some(p), true) => resume::prepare(p, opts.copy_inputs)?,
+        _ => None,
+    };
     let mut out = match &opts.out {
         Some(p) => Some(BagWriter::create(p)?),
         None => None,
     };
+    if let (Some(src), Some(w)) = (&resumed, out.as_mut()) {
+        log::info!("--resume: carrying {} complete frames over", src.frames);
+        src.carry(w, opts.copy_inputs)?;
+    }
 
     let mut report = Report {
         bag: bag.display().to_string(),
@@ -166,6 +195,8 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
         skipped_by_reason: BTreeMap::new(),
         skipped: Vec::new(),
         read_errors: Vec::new(),
+        read_errors_by_reason: BTreeMap::new(),
+        resumed_frames: resumed.as_ref().map_or(0, |r| r.frames),
         wall_s: 0.0,
         fps: 0.0,
         latency_ms: BTreeMap::new(),
@@ -207,10 +238,22 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
             Ok(m) => m,
             Err(e) => {
                 log::warn!("bag read error: {e}");
+                *report
+                    .read_errors_by_reason
+                    .entry(e.read_error_kind().to_string())
+                    .or_default() += 1;
                 report.read_errors.push(e.to_string());
                 continue;
             }
         };
+        if let Some(r) = resumed.as_mut() {
+            if r.take_done(&msg.topic, msg.log_time_ns) {
+                if is_image_type(&msg.msg_type) {
+                    image_index += 1;
+                }
+                continue;
+            }
+        }
         report.messages += 1;
         last_log_ns = last_log_ns.max(msg.log_time_ns);
         let state = match states.get_mut(&msg.topic) {
@@ -345,7 +388,8 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
                     schema::DETECTION2D_ARRAY,
                     msg.log_time_ns,
                     &inst.to_detection2d_cdr()?,
-                )
+                )?;
+                w.end_frame()
             })();
             if let Err(e) = r {
                 write_error = Some(e);
@@ -398,6 +442,11 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
             }
         }
         w.finish()?;
+        if write_error.is_none() {
+            if let Some(r) = resumed.take() {
+                r.finish();
+            }
+        }
     }
     if let Some(e) = write_error {
         return Err(e);
@@ -431,12 +480,16 @@ pub fn diagnostics(report: &Report, last_log_ns: u64) -> DiagnosticArray {
         kv("interrupted", report.interrupted.to_string()),
         kv("skipped", report.skipped_total.to_string()),
         kv("read_errors", report.read_errors.len().to_string()),
+        kv("resumed_frames", report.resumed_frames.to_string()),
         kv("wall_s", format!("{:.3}", report.wall_s)),
         kv("fps", format!("{:.4}", report.fps)),
         kv("detections", report.detections_total.to_string()),
     ];
     for (r, n) in &report.skipped_by_reason {
         values.push(kv(&format!("skipped.{r}"), n.to_string()));
+    }
+    for (r, n) in &report.read_errors_by_reason {
+        values.push(kv(&format!("read_errors.{r}"), n.to_string()));
     }
     for (stage, p) in &report.latency_ms {
         values.push(kv(

@@ -238,9 +238,12 @@ pub fn render(size: (u32, u32), panels: &[Panel]) -> Result<RgbImage> {
     Ok(img)
 }
 
+/// Encodes in memory and writes through a temporary name, so a PNG is never half there.
 fn save(img: &RgbImage, path: &Path) -> Result<()> {
-    img.save(path)
-        .map_err(|e| Error::Invalid(format!("{}: writing PNG: {e}", path.display())))
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, image::ImageFormat::Png)
+        .map_err(|e| Error::Invalid(format!("{}: encoding PNG: {e}", path.display())))?;
+    crate::bag::out_path::write_atomic(path, bytes.get_ref()).map_err(|e| Error::io(path, e))
 }
 
 /// Per-frame latency of each stage and of the whole frame, over the processed-frame index.

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::coco::{CocoCollector, CocoSummary};
+use crate::bag::out_path::write_atomic;
 use crate::error::{Error, Result};
 use crate::tracking::metrics::StabilityReport;
 
@@ -90,6 +91,11 @@ pub struct Report {
     /// Storage read errors: a damaged file ends with one; a single unreadable record is one and
     /// reading goes on.
     pub read_errors: Vec<String>,
+    /// Read errors by kind (`truncated`, `chunk_crc`, `chunk`, `framing`, `record`, `data_crc`,
+    /// `not_mcap` for MCAP; `sqlite`, `io`, `layout`).
+    pub read_errors_by_reason: BTreeMap<String, u64>,
+    /// Frames carried over from the interrupted output by `--resume` (not counted in `frames`).
+    pub resumed_frames: u64,
     pub wall_s: f64,
     /// Processed frames per wall-clock second, reading and writing included.
     pub fps: f64,
@@ -98,7 +104,7 @@ pub struct Report {
     pub detections_total: u64,
     pub detections_per_class: BTreeMap<String, u64>,
     pub topics: BTreeMap<String, TopicReport>,
-    /// The run was stopped (Ctrl-C) before the end of the bag.
+    /// The run was stopped (Ctrl-C, SIGTERM or SIGHUP) before the end of the bag.
     pub interrupted: bool,
     /// Matching and AP when the replay ran with COCO ground truth.
     pub coco: Option<CocoSummary>,
@@ -109,26 +115,36 @@ pub struct Report {
 }
 
 impl Report {
+    /// The files [`Self::write`] puts into `dir`.
+    pub const FILES: [&'static str; 4] = ["report.json", "report.md", "latency.png", "stability.png"];
+
     /// Writes `report.json`, `report.md`, `latency.png` and `stability.png` into `dir` (created
-    /// when missing).
+    /// when missing), each through a temporary name and a rename.
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let json = serde_json::to_string_pretty(self)
             .map_err(|e| Error::Invalid(format!("report JSON: {e}")))?;
         let p = dir.join("report.json");
-        std::fs::write(&p, json).map_err(|e| Error::io(&p, e))?;
+        write_atomic(&p, json.as_bytes()).map_err(|e| Error::io(&p, e))?;
         let p = dir.join("report.md");
-        std::fs::write(&p, self.markdown()).map_err(|e| Error::io(&p, e))?;
+        write_atomic(&p, self.markdown().as_bytes()).map_err(|e| Error::io(&p, e))?;
         super::plot::write_plots(&self.series, dir)
     }
 
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# yolact replay report\n");
-        let _ = writeln!(s, "- bag: `{}`", self.bag);
-        let _ = writeln!(s, "- model: `{}`", self.model);
+        let _ = writeln!(s, "- bag: `{}`", md(&self.bag));
+        let _ = writeln!(s, "- model: `{}`", md(&self.model));
         if let Some(o) = &self.output_bag {
-            let _ = writeln!(s, "- output bag: `{o}`");
+            let _ = writeln!(s, "- output bag: `{}`", md(o));
+        }
+        if self.resumed_frames > 0 {
+            let _ = writeln!(
+                s,
+                "- resumed: {} frames carried over from the interrupted output",
+                self.resumed_frames
+            );
         }
         let _ = writeln!(
             s,
@@ -141,7 +157,11 @@ impl Report {
             self.wall_s, self.fps
         );
         if self.interrupted {
-            let _ = writeln!(s, "- **interrupted** (Ctrl-C) after {} frames", self.frames);
+            let _ = writeln!(
+                s,
+                "- **interrupted** (Ctrl-C, SIGTERM or SIGHUP) after {} frames",
+                self.frames
+            );
         }
         let _ = writeln!(s, "\nPlots: `latency.png`, `stability.png`.\n");
         if let Some(c) = &self.coco {
@@ -179,22 +199,29 @@ impl Report {
         if !self.skipped_by_reason.is_empty() {
             let _ = writeln!(s, "## Skipped frames\n\n| reason | count |\n|---|---:|");
             for (r, n) in &self.skipped_by_reason {
-                let _ = writeln!(s, "| {r} | {n} |");
+                let _ = writeln!(s, "| {} | {n} |", md(r));
             }
             let _ = writeln!(s);
             for k in &self.skipped {
                 let _ = writeln!(
                     s,
                     "- `{}` @ {} ns: {} ({})",
-                    k.topic, k.log_time_ns, k.reason, k.error
+                    md(&k.topic),
+                    k.log_time_ns,
+                    md(&k.reason),
+                    md(&k.error)
                 );
             }
             let _ = writeln!(s);
         }
         if !self.read_errors.is_empty() {
-            let _ = writeln!(s, "## Read errors\n");
+            let _ = writeln!(s, "## Read errors\n\n| kind | count |\n|---|---:|");
+            for (r, n) in &self.read_errors_by_reason {
+                let _ = writeln!(s, "| {} | {n} |", md(r));
+            }
+            let _ = writeln!(s);
             for e in &self.read_errors {
-                let _ = writeln!(s, "- {e}");
+                let _ = writeln!(s, "- {}", md(e));
             }
             let _ = writeln!(s);
         }
@@ -215,14 +242,16 @@ impl Report {
             self.detections_total
         );
         for (c, n) in &self.detections_per_class {
-            let _ = writeln!(s, "| {c} | {n} |");
+            let _ = writeln!(s, "| {} | {n} |", md(c));
         }
         let _ = writeln!(s, "\n## Topics\n");
         for (t, r) in &self.topics {
             let _ = writeln!(
                 s,
-                "### `{t}` ({})\n\nframes {}, skipped {}, detections {}\n",
-                r.msg_type, r.frames, r.skipped, r.detections
+                "### `{}` ({})\n\nframes {}, skipped {}, detections {}\n",
+                md(t),
+                md(&r.msg_type),
+                r.frames, r.skipped, r.detections
             );
             let stab = serde_json::to_string_pretty(&r.stability).unwrap_or_default();
             let _ = writeln!(
@@ -234,9 +263,29 @@ impl Report {
     }
 }
 
+/// Text from the data (error messages, topics, paths) made safe for one line of a Markdown
+/// table or list: line breaks become spaces, `|` and backticks are escaped.
+fn md(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\r' | '\n' => out.push(' '),
+            '|' => out.push_str("\\|"),
+            '`' => out.push('\''),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_text_cannot_break_the_markdown() {
+        assert_eq!(md("a\nb|c`d\r\ne"), "a b\\|c'd  e");
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

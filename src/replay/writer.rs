@@ -1,16 +1,31 @@
 //! The output bag: one MCAP file, `ros2` profile, `ros2msg` schemas, `cdr` messages.
+//!
+//! It is written as `OUT.partial.mcap` and renamed to `OUT` by [`BagWriter::finish`], so `OUT` is
+//! never a half-written file. [`BagWriter::end_frame`] closes the chunk after every frame and
+//! hands it to the OS (and to the disk at most once a second), so after a SIGKILL or a power
+//! cut `OUT.partial.mcap` holds every complete frame up to the last second or so, readable by our
+//! reader and made whole by `yolact bag-recover` or `yolact replay --resume`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use crate::bag::out_path::partial_path;
 use crate::error::{Error, Result};
 use crate::msgs::schema;
 
+/// How often finished chunks are forced to the disk (fsync), bounding what a power cut loses.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
 pub struct BagWriter {
     path: PathBuf,
+    partial: PathBuf,
     writer: mcap::Writer<BufWriter<File>>,
+    /// The same open file, for fsync (the mcap writer owns the other handle).
+    sync: File,
+    last_sync: Instant,
     schemas: BTreeMap<String, u16>,
     channels: BTreeMap<String, u16>,
     sequence: u32,
@@ -25,14 +40,19 @@ impl BagWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let file = File::create(path).map_err(|e| Error::io(path, e))?;
+        let partial = partial_path(path);
+        let file = File::create(&partial).map_err(|e| Error::io(&partial, e))?;
+        let sync = file.try_clone().map_err(|e| Error::io(&partial, e))?;
         let writer = mcap::WriteOptions::new()
             .profile("ros2")
             .create(BufWriter::new(file))
             .map_err(|e| mcap_err(path, e))?;
         Ok(BagWriter {
             path: path.to_path_buf(),
+            partial,
             writer,
+            sync,
+            last_sync: Instant::now(),
             schemas: BTreeMap::new(),
             channels: BTreeMap::new(),
             sequence: 0,
@@ -78,9 +98,32 @@ impl BagWriter {
             .map_err(|e| mcap_err(&self.path, e))
     }
 
-    /// Writes the summary and footer; without it the file is only readable as a damaged one.
+    /// The file being written (`OUT.partial.mcap`) until [`Self::finish`] renames it.
+    pub fn partial_path(&self) -> &Path {
+        &self.partial
+    }
+
+    /// Closes the current chunk and hands it to the OS, so the frame survives a SIGKILL; forces
+    /// it to the disk when the last fsync is [`SYNC_EVERY`] old.
+    pub fn end_frame(&mut self) -> Result<()> {
+        self.writer.flush().map_err(|e| mcap_err(&self.path, e))?;
+        if self.last_sync.elapsed() >= SYNC_EVERY {
+            self.sync
+                .sync_data()
+                .map_err(|e| Error::io(&self.partial, e))?;
+            self.last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Writes the summary and footer, syncs, and renames `OUT.partial.mcap` to `OUT`.
     pub fn finish(mut self) -> Result<()> {
         self.writer.finish().map_err(|e| mcap_err(&self.path, e))?;
+        drop(self.writer);
+        self.sync
+            .sync_all()
+            .map_err(|e| Error::io(&self.partial, e))?;
+        std::fs::rename(&self.partial, &self.path).map_err(|e| Error::io(&self.path, e))?;
         Ok(())
     }
 }

@@ -28,6 +28,7 @@ mod post;
 mod replay;
 mod replay_coco;
 mod replay_interrupt;
+mod replay_recovery;
 mod ros_packaging;
 mod tracking;
 mod weights;
