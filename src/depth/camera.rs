@@ -134,12 +134,17 @@ impl PixelMap {
         width: usize,
         height: usize,
     ) -> Option<(usize, usize)> {
-        let [x, y] = self.map(u as f64, v as f64);
-        let (x, y) = (x.round(), y.round());
-        if x < 0.0 || y < 0.0 || x >= width as f64 || y >= height as f64 {
-            return None;
-        }
-        Some((x as usize, y as usize))
+        Some((self.map_column(u, width)?, self.map_row(v, height)?))
+    }
+
+    /// The target column nearest to source column `u` (the map is separable).
+    pub fn map_column(&self, u: usize, width: usize) -> Option<usize> {
+        nearest(self.a_u * u as f64 + self.b_u, width)
+    }
+
+    /// The target row nearest to source row `v`.
+    pub fn map_row(&self, v: usize, height: usize) -> Option<usize> {
+        nearest(self.a_v * v as f64 + self.b_v, height)
     }
 
     /// The inverse map (target -> source).
@@ -151,6 +156,11 @@ impl PixelMap {
             b_v: -self.b_v / self.a_v,
         }
     }
+}
+
+fn nearest(x: f64, n: usize) -> Option<usize> {
+    let x = x.round();
+    (x >= 0.0 && x < n as f64).then_some(x as usize)
 }
 
 #[cfg(test)]

@@ -18,10 +18,11 @@ pub struct Depth3dOptions {
     /// Readings outside `[min_depth, max_depth]` metres are invalid.
     pub min_depth: f64,
     pub max_depth: f64,
-    /// Outlier band half-width in robust standard deviations (1.4826 MAD); 0 turns rejection off.
+    /// Core band half-width in robust standard deviations (1.4826 MAD); 0 turns rejection off.
     pub outlier_k: f64,
-    /// The band is at least this wide on each side, metres.
-    pub min_band: f64,
+    /// The band grows over sorted depths while consecutive readings are at most this far apart
+    /// (metres): a continuous surface is kept, background behind a gap is not.
+    pub max_gap: f64,
     /// Fewer points than this after rejection: not enough depth.
     pub min_points: usize,
 }
@@ -33,7 +34,7 @@ impl Default for Depth3dOptions {
             min_depth: 0.1,
             max_depth: 10.0,
             outlier_k: 3.0,
-            min_band: 0.01,
+            max_gap: 0.02,
             min_points: 20,
         }
     }
@@ -60,11 +61,8 @@ impl Depth3dOptions {
                 self.outlier_k
             ));
         }
-        if !(self.min_band.is_finite() && self.min_band >= 0.0) {
-            return bad(format!(
-                "min band {} must be finite and >= 0",
-                self.min_band
-            ));
+        if !(self.max_gap.is_finite() && self.max_gap >= 0.0) {
+            return bad(format!("max gap {} must be finite and >= 0", self.max_gap));
         }
         if self.min_points == 0 {
             return bad("min points must be at least 1".into());
@@ -180,13 +178,13 @@ pub fn instance_3d(
     );
     // The map is separable: colour column per depth column, colour row per depth row.
     let cols: Vec<Option<usize>> = (u0..u1)
-        .map(|u| d2c.map_pixel(u, 0, colour.width as usize, 1).map(|p| p.0))
+        .map(|u| d2c.map_column(u, colour.width as usize))
         .collect();
 
     let mut sampled = 0usize;
     let mut readings: Vec<(usize, usize, f64)> = Vec::new();
     for v in v0..v1 {
-        let Some((_, cv)) = d2c.map_pixel(0, v, 1, colour.height as usize) else {
+        let Some(cv) = d2c.map_row(v, colour.height as usize) else {
             continue;
         };
         for (u, cu) in (u0..u1).zip(&cols) {
@@ -207,7 +205,7 @@ pub fn instance_3d(
     }
     if opts.outlier_k > 0.0 {
         let z: Vec<f64> = readings.iter().map(|r| r.2).collect();
-        if let Some((lo, hi)) = depth_band(&z, opts.outlier_k, opts.min_band) {
+        if let Some((lo, hi)) = depth_band(&z, opts.outlier_k, opts.max_gap) {
             readings.retain(|r| r.2 >= lo && r.2 <= hi);
         }
     }
