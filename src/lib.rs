@@ -11,6 +11,7 @@
 pub mod bag;
 pub mod config;
 pub mod cuda;
+pub mod depth;
 pub mod engine;
 pub mod error;
 pub mod eval;

@@ -1,8 +1,12 @@
 //! The messages the replay writes (and the ROS node will publish): our
 //! `yolact_ros2_msgs/msg/InstanceArray`, `vision_msgs/msg/Detection2DArray` and
-//! `diagnostic_msgs/msg/DiagnosticArray`, as CDR bytes plus their `ros2msg` schema text
+//! `diagnostic_msgs/msg/DiagnosticArray`, the 3D outputs from depth (`vision_msgs/msg/Detection3DArray`,
+//! `sensor_msgs/msg/PointCloud2`) and the `sensor_msgs/msg/CameraInfo` reader, as CDR bytes plus their `ros2msg` schema text
 //! ([`schema`]).
 
+pub mod camera_info;
+pub mod detection3d;
+pub mod point_cloud;
 pub mod schema;
 
 use crate::bag::{BagError, CdrReader, CdrWriter, Header};

@@ -16,6 +16,9 @@ pub const DETECTION2D_ARRAY: &str = "vision_msgs/msg/Detection2DArray";
 pub const DIAGNOSTIC_ARRAY: &str = "diagnostic_msgs/msg/DiagnosticArray";
 pub const IMAGE: &str = "sensor_msgs/msg/Image";
 pub const COMPRESSED_IMAGE: &str = "sensor_msgs/msg/CompressedImage";
+pub const DETECTION3D_ARRAY: &str = "vision_msgs/msg/Detection3DArray";
+pub const POINT_CLOUD2: &str = "sensor_msgs/msg/PointCloud2";
+pub const CAMERA_INFO: &str = "sensor_msgs/msg/CameraInfo";
 
 const SEPARATOR: &str =
     "================================================================================";
@@ -92,6 +95,41 @@ const DEFINITIONS: &[(&str, &str)] = &[
     (
         "sensor_msgs/CompressedImage",
         "std_msgs/Header header\nstring format\nuint8[] data\n",
+    ),
+    (
+        "vision_msgs/Detection3DArray",
+        "std_msgs/Header header\nvision_msgs/Detection3D[] detections\n",
+    ),
+    (
+        "vision_msgs/Detection3D",
+        "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n\
+         vision_msgs/BoundingBox3D bbox\nstring id\n",
+    ),
+    (
+        "vision_msgs/BoundingBox3D",
+        "geometry_msgs/Pose center\ngeometry_msgs/Vector3 size\n",
+    ),
+    ("geometry_msgs/Vector3", "float64 x\nfloat64 y\nfloat64 z\n"),
+    (
+        "sensor_msgs/PointCloud2",
+        "std_msgs/Header header\nuint32 height\nuint32 width\nsensor_msgs/PointField[] fields\n\
+         bool is_bigendian\nuint32 point_step\nuint32 row_step\nuint8[] data\nbool is_dense\n",
+    ),
+    (
+        "sensor_msgs/PointField",
+        "uint8 INT8=1\nuint8 UINT8=2\nuint8 INT16=3\nuint8 UINT16=4\nuint8 INT32=5\n\
+         uint8 UINT32=6\nuint8 FLOAT32=7\nuint8 FLOAT64=8\nstring name\nuint32 offset\n\
+         uint8 datatype\nuint32 count\n",
+    ),
+    (
+        "sensor_msgs/CameraInfo",
+        "std_msgs/Header header\nuint32 height\nuint32 width\nstring distortion_model\n\
+         float64[] d\nfloat64[9] k\nfloat64[9] r\nfloat64[12] p\nuint32 binning_x\n\
+         uint32 binning_y\nsensor_msgs/RegionOfInterest roi\n",
+    ),
+    (
+        "sensor_msgs/RegionOfInterest",
+        "uint32 x_offset\nuint32 y_offset\nuint32 height\nuint32 width\nbool do_rectify\n",
     ),
 ];
 

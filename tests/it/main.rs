@@ -19,6 +19,7 @@ mod cuda_emu;
 mod dds_e2e;
 mod dds_node_cli;
 mod dds_transport;
+mod depth;
 mod docs;
 mod model;
 mod node;
