@@ -21,7 +21,7 @@ use crate::config::YolactConfig;
 use crate::engine::preprocess::preprocess;
 use crate::engine::priors::{conv_sizes, priors_tensor};
 use crate::error::{Error, Result};
-use crate::model::Yolact;
+use crate::model::{head, Yolact};
 use crate::output::detection::Detections;
 use crate::post::decode::decode_boxes;
 use crate::post::fast_nms::{detect, NmsKind, NmsOptions};
@@ -249,8 +249,10 @@ impl Engine {
             }
         }
         let tensors = weights::prepare(sd, &cfg)?;
-        let vb = VarBuilder::from_tensors(tensors, dtype, device);
-        let model = Yolact::load(vb, &cfg)?;
+        // Loaded in f32 as trained, then the inference step (batch norms absorbed in f64, head
+        // convs stacked), then cast once to the network's dtype.
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let model = Yolact::load(vb, &cfg)?.fuse()?.to_dtype(dtype)?;
         let priors = priors_tensor(&cfg, &conv_sizes(&cfg), device)?;
         // candle's CUDA device queues on the *calling thread's* default stream, and the node builds
         // the engine on one thread and runs frames on another, whose stream does not wait for this
@@ -393,6 +395,7 @@ impl Engine {
         let proto = self.model.protonet(&p[0])?;
         clock.mark()?;
         let (loc, conf, coef) = self.model.heads(&p)?;
+        let (conf, coef) = head::activate(&conf, &coef)?;
         // Decode, NMS and mask assembly always run in f32.
         let (loc, conf, coef, proto) = (
             f32_of(&loc)?,

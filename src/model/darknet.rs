@@ -1,19 +1,19 @@
 //! DarkNet-53 backbone of yolact_darknet53 (docs/model.md §2.2). Every conv is conv -> BN ->
 //! LeakyReLU(0.1).
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::Conv2d;
+use super::layers::{ConvBn, Mode};
 
 /// Channels of stage `s` outputs: 64, 128, 256, 512, 1024.
 pub const STAGE_CHANNELS: [usize; 5] = [64, 128, 256, 512, 1024];
 
 const LEAKY_SLOPE: f64 = 0.1;
 
-/// Conv with folded BN followed by LeakyReLU(0.1); keys `<prefix>.0.weight` and `<prefix>.1.*`.
+/// Conv and BN followed by LeakyReLU(0.1); keys `<prefix>.0.weight` and `<prefix>.1.*`.
 #[derive(Debug, Clone)]
-pub struct DarkConv(Conv2d);
+pub struct DarkConv(ConvBn);
 
 impl DarkConv {
     pub fn load(
@@ -23,7 +23,7 @@ impl DarkConv {
         k: usize,
         stride: usize,
     ) -> Result<Self> {
-        Ok(Self(Conv2d::load_bn(
+        Ok(Self(ConvBn::load(
             vb.pp("0"),
             vb.pp("1"),
             c_in,
@@ -34,10 +34,22 @@ impl DarkConv {
         )?))
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         // max(y, 0.1 y) equals LeakyReLU for a slope below 1, in one fused binary op.
-        let y = self.0.forward(x)?;
+        let y = self.0.forward_t(x, mode)?;
         y.maximum(&(&y * LEAKY_SLOPE)?)
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, Mode::Eval)
+    }
+
+    pub fn absorb_bn(&self) -> Result<Self> {
+        Ok(Self(self.0.absorb_bn()?))
+    }
+
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        Ok(Self(self.0.to_dtype(dtype)?))
     }
 }
 
@@ -56,8 +68,21 @@ impl DarkBlock {
         })
     }
 
+    pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.conv2
+            .forward_t(&self.conv1.forward_t(x, mode)?, mode)?
+            + x
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.conv2.forward(&self.conv1.forward(x)?)? + x
+        self.forward_t(x, Mode::Eval)
+    }
+
+    fn map(&self, f: impl Fn(&DarkConv) -> Result<DarkConv>) -> Result<Self> {
+        Ok(Self {
+            conv1: f(&self.conv1)?,
+            conv2: f(&self.conv2)?,
+        })
     }
 }
 
@@ -88,20 +113,47 @@ impl DarkNet {
     }
 
     /// Returns the outputs of the stages listed in `keep` (in stage order).
-    pub fn forward(&self, x: &Tensor, keep: &[usize]) -> Result<Vec<Tensor>> {
-        let mut x = self.preconv.forward(x)?;
+    pub fn forward_t(&self, x: &Tensor, keep: &[usize], mode: Mode) -> Result<Vec<Tensor>> {
+        let mut x = self.preconv.forward_t(x, mode)?;
         let last = keep.iter().copied().max().unwrap_or(0);
         let mut outs = Vec::with_capacity(keep.len());
         for (s, (down, blocks)) in self.stages.iter().enumerate().take(last + 1) {
-            x = down.forward(&x)?;
+            x = down.forward_t(&x, mode)?;
             for block in blocks {
-                x = block.forward(&x)?;
+                x = block.forward_t(&x, mode)?;
             }
             if keep.contains(&s) {
                 outs.push(x.clone());
             }
         }
         Ok(outs)
+    }
+
+    pub fn forward(&self, x: &Tensor, keep: &[usize]) -> Result<Vec<Tensor>> {
+        self.forward_t(x, keep, Mode::Eval)
+    }
+
+    /// Every conv with its batch norm absorbed (the inference step).
+    pub fn absorb_bn(&self) -> Result<Self> {
+        self.map(&DarkConv::absorb_bn)
+    }
+
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        self.map(&|c: &DarkConv| c.to_dtype(dtype))
+    }
+
+    fn map(&self, f: &dyn Fn(&DarkConv) -> Result<DarkConv>) -> Result<Self> {
+        Ok(Self {
+            preconv: f(&self.preconv)?,
+            stages: self
+                .stages
+                .iter()
+                .map(|(down, blocks)| {
+                    let blocks = blocks.iter().map(|b| b.map(f)).collect::<Result<_>>()?;
+                    Ok((f(down)?, blocks))
+                })
+                .collect::<Result<_>>()?,
+        })
     }
 }
 
@@ -131,6 +183,7 @@ mod tests {
         let x = tu::rand_input(2, 3, 11, 10);
         let d = down.forward(&x).unwrap();
         let got = block.forward(&d).unwrap();
+        let absorbed = block.map(DarkConv::absorb_bn).unwrap().forward(&d).unwrap();
 
         let dn = leaky(&tu::bn(
             &tu::conv(&Nd::from_tensor(&x), &dw, None, 2, 1),
@@ -144,6 +197,8 @@ mod tests {
         assert!(want.data.iter().any(|&v| v < 0.0));
         let err = tu::rel_err(&got, &want);
         assert!(err < 1e-5, "{err}");
+        let err = tu::rel_err(&absorbed, &want);
+        assert!(err < 1e-5, "absorbed: {err}");
     }
 
     #[test]
@@ -162,7 +217,7 @@ mod tests {
             w.bn(&format!("layers.{s}.1.conv2.1"), 2 * c);
             c_in = 2 * c;
         }
-        let net = DarkNet::load(w.vb(), &[1; 5]).unwrap();
+        let net = DarkNet::load(w.vb(), &[1; 5]).unwrap().absorb_bn().unwrap();
         let out = net
             .forward(&tu::rand_input(1, 3, 70, 70), &[2, 3, 4])
             .unwrap();

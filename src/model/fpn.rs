@@ -1,10 +1,10 @@
 //! Feature pyramid P3..P7 (docs/model.md §2.4, §5.2). The reference stores the lateral and
 //! prediction convs top-down (index 0 acts on C5), which the key names below follow.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::Conv2d;
+use super::layers::{Conv2d, Mode};
 use crate::ops::interp::resize_bilinear;
 
 #[derive(Debug, Clone)]
@@ -32,8 +32,25 @@ impl Fpn {
         Ok(Self { lat, pred, down })
     }
 
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        let cast = |v: &[Conv2d]| {
+            v.iter()
+                .map(|c| c.to_dtype(dtype))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(Self {
+            lat: cast(&self.lat)?,
+            pred: cast(&self.pred)?,
+            down: cast(&self.down)?,
+        })
+    }
+
     /// `c` = [C3, C4, C5]; returns [P3, P4, P5, P6, P7].
     pub fn forward(&self, c: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.forward_t(c, Mode::Eval)
+    }
+
+    pub fn forward_t(&self, c: &[Tensor], mode: Mode) -> Result<Vec<Tensor>> {
         if c.len() != 3 {
             candle_core::bail!("fpn expects 3 backbone maps (C3, C4, C5), got {}", c.len());
         }
@@ -41,7 +58,7 @@ impl Fpn {
         let mut laterals: Vec<Tensor> = Vec::with_capacity(3);
         for (i, lat) in self.lat.iter().enumerate() {
             let ci = &c[2 - i];
-            let l = lat.forward(ci)?;
+            let l = lat.forward_t(ci, mode)?;
             let l = match laterals.last() {
                 Some(prev) => {
                     let (_, _, h, w) = ci.dims4()?;
@@ -55,12 +72,12 @@ impl Fpn {
         let mut p: Vec<Tensor> = laterals
             .iter()
             .zip(&self.pred)
-            .map(|(l, conv)| conv.forward(l)?.relu())
+            .map(|(l, conv)| conv.forward_t(l, mode)?.relu())
             .collect::<Result<Vec<_>>>()?;
         p.reverse(); // [P3, P4, P5]
         let mut x = p[2].clone();
         for conv in &self.down {
-            x = conv.forward(&x)?;
+            x = conv.forward_t(&x, mode)?;
             p.push(x.clone());
         }
         Ok(p)

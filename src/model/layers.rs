@@ -1,51 +1,159 @@
-//! Building blocks shared by every part of the network: convolutions with eval-mode batch norm folded
-//! in at load time, and the modulated deformable 3x3 conv of YOLACT++.
+//! Building blocks shared by every part of the network: convolutions, batch norm kept as a layer,
+//! the conv + batch-norm pair with its explicit inference step ([`ConvBn::absorb_bn`], which folds
+//! the norm into the conv), and the modulated deformable 3x3 conv of YOLACT++.
+//!
+//! Every layer runs in one of three [`Mode`]s. Inference uses the banded im2col conv, which has no
+//! backward; the training modes use candle's conv2d, which has one, so gradients reach the weights.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, Var, D};
 use candle_nn::{init, VarBuilder};
 
 /// PyTorch's BatchNorm2d default; every BN in the reference uses it.
 pub const BN_EPS: f64 = 1e-5;
+/// PyTorch's BatchNorm2d default momentum for the running averages.
+pub const BN_MOMENTUM: f64 = 0.1;
 
-/// Eval-mode batch-norm statistics and affine parameters, each of shape (C,).
+/// How a forward pass treats batch norm and which convolution it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Inference: running statistics, the banded im2col conv (no backward).
+    #[default]
+    Eval,
+    /// Training with batch norm frozen as the reference's `freeze_bn`: running statistics, and no
+    /// gradient for the norm's weight and bias. Convs have a backward.
+    TrainFrozenBn,
+    /// Training with batch statistics; the running averages are updated in place (PyTorch's
+    /// momentum and unbiased variance). Needs the weights in a trainable store.
+    Train,
+}
+
+impl Mode {
+    pub fn is_train(self) -> bool {
+        self != Mode::Eval
+    }
+}
+
+/// Batch norm over (N, C, H, W): affine parameters and running statistics, each of shape (C,).
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
     pub weight: Tensor,
     pub bias: Tensor,
     pub running_mean: Tensor,
     pub running_var: Tensor,
+    pub eps: f64,
+    pub momentum: f64,
 }
 
 impl BatchNorm {
     /// Requests exactly the four float keys; `num_batches_tracked` is never read. Always f32: the
-    /// statistics are only folded into convs, which are cast to the model dtype afterwards.
+    /// statistics are folded into convs in f64 and the model cast afterwards.
     pub fn load(vb: VarBuilder, c: usize) -> Result<Self> {
         Ok(Self {
             weight: vb.get_with_hints_dtype(c, "weight", init::ONE, DType::F32)?,
             bias: vb.get_with_hints_dtype(c, "bias", init::ZERO, DType::F32)?,
             running_mean: vb.get_with_hints_dtype(c, "running_mean", init::ZERO, DType::F32)?,
             running_var: vb.get_with_hints_dtype(c, "running_var", init::ONE, DType::F32)?,
+            eps: BN_EPS,
+            momentum: BN_MOMENTUM,
         })
     }
 
-    /// Per-channel (scale, shift) such that bn(y) = y * scale + shift.
-    fn scale_shift(&self) -> Result<(Tensor, Tensor)> {
-        // Folding happens once at load time, so do it in f64 to keep the extra rounding to one step.
+    /// Per-channel (scale, shift) in f64 such that bn(y) = y * scale + shift (eval statistics).
+    fn scale_shift_f64(&self) -> Result<(Tensor, Tensor)> {
+        // Folding happens once per model, so do it in f64 to keep the extra rounding to one step.
         let g = self.weight.to_dtype(DType::F64)?;
         let b = self.bias.to_dtype(DType::F64)?;
         let m = self.running_mean.to_dtype(DType::F64)?;
         let v = self.running_var.to_dtype(DType::F64)?;
-        let scale = g.div(&(v + BN_EPS)?.sqrt()?)?;
+        let scale = g.div(&(v + self.eps)?.sqrt()?)?;
         let shift = b.sub(&m.mul(&scale)?)?;
         Ok((scale, shift))
+    }
+
+    pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        if x.rank() != 4 || x.dim(1)? != c {
+            candle_core::bail!(
+                "batch norm over {c} channels got an input of shape {:?}",
+                x.dims()
+            );
+        }
+        let per_channel =
+            |t: &Tensor| -> Result<Tensor> { t.reshape((1, c, 1, 1))?.to_dtype(x.dtype()) };
+        // Running statistics never receive gradients; neither do frozen affine parameters.
+        let (mean, var) = (self.running_mean.detach(), self.running_var.detach());
+        match mode {
+            Mode::Eval | Mode::TrainFrozenBn => {
+                let (w, b) = if mode == Mode::Eval {
+                    (self.weight.clone(), self.bias.clone())
+                } else {
+                    (self.weight.detach(), self.bias.detach())
+                };
+                let scale = w.div(&(var + self.eps)?.sqrt()?)?;
+                let shift = b.sub(&mean.mul(&scale)?)?;
+                x.broadcast_mul(&per_channel(&scale)?)?
+                    .broadcast_add(&per_channel(&shift)?)
+            }
+            Mode::Train => self.forward_batch_stats(x, c),
+        }
+    }
+
+    /// Normalises with the batch's own mean and biased variance (gradients flow through both, as
+    /// in PyTorch), then moves the running averages towards the batch's mean and unbiased variance.
+    fn forward_batch_stats(&self, x: &Tensor, c: usize) -> Result<Tensor> {
+        let count = x.elem_count() / c;
+        if count < 2 {
+            candle_core::bail!(
+                "batch norm with batch statistics needs more than one value per channel, got {:?}",
+                x.dims()
+            );
+        }
+        let xf = x.to_dtype(DType::F32)?;
+        let mean = xf.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+        let centred = xf.broadcast_sub(&mean)?;
+        let var = centred
+            .sqr()?
+            .mean_keepdim(0)?
+            .mean_keepdim(2)?
+            .mean_keepdim(3)?;
+        let inv_std = (var.clone() + self.eps)?.sqrt()?.recip()?;
+        let w = self.weight.reshape((1, c, 1, 1))?;
+        let b = self.bias.reshape((1, c, 1, 1))?;
+        let y = centred
+            .broadcast_mul(&inv_std)?
+            .broadcast_mul(&w)?
+            .broadcast_add(&b)?;
+        self.update_running(
+            &mean.detach().flatten_all()?,
+            &var.detach().flatten_all()?,
+            count,
+        )?;
+        y.to_dtype(x.dtype())
+    }
+
+    fn update_running(&self, mean: &Tensor, var_biased: &Tensor, count: usize) -> Result<()> {
+        if !self.running_mean.is_variable() || !self.running_var.is_variable() {
+            candle_core::bail!(
+                "batch norm with batch statistics updates its running averages in place: load the \
+                 model from a trainable store (weights::WeightStore), not from plain tensors"
+            );
+        }
+        let m = self.momentum;
+        let unbiased = (var_biased * (count as f64 / (count - 1) as f64))?;
+        let new_mean = ((&self.running_mean.detach() * (1.0 - m))? + (mean * m)?)?;
+        let new_var = ((&self.running_var.detach() * (1.0 - m))? + (unbiased * m)?)?;
+        // A variable tensor from the store is the store's own Var: `set` updates it in place.
+        Var::from_tensor(&self.running_mean)?.set(&new_mean)?;
+        Var::from_tensor(&self.running_var)?.set(&new_var)?;
+        Ok(())
     }
 }
 
 /// Folds `bn` into a conv with OIHW `weight` and optional `bias`: returns (weight', bias') with
-/// conv(x, weight') + bias' == bn(conv(x, weight) + bias).
+/// conv(x, weight') + bias' == bn(conv(x, weight) + bias), in `weight`'s dtype.
 pub fn fold_bn(weight: &Tensor, bias: Option<&Tensor>, bn: &BatchNorm) -> Result<(Tensor, Tensor)> {
     let dtype = weight.dtype();
-    let (scale, shift) = bn.scale_shift()?;
+    let (scale, shift) = bn.scale_shift_f64()?;
     let w = weight
         .to_dtype(DType::F64)?
         .broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
@@ -56,8 +164,8 @@ pub fn fold_bn(weight: &Tensor, bias: Option<&Tensor>, bn: &BatchNorm) -> Result
     Ok((w.to_dtype(dtype)?, b.to_dtype(dtype)?))
 }
 
-/// A 2-D convolution (dilation 1, groups 1) with an optional (O,) bias that the GEMM accumulates
-/// onto (no separate broadcast pass over the output).
+/// A 2-D convolution (dilation 1, groups 1) with an optional (O,) bias. At inference the GEMM
+/// accumulates the bias (no separate broadcast pass over the output).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
@@ -106,34 +214,6 @@ impl Conv2d {
         Self::new(weight, bias, stride, padding)
     }
 
-    /// Loads a bias-free conv from `vb_conv` and folds the batch norm at `vb_bn` into it.
-    pub fn load_bn(
-        vb_conv: VarBuilder,
-        vb_bn: VarBuilder,
-        c_in: usize,
-        c_out: usize,
-        k: usize,
-        stride: usize,
-        padding: usize,
-    ) -> Result<Self> {
-        // Fold in full precision, then cast once to the model dtype (`--half`).
-        let dtype = vb_conv.dtype();
-        let weight = vb_conv.get_with_hints_dtype(
-            (c_out, c_in, k, k),
-            "weight",
-            init::DEFAULT_KAIMING_NORMAL,
-            DType::F32,
-        )?;
-        let bn = BatchNorm::load(vb_bn, c_out)?;
-        let (w, b) = fold_bn(&weight, None, &bn)?;
-        Self::new(
-            w.to_dtype(dtype)?,
-            Some(b.to_dtype(dtype)?),
-            stride,
-            padding,
-        )
-    }
-
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
@@ -151,8 +231,57 @@ impl Conv2d {
         self.padding
     }
 
+    /// The same conv with its weight and bias in `dtype`.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            weight: self.weight.to_dtype(dtype)?,
+            bias: self.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose()?,
+            ..*self
+        })
+    }
+
+    /// The inference pass ([`Mode::Eval`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fused(x, None, false)
+        self.forward_t(x, Mode::Eval)
+    }
+
+    pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if !mode.is_train() {
+            return self.fused(x, None, false);
+        }
+        let y = self.train_conv(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+
+    /// candle's conv2d, whose backward recovers the input size with a transposed conv whose
+    /// output padding candle 0.11 derives from the height alone: wrong whenever height and width
+    /// leave different remainders under the stride. So the input is padded here and cropped to
+    /// exactly the rows and columns the conv reads, and no output padding is needed.
+    fn train_conv(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let (k, s, p) = (self.weight.dim(2)?, self.stride, self.padding);
+        if h + 2 * p < k || w + 2 * p < k {
+            candle_core::bail!(
+                "conv2d: input {h}x{w} with padding {p} is smaller than the {k}x{k} kernel"
+            );
+        }
+        let (ho, wo) = (conv_out(h, k, s, p), conv_out(w, k, s, p));
+        let (hn, wn) = ((ho - 1) * s + k, (wo - 1) * s + k);
+        let mut xp = if p > 0 {
+            x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?
+        } else {
+            x.clone()
+        };
+        if xp.dim(2)? != hn {
+            xp = xp.narrow(2, 0, hn)?;
+        }
+        if xp.dim(3)? != wn {
+            xp = xp.narrow(3, 0, wn)?;
+        }
+        xp.conv2d(&self.weight, 0, s, 1, 1)
     }
 
     /// relu(forward(x)), the ReLU folded into the conv's output pass.
@@ -178,19 +307,123 @@ impl Conv2d {
     }
 }
 
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Conv2d::forward(self, x)
+    }
+}
+
+/// A bias-free conv followed by batch norm, as every backbone conv of the reference. Until
+/// [`ConvBn::absorb_bn`] the norm is a layer of its own (trainable, savable under its keys); after
+/// it, the conv carries the folded weight and bias and the norm is gone.
+#[derive(Debug, Clone)]
+pub struct ConvBn {
+    conv: Conv2d,
+    bn: Option<BatchNorm>,
+}
+
+impl ConvBn {
+    /// The conv's `weight` from `vb_conv`, the norm from `vb_bn`.
+    pub fn load(
+        vb_conv: VarBuilder,
+        vb_bn: VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::load(vb_conv, c_in, c_out, k, stride, padding, false)?,
+            bn: Some(BatchNorm::load(vb_bn, c_out)?),
+        })
+    }
+
+    /// The inference step: the norm folded into the conv (in f64, then the conv's dtype).
+    pub fn absorb_bn(&self) -> Result<Self> {
+        let Some(bn) = &self.bn else {
+            return Ok(self.clone());
+        };
+        let c = &self.conv;
+        let (w, b) = fold_bn(&c.weight, c.bias.as_ref(), bn)?;
+        Ok(Self {
+            conv: Conv2d::new(w, Some(b), c.stride, c.padding)?,
+            bn: None,
+        })
+    }
+
+    /// Whether the norm is still a separate layer.
+    pub fn has_bn(&self) -> bool {
+        self.bn.is_some()
+    }
+
+    /// Only for an absorbed layer (the norm's statistics stay f32 otherwise).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            conv: self.conv.to_dtype(dtype)?,
+            bn: self.bn.clone(),
+        })
+    }
+
+    /// The inference pass ([`Mode::Eval`]).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, Mode::Eval)
+    }
+
+    pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = self.conv.forward_t(x, mode)?;
+        match &self.bn {
+            Some(bn) => bn.forward_t(&y, mode),
+            None => Ok(y),
+        }
+    }
+}
+
+impl Module for ConvBn {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ConvBn::forward(self, x)
+    }
+}
+
 /// DCNv2 3x3 conv, padding 1 (docs/model.md §3): a plain conv predicts 18 offsets and 9 modulation
-/// logits from the input, then the deformable conv samples with them. Batch norm is folded into the
-/// main weight and its (learned) bias.
+/// logits from the input, then the deformable conv samples with them; batch norm follows, as a
+/// layer until [`DeformConv2d::absorb_bn`] folds it into the main weight and its (learned) bias.
+///
+/// The DCN op has no backward yet (issue 12): in training no gradient passes through it.
 #[derive(Debug, Clone)]
 pub struct DeformConv2d {
     offset_mask: Conv2d,
     weight: Tensor,
     bias: Tensor,
+    bn: Option<BatchNorm>,
     stride: usize,
 }
 
 impl DeformConv2d {
     /// `vb` is the DCN module (`...conv2`), `vb_bn` the batch norm that follows it (`...bn2`).
+    pub fn load(
+        vb: VarBuilder,
+        vb_bn: VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        let weight =
+            vb.get_with_hints((c_out, c_in, 3, 3), "weight", init::DEFAULT_KAIMING_NORMAL)?;
+        let bias = vb.get_with_hints(c_out, "bias", init::ZERO)?;
+        let offset_mask = Conv2d::load(vb.pp("conv_offset_mask"), c_in, 27, 3, stride, 1, true)?;
+        let bn = BatchNorm::load(vb_bn, c_out)?;
+        Ok(Self {
+            offset_mask,
+            weight,
+            bias,
+            bn: Some(bn),
+            stride,
+        })
+    }
+
+    /// [`DeformConv2d::load`] then [`DeformConv2d::absorb_bn`]: the inference layer in one call,
+    /// folded in full precision and then cast to `vb`'s dtype.
     pub fn load_bn(
         vb: VarBuilder,
         vb_bn: VarBuilder,
@@ -199,39 +432,66 @@ impl DeformConv2d {
         stride: usize,
     ) -> Result<Self> {
         let dtype = vb.dtype();
-        let weight = vb.get_with_hints_dtype(
-            (c_out, c_in, 3, 3),
-            "weight",
-            init::DEFAULT_KAIMING_NORMAL,
-            DType::F32,
-        )?;
-        let bias = vb.get_with_hints_dtype(c_out, "bias", init::ZERO, DType::F32)?;
-        let offset_mask = Conv2d::load(vb.pp("conv_offset_mask"), c_in, 27, 3, stride, 1, true)?;
-        let bn = BatchNorm::load(vb_bn, c_out)?;
-        let (weight, bias) = fold_bn(&weight, Some(&bias), &bn)?;
-        let (weight, bias) = (weight.to_dtype(dtype)?, bias.to_dtype(dtype)?);
+        Self::load(vb.set_dtype(DType::F32), vb_bn, c_in, c_out, stride)?
+            .absorb_bn()?
+            .to_dtype(dtype)
+    }
+
+    /// The inference step: the norm folded into the main weight and bias.
+    pub fn absorb_bn(&self) -> Result<Self> {
+        let Some(bn) = &self.bn else {
+            return Ok(self.clone());
+        };
+        let (weight, bias) = fold_bn(&self.weight, Some(&self.bias), bn)?;
         Ok(Self {
-            offset_mask,
+            offset_mask: self.offset_mask.clone(),
             weight,
             bias,
-            stride,
+            bn: None,
+            stride: self.stride,
         })
     }
 
+    /// Only for an absorbed layer (the norm's statistics stay f32 otherwise).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            offset_mask: self.offset_mask.to_dtype(dtype)?,
+            weight: self.weight.to_dtype(dtype)?,
+            bias: self.bias.to_dtype(dtype)?,
+            bn: self.bn.clone(),
+            stride: self.stride,
+        })
+    }
+
+    /// The inference pass ([`Mode::Eval`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let raw = self.offset_mask.forward(x)?;
+        self.forward_t(x, Mode::Eval)
+    }
+
+    pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let raw = self.offset_mask.forward_t(x, mode)?;
         // Channels 0..18 are already the interleaved (dy, dx) pairs; the reference's chunk + cat
         // leaves their order unchanged.
         let offset = raw.narrow(1, 0, 18)?;
         let mask = candle_nn::ops::sigmoid(&raw.narrow(1, 18, 9)?)?;
-        crate::ops::dcn::modulated_deform_conv2d(
+        let y = crate::ops::dcn::modulated_deform_conv2d(
             x,
             &offset,
             &mask,
             &self.weight,
             &self.bias,
             self.stride,
-        )
+        )?;
+        match &self.bn {
+            Some(bn) => bn.forward_t(&y, mode),
+            None => Ok(y),
+        }
+    }
+}
+
+impl Module for DeformConv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        DeformConv2d::forward(self, x)
     }
 }
 
@@ -251,14 +511,15 @@ mod tests {
     use crate::model::test_util::{self as tu, Nd, Weights};
 
     #[test]
-    fn conv_bn_fold_equals_conv_then_explicit_bn() {
+    fn conv_bn_layer_and_its_absorbed_fold_equal_conv_then_explicit_bn() {
         let mut w = Weights::default();
         w.conv("c", 6, 8, 3);
         w.bn("bn", 6);
         let vb = w.vb();
-        let conv = Conv2d::load_bn(vb.pp("c"), vb.pp("bn"), 8, 6, 3, 2, 1).unwrap();
+        let layer = ConvBn::load(vb.pp("c"), vb.pp("bn"), 8, 6, 3, 2, 1).unwrap();
+        let absorbed = layer.absorb_bn().unwrap();
+        assert!(layer.has_bn() && !absorbed.has_bn());
         let x = tu::rand_input(2, 8, 9, 7);
-        let got = conv.forward(&x).unwrap();
 
         // Unfolded path in candle ops: conv, then (y - mean) / sqrt(var + eps) * gamma + beta.
         let get = |k: &str| w.map[k].reshape((1, (), 1, 1)).unwrap();
@@ -272,9 +533,180 @@ mod tests {
             .unwrap()
             .broadcast_add(&get("bn.bias"))
             .unwrap();
-        assert_eq!(got.dims(), &[2, 6, 5, 4]);
-        let err = tu::rel_err(&got, &Nd::from_tensor(&want));
-        assert!(err < 1e-5, "fold error {err}");
+        let want = Nd::from_tensor(&want);
+        for (name, got) in [
+            ("layer eval", layer.forward(&x).unwrap()),
+            (
+                "layer frozen",
+                layer.forward_t(&x, Mode::TrainFrozenBn).unwrap(),
+            ),
+            ("absorbed", absorbed.forward(&x).unwrap()),
+        ] {
+            assert_eq!(got.dims(), &[2, 6, 5, 4], "{name}");
+            let err = tu::rel_err(&got, &want);
+            assert!(err < 1e-5, "{name}: error {err}");
+        }
+    }
+
+    /// Gradient of sum(r * f(x)) with respect to every element of `x`, by central differences in
+    /// f64 (exact up to rounding for the linear maps tested here).
+    fn finite_diff(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+        let h = 1e-3;
+        (0..x.len())
+            .map(|i| {
+                let mut p = x.to_vec();
+                p[i] += h;
+                let mut m = x.to_vec();
+                m[i] -= h;
+                (f(&p) - f(&m)) / (2.0 * h)
+            })
+            .collect()
+    }
+
+    fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// Training convolutions use candle's conv2d; its backward (a transposed conv whose output
+    /// padding recovers odd input sizes under stride 2) is checked against finite differences.
+    #[test]
+    fn train_conv_gradients_match_finite_differences() {
+        let dev = candle_core::Device::Cpu;
+        for (stride, pad, k, h, wd) in [
+            (2, 1, 3, 7, 6),
+            (2, 1, 3, 6, 7),
+            (1, 1, 3, 5, 5),
+            (2, 0, 1, 6, 7),
+            (2, 3, 7, 9, 8),
+        ] {
+            let (ci, co) = (3, 4);
+            let xs: Vec<f64> = tu::vec1(&tu::rand_input(2, ci, h, wd));
+            let ws: Vec<f64> = tu::vec1(&tu::rand_input(co, ci, k, k));
+            let bs: Vec<f64> = tu::vec1(&tu::rand_input(1, co, 1, 1));
+            let (ho, wo) = (conv_out(h, k, stride, pad), conv_out(wd, k, stride, pad));
+            let r = Tensor::randn(0f64, 1.0, (2, co, ho, wo), &dev).unwrap();
+            let loss = |x: &Tensor, w: &Tensor, b: &Tensor| -> Tensor {
+                let conv = Conv2d::new(w.clone(), Some(b.clone()), stride, pad).unwrap();
+                (conv.forward_t(x, Mode::Train).unwrap() * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+            };
+            let t = |v: &[f64], s: &[usize]| Tensor::from_slice(v, s, &dev).unwrap();
+            let xv = Var::from_tensor(&t(&xs, &[2, ci, h, wd])).unwrap();
+            let wv = Var::from_tensor(&t(&ws, &[co, ci, k, k])).unwrap();
+            let bv = Var::from_tensor(&t(&bs, &[co])).unwrap();
+            let grads = loss(xv.as_tensor(), wv.as_tensor(), bv.as_tensor())
+                .backward()
+                .unwrap();
+            let scalar = |l: Tensor| l.to_scalar::<f64>().unwrap();
+            let (xt, wt, bt) = (
+                t(&xs, &[2, ci, h, wd]),
+                t(&ws, &[co, ci, k, k]),
+                t(&bs, &[co]),
+            );
+            let fx = finite_diff(&xs, |v| scalar(loss(&t(v, &[2, ci, h, wd]), &wt, &bt)));
+            let fw = finite_diff(&ws, |v| scalar(loss(&xt, &t(v, &[co, ci, k, k]), &bt)));
+            let fb = finite_diff(&bs, |v| scalar(loss(&xt, &wt, &t(v, &[co]))));
+            for (name, var, fd) in [("x", &xv, fx), ("weight", &wv, fw), ("bias", &bv, fb)] {
+                let g = tu::vec1(grads.get(var.as_tensor()).expect("a gradient"));
+                let d = max_abs_diff(&g, &fd);
+                assert!(
+                    d < 1e-6,
+                    "stride {stride} k {k} {h}x{wd}: d{name} off by {d}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn batch_statistics_normalise_and_move_the_running_averages() {
+        let dev = candle_core::Device::Cpu;
+        let c = 3;
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let bn = BatchNorm::load(vb, c).unwrap();
+        let w = [0.5f32, 1.5, 2.0];
+        let b = [0.1f32, -0.2, 0.3];
+        let rm = [0.2f32, -0.1, 0.4];
+        let rv = [1.0f32, 0.5, 2.0];
+        {
+            let data = varmap.data().lock().unwrap();
+            for (k, v) in [
+                ("weight", w),
+                ("bias", b),
+                ("running_mean", rm),
+                ("running_var", rv),
+            ] {
+                data[k].set(&Tensor::new(&v, &dev).unwrap()).unwrap();
+            }
+        }
+        let x = tu::rand_input(2, c, 4, 5);
+        let y = tu::vec1(&bn.forward_t(&x, Mode::Train).unwrap());
+        let xn = Nd::from_tensor(&x);
+        let cnt = (2 * 4 * 5) as f64;
+        let data = varmap.data().lock().unwrap();
+        let new_rm = tu::vec1(data["running_mean"].as_tensor());
+        let new_rv = tu::vec1(data["running_var"].as_tensor());
+        for ch in 0..c {
+            let vals: Vec<f64> = (0..2)
+                .flat_map(|n| (0..4).flat_map(move |yy| (0..5).map(move |xx| (n, yy, xx))))
+                .map(|(n, yy, xx)| xn.at(n, ch, yy, xx))
+                .collect();
+            let mean = vals.iter().sum::<f64>() / cnt;
+            let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cnt;
+            for n in 0..2 {
+                for yy in 0..4 {
+                    for xx in 0..5 {
+                        let want = (xn.at(n, ch, yy, xx) - mean) / (var + BN_EPS).sqrt()
+                            * w[ch] as f64
+                            + b[ch] as f64;
+                        let got = y[xn.idx(n, ch, yy, xx)];
+                        assert!((got - want).abs() < 1e-5, "ch {ch}: {got} vs {want}");
+                    }
+                }
+            }
+            let want_rm = 0.9 * rm[ch] as f64 + 0.1 * mean;
+            let want_rv = 0.9 * rv[ch] as f64 + 0.1 * var * cnt / (cnt - 1.0);
+            assert!((new_rm[ch] - want_rm).abs() < 1e-6, "running mean {ch}");
+            assert!((new_rv[ch] - want_rv).abs() < 1e-6, "running var {ch}");
+        }
+    }
+
+    #[test]
+    fn frozen_bn_gives_no_gradient_to_its_parameters_and_batch_bn_does() {
+        let dev = candle_core::Device::Cpu;
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let bn = BatchNorm::load(vb, 2).unwrap();
+        let x = tu::rand_input(2, 2, 3, 3);
+        let frozen = bn
+            .forward_t(&x, Mode::TrainFrozenBn)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g = frozen.backward().unwrap();
+        assert!(g.get(&bn.weight).is_none() && g.get(&bn.bias).is_none());
+        let batch = bn
+            .forward_t(&x, Mode::Train)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g = batch.backward().unwrap();
+        assert!(g.get(&bn.weight).is_some() && g.get(&bn.bias).is_some());
+        assert!(g.get(&bn.running_mean).is_none() && g.get(&bn.running_var).is_none());
+        // Plain tensors cannot hold updated running averages.
+        let mut w = Weights::default();
+        w.bn("bn", 2);
+        let plain = BatchNorm::load(w.vb().pp("bn"), 2).unwrap();
+        let e = plain.forward_t(&x, Mode::Train).unwrap_err().to_string();
+        assert!(e.contains("trainable store"), "{e}");
+        assert!(plain
+            .forward_t(&tu::rand_input(1, 3, 2, 2), Mode::Eval)
+            .is_err());
     }
 
     #[test]
@@ -373,9 +805,10 @@ mod tests {
             Tensor::new(om, &dev).unwrap(),
         );
         let vb = w.vb();
-        let dcn = DeformConv2d::load_bn(vb.pp("d"), vb.pp("bn"), c, c, 1).unwrap();
+        let dcn = DeformConv2d::load(vb.pp("d"), vb.pp("bn"), c, c, 1).unwrap();
         let x = tu::rand_input(1, c, h, wd);
         let got = dcn.forward(&x).unwrap();
+        let absorbed = dcn.absorb_bn().unwrap().forward(&x).unwrap();
 
         // Tap (i, j) reads x(ho + i, wo - 1 + j): an unpadded conv over x framed by zero columns
         // left and right and two zero rows below.
@@ -401,6 +834,8 @@ mod tests {
         }
         let want = tu::bn(&tu::conv(&framed, &scaled, Some(&b), 1, 0), &bnp);
         let err = tu::rel_err(&got, &want);
-        assert!(err < 1e-5, "{err}");
+        assert!(err < 1e-5, "layer: {err}");
+        let err = tu::rel_err(&absorbed, &want);
+        assert!(err < 1e-5, "absorbed: {err}");
     }
 }

@@ -1,10 +1,10 @@
 //! YOLACT++ mask-IoU net (docs/model.md §2.7): five stride-2 3x3 convs and a 1x1 to 80 classes,
 //! every conv unpadded and followed by a ReLU, then a global max pool.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{global_max_pool, Conv2d};
+use super::layers::{global_max_pool, Conv2d, Mode};
 
 #[derive(Debug, Clone)]
 pub struct MaskIouNet {
@@ -32,11 +32,25 @@ impl MaskIouNet {
         Ok(Self { convs })
     }
 
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            convs: self
+                .convs
+                .iter()
+                .map(|c| c.to_dtype(dtype))
+                .collect::<Result<_>>()?,
+        })
+    }
+
     /// Soft cropped masks (n, 1, Hp, Wp) -> (n, num_fg_classes).
     pub fn forward(&self, masks: &Tensor) -> Result<Tensor> {
+        self.forward_t(masks, Mode::Eval)
+    }
+
+    pub fn forward_t(&self, masks: &Tensor, mode: Mode) -> Result<Tensor> {
         let mut x = masks.clone();
         for conv in &self.convs {
-            x = conv.forward(&x)?.relu()?;
+            x = conv.forward_t(&x, mode)?.relu()?;
         }
         global_max_pool(&x)
     }

@@ -1,9 +1,14 @@
-//! The eval-mode YOLACT / YOLACT++ network (docs/model.md §2, §5): backbone -> FPN -> protonet +
-//! shared prediction head, and the YOLACT++ mask-IoU net. Batch norms are folded into convs at
-//! load time.
+//! The YOLACT / YOLACT++ network (docs/model.md §2, §5): backbone -> FPN -> protonet + shared
+//! prediction head, the YOLACT++ mask-IoU net, and the training-only semantic segmentation conv.
+//!
+//! One model trains and infers. [`Yolact::load`] builds it as trained: batch norms are layers and
+//! the head's three output convs separate, each tensor under its state-dict key. The inference
+//! step [`Yolact::fuse`] absorbs every batch norm into its conv and stacks the head convs; the
+//! engine calls it after loading. [`Yolact::forward_t`] returns logits in either form;
+//! [`Yolact::forward`] is the eval pass with the inference activations applied.
 //!
 //! Weights are requested from a `VarBuilder` under exactly the reference's state-dict names;
-//! `num_batches_tracked` and `semantic_seg_conv.*` are never requested.
+//! `num_batches_tracked` is never requested, `semantic_seg_conv.*` only by [`Yolact::load_train`].
 
 pub mod darknet;
 pub mod fpn;
@@ -13,14 +18,14 @@ pub mod maskiou;
 pub mod protonet;
 pub mod resnet;
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::{BackboneKind, YolactConfig};
 use darknet::DarkNet;
 use fpn::Fpn;
-use head::PredictionHead;
-use layers::conv_out;
+use head::{HeadOutput, PredictionHead};
+use layers::{conv_out, Conv2d, Mode};
 use maskiou::MaskIouNet;
 use protonet::ProtoNet;
 use resnet::ResNet;
@@ -38,10 +43,66 @@ pub struct RawOutput {
     pub proto: Tensor,
 }
 
+/// The network's outputs before the inference activations: what training computes its loss on.
+#[derive(Debug, Clone)]
+pub struct Logits {
+    /// (N, P, 4) box regressions, not decoded.
+    pub loc: Tensor,
+    /// (N, P, num_classes) class logits, background at index 0.
+    pub conf: Tensor,
+    /// (N, P, mask_dim) mask coefficients before tanh.
+    pub coef: Tensor,
+    /// (N, Hp, Wp, mask_dim) ReLU'd prototypes, contiguous.
+    pub proto: Tensor,
+    /// (N, num_classes - 1, H3, W3) semantic segmentation logits over P3: training passes of a
+    /// model loaded with [`Yolact::load_train`] only.
+    pub segm: Option<Tensor>,
+}
+
+impl Logits {
+    /// The eval outputs: softmax over the classes, tanh on the coefficients.
+    pub fn activate(self) -> Result<RawOutput> {
+        let (conf, mask) = head::activate(&self.conf, &self.coef)?;
+        Ok(RawOutput {
+            loc: self.loc,
+            conf,
+            mask,
+            proto: self.proto,
+        })
+    }
+}
+
+/// How batch norm runs in training passes ([`Yolact::forward_t`] with `train`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrainBn {
+    /// Running statistics, no gradient for the norms (the reference's `freeze_bn`, used when the
+    /// per-device batch is small).
+    #[default]
+    Frozen,
+    /// Batch statistics, running averages updated.
+    Batch,
+}
+
 #[derive(Debug, Clone)]
 enum Backbone {
     ResNet(ResNet),
     DarkNet(DarkNet),
+}
+
+impl Backbone {
+    fn absorb_bn(&self) -> Result<Self> {
+        Ok(match self {
+            Backbone::ResNet(r) => Backbone::ResNet(r.absorb_bn()?),
+            Backbone::DarkNet(d) => Backbone::DarkNet(d.absorb_bn()?),
+        })
+    }
+
+    fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        Ok(match self {
+            Backbone::ResNet(r) => Backbone::ResNet(r.to_dtype(dtype)?),
+            Backbone::DarkNet(d) => Backbone::DarkNet(d.to_dtype(dtype)?),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -52,10 +113,24 @@ pub struct Yolact {
     proto: ProtoNet,
     head: PredictionHead,
     maskiou: Option<MaskIouNet>,
+    semantic_seg: Option<Conv2d>,
+    train_bn: TrainBn,
+    fused: bool,
 }
 
 impl Yolact {
+    /// The network as trained (batch norms as layers), every key the inference needs.
     pub fn load(vb: VarBuilder, cfg: &YolactConfig) -> Result<Self> {
+        Self::load_with(vb, cfg, false)
+    }
+
+    /// [`Yolact::load`] plus the training-only `semantic_seg_conv` (a 1x1 conv from P3 to the
+    /// foreground classes), whose logits training passes return in [`Logits::segm`].
+    pub fn load_train(vb: VarBuilder, cfg: &YolactConfig) -> Result<Self> {
+        Self::load_with(vb, cfg, true)
+    }
+
+    fn load_with(vb: VarBuilder, cfg: &YolactConfig, semantic_seg: bool) -> Result<Self> {
         let vbb = vb.pp("backbone");
         let sel = cfg.selected_layers;
         let (backbone, c_in) = match &cfg.backbone {
@@ -88,6 +163,19 @@ impl Yolact {
         } else {
             None
         };
+        let semantic_seg = if semantic_seg {
+            Some(Conv2d::load(
+                vb.pp("semantic_seg_conv"),
+                f,
+                cfg.num_fg_classes(),
+                1,
+                1,
+                0,
+                true,
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             cfg: cfg.clone(),
             backbone,
@@ -95,20 +183,98 @@ impl Yolact {
             proto,
             head,
             maskiou,
+            semantic_seg,
+            train_bn: TrainBn::default(),
+            fused: false,
         })
+    }
+
+    /// The inference step: every batch norm absorbed into its conv (folded in f64, then f32) and
+    /// the head's output convs stacked into one. The result no longer trains (its tensors are new,
+    /// not the store's), and its eval outputs equal this model's up to the fold's rounding.
+    pub fn fuse(&self) -> Result<Self> {
+        Ok(Self {
+            cfg: self.cfg.clone(),
+            backbone: self.backbone.absorb_bn()?,
+            fpn: self.fpn.clone(),
+            proto: self.proto.clone(),
+            head: self.head.stack_convs()?,
+            maskiou: self.maskiou.clone(),
+            semantic_seg: self.semantic_seg.clone(),
+            train_bn: self.train_bn,
+            fused: true,
+        })
+    }
+
+    /// A fused model with its weights in `dtype` (f16 for `--half`). Batch norms must have been
+    /// absorbed first, so their statistics are folded in full precision.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        if !self.fused {
+            candle_core::bail!(
+                "cast the model after `fuse`, so batch norms fold in full precision"
+            );
+        }
+        Ok(Self {
+            cfg: self.cfg.clone(),
+            backbone: self.backbone.to_dtype(dtype)?,
+            fpn: self.fpn.to_dtype(dtype)?,
+            proto: self.proto.to_dtype(dtype)?,
+            head: self.head.to_dtype(dtype)?,
+            maskiou: self
+                .maskiou
+                .as_ref()
+                .map(|m| m.to_dtype(dtype))
+                .transpose()?,
+            semantic_seg: self
+                .semantic_seg
+                .as_ref()
+                .map(|c| c.to_dtype(dtype))
+                .transpose()?,
+            train_bn: self.train_bn,
+            fused: true,
+        })
+    }
+
+    /// Whether [`Yolact::fuse`] made this model.
+    pub fn is_fused(&self) -> bool {
+        self.fused
+    }
+
+    /// How batch norm runs in training passes.
+    pub fn set_train_bn(&mut self, bn: TrainBn) {
+        self.train_bn = bn;
     }
 
     pub fn config(&self) -> &YolactConfig {
         &self.cfg
     }
 
-    /// (N, 3, S, S) normalised RGB -> the selected backbone maps [C3, C4, C5].
-    pub fn backbone(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+    fn mode(&self, train: bool) -> Result<Mode> {
+        if !train {
+            return Ok(Mode::Eval);
+        }
+        if self.fused {
+            candle_core::bail!(
+                "this model is fused for inference (batch norms absorbed): train the model                  `Yolact::load_train` returns"
+            );
+        }
+        Ok(match self.train_bn {
+            TrainBn::Frozen => Mode::TrainFrozenBn,
+            TrainBn::Batch => Mode::Train,
+        })
+    }
+
+    fn backbone_t(&self, x: &Tensor, mode: Mode) -> Result<Vec<Tensor>> {
         let keep = self.cfg.selected_layers;
         match &self.backbone {
-            Backbone::ResNet(r) => r.forward(x, &keep),
-            Backbone::DarkNet(d) => d.forward(x, &keep),
+            Backbone::ResNet(r) => r.forward_t(x, &keep, mode),
+            Backbone::DarkNet(d) => d.forward_t(x, &keep, mode),
         }
+    }
+
+    /// (N, 3, S, S) normalised RGB -> the selected backbone maps [C3, C4, C5].
+    pub fn backbone(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        self.backbone_t(x, Mode::Eval)
     }
 
     /// [C3, C4, C5] -> [P3, P4, P5, P6, P7].
@@ -121,32 +287,53 @@ impl Yolact {
         self.proto.forward(p3)
     }
 
-    /// [P3..P7] -> (loc, conf softmax, mask coefficients tanh).
+    /// [P3..P7] -> (loc, conf logits, mask coefficients before tanh); see [`head::activate`].
     pub fn heads(&self, p: &[Tensor]) -> Result<(Tensor, Tensor, Tensor)> {
-        self.head.forward(p)
+        let HeadOutput { loc, conf, coef } = self.head.forward_t(p, Mode::Eval)?;
+        Ok((loc, conf, coef))
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<RawOutput> {
+    /// The whole network as logits; `train` selects the training pass (convs with a backward,
+    /// batch norm as [`Yolact::set_train_bn`] says, and the semantic segmentation logits when the
+    /// model has that conv).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Logits> {
+        let mode = self.mode(train)?;
         let (_, c, h, w) = x.dims4()?;
         if c != 3 || h == 0 || w == 0 {
             candle_core::bail!("yolact expects an (N, 3, H, W) input, got {:?}", x.dims());
         }
-        let c = self.backbone(x)?;
-        let p = self.fpn(&c)?;
-        let proto = self.protonet(&p[0])?;
-        let (loc, conf, mask) = self.heads(&p)?;
-        Ok(RawOutput {
+        let c = self.backbone_t(x, mode)?;
+        let p = self.fpn.forward_t(&c, mode)?;
+        let proto = self.proto.forward_t(&p[0], mode)?;
+        let HeadOutput { loc, conf, coef } = self.head.forward_t(&p, mode)?;
+        let segm = match (&self.semantic_seg, train) {
+            (Some(conv), true) => Some(conv.forward_t(&p[0], mode)?),
+            _ => None,
+        };
+        Ok(Logits {
             loc,
             conf,
-            mask,
+            coef,
             proto,
+            segm,
         })
+    }
+
+    /// The eval pass with the inference activations (softmax, tanh) applied.
+    pub fn forward(&self, x: &Tensor) -> Result<RawOutput> {
+        self.forward_t(x, false)?.activate()
     }
 
     /// YOLACT++ only: soft cropped masks (n, 1, Hp, Wp) -> (n, num_fg_classes) predicted IoU.
     pub fn maskiou(&self, masks: &Tensor) -> Result<Tensor> {
+        self.maskiou_t(masks, false)
+    }
+
+    /// [`Yolact::maskiou`], as a training pass when `train` (the mask-IoU loss trains this net).
+    pub fn maskiou_t(&self, masks: &Tensor, train: bool) -> Result<Tensor> {
+        let mode = self.mode(train)?;
         match &self.maskiou {
-            Some(net) => net.forward(masks),
+            Some(net) => net.forward_t(masks, mode),
             None => candle_core::bail!("config `{}` has no mask-IoU net", self.cfg.name),
         }
     }

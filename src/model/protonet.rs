@@ -1,10 +1,10 @@
 //! Prototype branch (docs/model.md §2.5, §5.3): 3x (conv3x3 + ReLU), bilinear x2, conv3x3 + ReLU,
 //! 1x1 to 32, ReLU (the prototype activation), NHWC.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::Conv2d;
+use super::layers::{Conv2d, Mode};
 use crate::ops::interp::resize_bilinear;
 
 #[derive(Debug, Clone)]
@@ -26,18 +26,35 @@ impl ProtoNet {
         Ok(Self { pre, post, out })
     }
 
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            pre: self
+                .pre
+                .iter()
+                .map(|c| c.to_dtype(dtype))
+                .collect::<Result<_>>()?,
+            post: self.post.to_dtype(dtype)?,
+            out: self.out.to_dtype(dtype)?,
+        })
+    }
+
     /// P3 (N, F, H, W) -> prototypes (N, 2H, 2W, mask_dim), contiguous, ReLU applied.
     pub fn forward(&self, p3: &Tensor) -> Result<Tensor> {
+        self.forward_t(p3, Mode::Eval)
+    }
+
+    /// The prototype ReLU is part of the branch in training too, as in the reference.
+    pub fn forward_t(&self, p3: &Tensor, mode: Mode) -> Result<Tensor> {
         let mut x = p3.clone();
         for conv in &self.pre {
-            x = conv.forward(&x)?.relu()?;
+            x = conv.forward_t(&x, mode)?.relu()?;
         }
         let (_, _, h, w) = x.dims4()?;
         // The ReLU the reference applies after the upsample is a no-op on non-negative input.
         let x = resize_bilinear(&x, 2 * h, 2 * w)?;
-        let x = self.post.forward(&x)?.relu()?;
+        let x = self.post.forward_t(&x, mode)?.relu()?;
         self.out
-            .forward(&x)?
+            .forward_t(&x, mode)?
             .relu()?
             .permute((0, 2, 3, 1))?
             .contiguous()

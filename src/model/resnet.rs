@@ -2,10 +2,10 @@
 //! deformable 3x3 convs in the blocks chosen by `YolactConfig::is_dcn_block`
 //! (docs/model.md §2.1, §2.3).
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{Conv2d, DeformConv2d};
+use super::layers::{ConvBn, DeformConv2d, Mode};
 use crate::config::YolactConfig;
 
 /// Channels of stage `s` outputs: 256, 512, 1024, 2048.
@@ -13,26 +13,37 @@ pub const STAGE_CHANNELS: [usize; 4] = [256, 512, 1024, 2048];
 
 #[derive(Debug, Clone)]
 enum Conv3x3 {
-    Plain(Conv2d),
+    Plain(ConvBn),
     Deform(DeformConv2d),
 }
 
 impl Conv3x3 {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         match self {
-            Conv3x3::Plain(c) => c.forward(x),
-            Conv3x3::Deform(c) => c.forward(x),
+            Conv3x3::Plain(c) => c.forward_t(x, mode),
+            Conv3x3::Deform(c) => c.forward_t(x, mode),
         }
+    }
+
+    fn map(
+        &self,
+        plain: impl Fn(&ConvBn) -> Result<ConvBn>,
+        deform: impl Fn(&DeformConv2d) -> Result<DeformConv2d>,
+    ) -> Result<Self> {
+        Ok(match self {
+            Conv3x3::Plain(c) => Conv3x3::Plain(plain(c)?),
+            Conv3x3::Deform(c) => Conv3x3::Deform(deform(c)?),
+        })
     }
 }
 
 /// 1x1 -> 3x3 (stride, maybe deformable) -> 1x1 x4, plus an identity or projected shortcut.
 #[derive(Debug, Clone)]
 pub struct Bottleneck {
-    conv1: Conv2d,
+    conv1: ConvBn,
     conv2: Conv3x3,
-    conv3: Conv2d,
-    downsample: Option<Conv2d>,
+    conv3: ConvBn,
+    downsample: Option<ConvBn>,
 }
 
 impl Bottleneck {
@@ -44,9 +55,9 @@ impl Bottleneck {
         dcn: bool,
     ) -> Result<Self> {
         let c_out = planes * 4;
-        let conv1 = Conv2d::load_bn(vb.pp("conv1"), vb.pp("bn1"), c_in, planes, 1, 1, 0)?;
+        let conv1 = ConvBn::load(vb.pp("conv1"), vb.pp("bn1"), c_in, planes, 1, 1, 0)?;
         let conv2 = if dcn {
-            Conv3x3::Deform(DeformConv2d::load_bn(
+            Conv3x3::Deform(DeformConv2d::load(
                 vb.pp("conv2"),
                 vb.pp("bn2"),
                 planes,
@@ -54,7 +65,7 @@ impl Bottleneck {
                 stride,
             )?)
         } else {
-            Conv3x3::Plain(Conv2d::load_bn(
+            Conv3x3::Plain(ConvBn::load(
                 vb.pp("conv2"),
                 vb.pp("bn2"),
                 planes,
@@ -64,10 +75,10 @@ impl Bottleneck {
                 1,
             )?)
         };
-        let conv3 = Conv2d::load_bn(vb.pp("conv3"), vb.pp("bn3"), planes, c_out, 1, 1, 0)?;
+        let conv3 = ConvBn::load(vb.pp("conv3"), vb.pp("bn3"), planes, c_out, 1, 1, 0)?;
         let downsample = if stride != 1 || c_in != c_out {
             let ds = vb.pp("downsample");
-            Some(Conv2d::load_bn(
+            Some(ConvBn::load(
                 ds.pp("0"),
                 ds.pp("1"),
                 c_in,
@@ -87,28 +98,54 @@ impl Bottleneck {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv1.forward(x)?.relu()?;
-        let y = self.conv2.forward(&y)?.relu()?;
-        let y = self.conv3.forward(&y)?;
+    pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = self.conv1.forward_t(x, mode)?.relu()?;
+        let y = self.conv2.forward_t(&y, mode)?.relu()?;
+        let y = self.conv3.forward_t(&y, mode)?;
         let shortcut = match &self.downsample {
-            Some(ds) => ds.forward(x)?,
+            Some(ds) => ds.forward_t(x, mode)?,
             None => x.clone(),
         };
         (y + shortcut)?.relu()
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, Mode::Eval)
+    }
+
+    /// Every conv with its batch norm absorbed (the inference step).
+    pub fn absorb_bn(&self) -> Result<Self> {
+        self.map(ConvBn::absorb_bn, DeformConv2d::absorb_bn)
+    }
+
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        self.map(|c| c.to_dtype(dtype), |c| c.to_dtype(dtype))
+    }
+
+    fn map(
+        &self,
+        plain: impl Fn(&ConvBn) -> Result<ConvBn>,
+        deform: impl Fn(&DeformConv2d) -> Result<DeformConv2d>,
+    ) -> Result<Self> {
+        Ok(Self {
+            conv1: plain(&self.conv1)?,
+            conv2: self.conv2.map(&plain, deform)?,
+            conv3: plain(&self.conv3)?,
+            downsample: self.downsample.as_ref().map(&plain).transpose()?,
+        })
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct ResNet {
-    stem: Conv2d,
+    stem: ConvBn,
     stages: Vec<Vec<Bottleneck>>,
 }
 
 impl ResNet {
     /// `vb` is the `backbone` prefix.
     pub fn load(vb: VarBuilder, blocks: &[usize; 4], cfg: &YolactConfig) -> Result<Self> {
-        let stem = Conv2d::load_bn(vb.pp("conv1"), vb.pp("bn1"), 3, 64, 7, 2, 3)?;
+        let stem = ConvBn::load(vb.pp("conv1"), vb.pp("bn1"), 3, 64, 7, 2, 3)?;
         let mut c_in = 64;
         let mut stages = Vec::with_capacity(4);
         for (s, &n) in blocks.iter().enumerate() {
@@ -128,8 +165,8 @@ impl ResNet {
 
     /// Runs the stem and stages up to the highest index in `keep`, returning the outputs of the
     /// stages listed in `keep` (in stage order).
-    pub fn forward(&self, x: &Tensor, keep: &[usize]) -> Result<Vec<Tensor>> {
-        let x = self.stem.forward(x)?.relu()?;
+    pub fn forward_t(&self, x: &Tensor, keep: &[usize], mode: Mode) -> Result<Vec<Tensor>> {
+        let x = self.stem.forward_t(x, mode)?.relu()?;
         // MaxPool 3x3 / 2 / pad 1. Its input is post-ReLU (>= 0) and every window holds at least one
         // real pixel, so zero padding gives the same maxima as the reference's -inf padding.
         let mut x = x
@@ -140,13 +177,41 @@ impl ResNet {
         let mut outs = Vec::with_capacity(keep.len());
         for (s, stage) in self.stages.iter().enumerate().take(last + 1) {
             for block in stage {
-                x = block.forward(&x)?;
+                x = block.forward_t(&x, mode)?;
             }
             if keep.contains(&s) {
                 outs.push(x.clone());
             }
         }
         Ok(outs)
+    }
+
+    pub fn forward(&self, x: &Tensor, keep: &[usize]) -> Result<Vec<Tensor>> {
+        self.forward_t(x, keep, Mode::Eval)
+    }
+
+    /// Every conv with its batch norm absorbed (the inference step).
+    pub fn absorb_bn(&self) -> Result<Self> {
+        self.map(Bottleneck::absorb_bn, ConvBn::absorb_bn)
+    }
+
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        self.map(|b| b.to_dtype(dtype), |c| c.to_dtype(dtype))
+    }
+
+    fn map(
+        &self,
+        block: impl Fn(&Bottleneck) -> Result<Bottleneck>,
+        stem: impl Fn(&ConvBn) -> Result<ConvBn>,
+    ) -> Result<Self> {
+        Ok(Self {
+            stem: stem(&self.stem)?,
+            stages: self
+                .stages
+                .iter()
+                .map(|s| s.iter().map(&block).collect())
+                .collect::<Result<_>>()?,
+        })
     }
 }
 
@@ -195,9 +260,18 @@ mod tests {
             let naive = naive_bottleneck(&mut w, "b", c_in, planes, stride);
             let block = Bottleneck::load(w.vb().pp("b"), c_in, planes, stride, false).unwrap();
             let x = tu::rand_input(2, c_in, 9, 7);
-            let got = block.forward(&x).unwrap();
-            let err = tu::rel_err(&got, &naive(&Nd::from_tensor(&x)));
-            assert!(err < 1e-5, "({c_in},{planes},{stride}): {err}");
+            let want = naive(&Nd::from_tensor(&x));
+            for (name, got) in [
+                ("layers", block.forward(&x).unwrap()),
+                ("absorbed", block.absorb_bn().unwrap().forward(&x).unwrap()),
+                (
+                    "train frozen",
+                    block.forward_t(&x, Mode::TrainFrozenBn).unwrap(),
+                ),
+            ] {
+                let err = tu::rel_err(&got, &want);
+                assert!(err < 1e-5, "({c_in},{planes},{stride}) {name}: {err}");
+            }
         }
     }
 
@@ -253,7 +327,10 @@ mod tests {
             ));
             c_in = 4 * planes;
         }
-        let net = ResNet::load(w.vb(), &[1, 1, 1, 1], &cfg).unwrap();
+        let net = ResNet::load(w.vb(), &[1, 1, 1, 1], &cfg)
+            .unwrap()
+            .absorb_bn()
+            .unwrap();
         let x = tu::rand_input(1, 3, 29, 22);
         let got = net.forward(&x, &[1, 2, 3]).unwrap();
 
