@@ -246,3 +246,18 @@ fn a_corrupted_middle_chunk_costs_only_its_frames_and_the_exit_status_says_so() 
     let ours = crate::replay::read_ours(&out);
     assert_eq!(ours.instances.len(), kept);
 }
+
+#[test]
+fn help_lists_the_exit_statuses() {
+    let o = crate::support::yolact(&["replay", "--help"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for want in [
+        "3 the run completed but",
+        "130 interrupted (Ctrl-C, SIGTERM or SIGHUP",
+    ] {
+        assert!(t.replace('\n', " ").contains(want), "{want}: {t}");
+    }
+    let o = crate::support::yolact(&["bag-recover", "--help"]);
+    assert!(text(&o).contains("Exit status"));
+}
