@@ -640,7 +640,10 @@ impl<R: Read + Seek> RecordStream<R> {
         let data = match decompress(&c) {
             Ok(d) => d,
             Err(e) => {
-                self.damage(Damage::Chunk, format!("{span}: {e}; its messages are skipped"));
+                self.damage(
+                    Damage::Chunk,
+                    format!("{span}: {e}; its messages are skipped"),
+                );
                 return;
             }
         };
@@ -660,7 +663,10 @@ impl<R: Read + Seek> RecordStream<R> {
         let records = match split_records(&data) {
             Ok(r) => r,
             Err(e) => {
-                self.damage(Damage::Chunk, format!("{span}: {e}; its messages are skipped"));
+                self.damage(
+                    Damage::Chunk,
+                    format!("{span}: {e}; its messages are skipped"),
+                );
                 return;
             }
         };
@@ -702,7 +708,10 @@ impl<R: Read + Seek> RecordStream<R> {
                 self.pos = at;
                 self.damage(
                     Damage::Framing,
-                    format!("{what}; {} bytes skipped, reading goes on at the chunk at byte {n}", n - at),
+                    format!(
+                        "{what}; {} bytes skipped, reading goes on at the chunk at byte {n}",
+                        n - at
+                    ),
                 );
                 self.pos = n;
                 if self.src.seek(SeekFrom::Start(n)).is_err() {
@@ -741,9 +750,13 @@ impl<R: Read + Seek> RecordStream<R> {
             if n == 0 {
                 return None;
             }
-            for i in 0..n {
-                if buf[i] == op::CHUNK && self.chunk_checks_out(base + i as u64) {
-                    return Some(base + i as u64);
+            let hits: Vec<u64> = (0..n)
+                .filter(|&i| buf[i] == op::CHUNK)
+                .map(|i| base + i as u64)
+                .collect();
+            for at in hits {
+                if self.chunk_checks_out(at) {
+                    return Some(at);
                 }
             }
             base += n as u64;

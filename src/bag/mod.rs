@@ -2,9 +2,10 @@
 //!
 //! A bag is a rosbag2 directory (with `metadata.yaml` naming its storage files), or a single
 //! `.mcap` or `.db3` file. [`open_bag`] finds the files; [`BagReader::messages`] streams their
-//! messages. A damaged file (cut off mid-write, corrupt page) yields every message that can
-//! still be read, then one error item saying where it stopped, then the next file's messages:
-//! nothing that was readable is lost and nothing panics. A single record that cannot be a message
+//! messages. A damaged file yields every message that can still be read: an MCAP file gives one
+//! error item per damaged region (bad chunk CRC, undecodable chunk, lost framing, cut-off end)
+//! and reads on after it; a sqlite3 file stops at its corrupt page with one error item; then the
+//! next file's messages follow. Nothing that was readable is lost and nothing panics. A single record that cannot be a message
 //! (a sqlite row naming an unknown topic, a negative timestamp, data that is not a blob) is an
 //! error item of its own, and reading goes on after it.
 
