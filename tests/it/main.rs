@@ -29,5 +29,6 @@ mod replay;
 mod replay_coco;
 mod replay_interrupt;
 mod ros_packaging;
+mod store;
 mod tracking;
 mod weights;
