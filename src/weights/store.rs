@@ -92,7 +92,7 @@ impl WeightStore {
                     let base = k.rsplit_once('.').map_or(k.as_str(), |(b, _)| b);
                     data.contains_key(&format!("{base}.running_mean"))
                 };
-                !stat && !(frozen_bn && bn_param)
+                !(stat || (frozen_bn && bn_param))
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
