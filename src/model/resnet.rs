@@ -169,10 +169,13 @@ impl ResNet {
         let x = self.stem.forward_t(x, mode)?.relu()?;
         // MaxPool 3x3 / 2 / pad 1. Its input is post-ReLU (>= 0) and every window holds at least one
         // real pixel, so zero padding gives the same maxima as the reference's -inf padding.
-        let mut x = x
-            .pad_with_zeros(2, 1, 1)?
-            .pad_with_zeros(3, 1, 1)?
-            .max_pool2d_with_stride(3, 2)?;
+        let mut x = if mode.is_train() {
+            max_pool_3x3_s2_train(&x)?
+        } else {
+            x.pad_with_zeros(2, 1, 1)?
+                .pad_with_zeros(3, 1, 1)?
+                .max_pool2d_with_stride(3, 2)?
+        };
         let last = keep.iter().copied().max().unwrap_or(0);
         let mut outs = Vec::with_capacity(keep.len());
         for (s, stage) in self.stages.iter().enumerate().take(last + 1) {
@@ -213,6 +216,37 @@ impl ResNet {
                 .collect::<Result<_>>()?,
         })
     }
+}
+
+/// The stem's max pool (3x3, stride 2, zero padding 1 on a non-negative input) as the maximum of
+/// nine strided views, because candle's max-pool backward needs the kernel to equal the stride.
+/// The maxima are the pooling op's; the gradient goes to the maximum of each window (to every
+/// tied element, which for a post-ReLU map only happens among zeros, whose ReLU passes none).
+pub fn max_pool_3x3_s2_train(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (ho, wo) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+    // One extra zero row and column at the far side, so every view spans 2·ho (2·wo) entries.
+    let xp = x.pad_with_zeros(2, 1, 2)?.pad_with_zeros(3, 1, 2)?;
+    let mut out: Option<Tensor> = None;
+    for dy in 0..3 {
+        let rows = xp
+            .narrow(2, dy, 2 * ho)?
+            .reshape((n, c, ho, 2, w + 3))?
+            .narrow(3, 0, 1)?
+            .squeeze(3)?;
+        for dx in 0..3 {
+            let v = rows
+                .narrow(3, dx, 2 * wo)?
+                .reshape((n, c, ho, wo, 2))?
+                .narrow(4, 0, 1)?
+                .squeeze(4)?;
+            out = Some(match out {
+                Some(m) => m.maximum(&v)?,
+                None => v,
+            });
+        }
+    }
+    out.ok_or_else(|| candle_core::Error::Msg("empty pooling window".into()))
 }
 
 #[cfg(test)]
@@ -301,6 +335,63 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn training_max_pool_matches_the_pool_op_and_routes_gradients_to_the_maxima() {
+        let dev = candle_core::Device::Cpu;
+        for (h, w) in [(7, 6), (8, 9), (5, 5)] {
+            // Positive and (almost surely) distinct, so every window has one maximum.
+            let x = Tensor::rand(0.1f32, 1.0, (2, 3, h, w), &dev).unwrap();
+            let want = x
+                .pad_with_zeros(2, 1, 1)
+                .unwrap()
+                .pad_with_zeros(3, 1, 1)
+                .unwrap()
+                .max_pool2d_with_stride(3, 2)
+                .unwrap();
+            let var = candle_core::Var::from_tensor(&x).unwrap();
+            let got = max_pool_3x3_s2_train(var.as_tensor()).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            assert_eq!(tu::vec1(&got), tu::vec1(&want), "{h}x{w} values");
+            let (ho, wo) = (got.dim(2).unwrap(), got.dim(3).unwrap());
+            let r = Tensor::randn(0f32, 1.0, (2, 3, ho, wo), &dev).unwrap();
+            let g = (got * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = tu::vec1(g.get(var.as_tensor()).unwrap());
+            // Each window's weight lands on its (unique, positive) maximum.
+            let (xn, rn) = (Nd::from_tensor(&x), Nd::from_tensor(&r));
+            let mut want_g = Nd::zeros(2, 3, h, w);
+            for n in 0..2 {
+                for c in 0..3 {
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            let mut best: Option<(usize, usize, f64)> = None;
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (iy, ix) =
+                                        ((2 * oy + ky) as isize - 1, (2 * ox + kx) as isize - 1);
+                                    if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                        continue;
+                                    }
+                                    let v = xn.at(n, c, iy as usize, ix as usize);
+                                    if best.is_none_or(|b| v > b.2) {
+                                        best = Some((iy as usize, ix as usize, v));
+                                    }
+                                }
+                            }
+                            let (by, bx, _) = best.unwrap();
+                            let i = want_g.idx(n, c, by, bx);
+                            want_g.data[i] += rn.at(n, c, oy, ox);
+                        }
+                    }
+                }
+            }
+            let d = g
+                .iter()
+                .zip(&want_g.data)
+                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(d < 1e-5, "{h}x{w} gradient off by {d}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! formula is written out here as a custom op.
 
 use candle_core::{
-    backend::BackendStorage, bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType,
+    backend::BackendStorage, bail, CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape,
+    Tensor, WithDType,
 };
 use rayon::prelude::*;
 
@@ -34,12 +35,12 @@ pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor>
     if h == 0 || w == 0 {
         bail!("resize_bilinear: input has an empty spatial size {h}x{w}");
     }
+    let op = ResizeBilinear { out_h, out_w };
     if x.device().is_cpu() {
-        x.apply_op1_no_bwd(&ResizeBilinear { out_h, out_w })
+        x.apply_op1(op)
     } else {
         // The device kernel reads packed planes.
-        x.contiguous()?
-            .apply_op1_no_bwd(&ResizeBilinear { out_h, out_w })
+        x.contiguous()?.apply_op1(op)
     }
 }
 
@@ -207,9 +208,61 @@ fn contiguous_slice<'a, T: WithDType>(data: &'a [T], layout: &Layout) -> Result<
     }
 }
 
+/// The (out, in) matrix of one axis's interpolation: row `dst` holds λ0 at i0 and λ1 at i1 (summed
+/// when they coincide), with the forward's own taps, in the accumulation type of `dtype`.
+fn axis_matrix(in_size: usize, out_size: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let mut m = vec![0f64; out_size * in_size];
+    let mut put = |dst: usize, i0: usize, i1: usize, l0: f64, l1: f64| {
+        m[dst * in_size + i0] += l0;
+        m[dst * in_size + i1] += l1;
+    };
+    if dtype == DType::F64 {
+        for (d, t) in axis_taps::<f64>(in_size, out_size).iter().enumerate() {
+            put(d, t.i0, t.i1, t.l0, t.l1);
+        }
+    } else {
+        for (d, t) in axis_taps::<f32>(in_size, out_size).iter().enumerate() {
+            put(d, t.i0, t.i1, t.l0 as f64, t.l1 as f64);
+        }
+    }
+    let acc = if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    Tensor::from_vec(m, (out_size, in_size), device)?.to_dtype(acc)
+}
+
+/// The resize is y = Ry · x · Rxᵀ per plane, so its adjoint is dx = Ryᵀ · dy · Rx: two matmuls
+/// on any device, with the forward's taps (so it is the exact transpose of what the forward did,
+/// up to the summation order).
+fn resize_bilinear_bwd(grad: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let (n, c, oh, ow) = grad.dims4()?;
+    let (dtype, device) = (grad.dtype(), grad.device());
+    let ry = axis_matrix(h, oh, dtype, device)?;
+    let rx = axis_matrix(w, ow, dtype, device)?;
+    let acc = ry.dtype();
+    let g = grad.to_dtype(acc)?.reshape((n * c * oh, ow))?.matmul(&rx)?; // (NC·oh, w)
+    let g = g
+        .reshape((n * c, oh, w))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((n * c * w, oh))?
+        .matmul(&ry)?; // (NC·w, h)
+    g.reshape((n, c, w, h))?
+        .transpose(2, 3)?
+        .contiguous()?
+        .to_dtype(dtype)
+}
+
 impl CustomOp1 for ResizeBilinear {
     fn name(&self) -> &'static str {
         "resize-bilinear-half-pixel"
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let (_, _, h, w) = arg.dims4()?;
+        Ok(Some(resize_bilinear_bwd(grad_res, h, w)?))
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -431,6 +484,89 @@ mod tests {
                 .unwrap();
             assert_eq!(d, 0.0, "{dt:?}");
         }
+    }
+
+    /// The backward against float64 central differences of sum(r · resize(x)), every input
+    /// element, up- and down-sampling, edge clamping, a 1-pixel axis and the identity size.
+    #[test]
+    fn backward_matches_float64_finite_differences() {
+        let dev = Device::Cpu;
+        for (h, w, oh, ow) in [
+            (3, 4, 7, 5),
+            (7, 9, 4, 3),
+            (5, 5, 10, 10),
+            (1, 3, 4, 2),
+            (4, 6, 4, 6),
+            (6, 4, 13, 1),
+        ] {
+            let (n, c) = (2, 2);
+            let xs: Vec<f64> = pseudo_random(n * c * h * w, (h * 7 + w) as u64)
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            let r = Tensor::randn(0f64, 1.0, (n, c, oh, ow), &dev).unwrap();
+            let loss = |v: &[f64]| -> Tensor {
+                let x = Tensor::from_slice(v, (n, c, h, w), &dev).unwrap();
+                (resize_bilinear(&x, oh, ow).unwrap() * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+            };
+            let var = candle_core::Var::from_slice(&xs, (n, c, h, w), &dev).unwrap();
+            let l = (resize_bilinear(var.as_tensor(), oh, ow).unwrap() * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let grads = l.backward().unwrap();
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let eps = 1e-3;
+            for i in 0..xs.len() {
+                let (mut p, mut m) = (xs.clone(), xs.clone());
+                p[i] += eps;
+                m[i] -= eps;
+                let fd = (loss(&p).to_scalar::<f64>().unwrap()
+                    - loss(&m).to_scalar::<f64>().unwrap())
+                    / (2.0 * eps);
+                assert!(
+                    (g[i] - fd).abs() < 1e-9,
+                    "{h}x{w}->{oh}x{ow} element {i}: {} vs {fd}",
+                    g[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn backward_in_f32_matches_f64() {
+        let dev = Device::Cpu;
+        let x = Tensor::from_vec(pseudo_random(2 * 5 * 6, 11), (1, 2, 5, 6), &dev).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (1, 2, 9, 11), &dev).unwrap();
+        let grad = |dt: DType| {
+            let v = candle_core::Var::from_tensor(&x.to_dtype(dt).unwrap()).unwrap();
+            let l = (resize_bilinear(v.as_tensor(), 9, 11).unwrap() * r.to_dtype(dt).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let g = l.backward().unwrap();
+            let g = g.get(v.as_tensor()).unwrap().clone();
+            assert_eq!(g.dtype(), dt);
+            g.to_dtype(DType::F64).unwrap()
+        };
+        let d = (grad(DType::F32) - grad(DType::F64))
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(d < 1e-5, "f32 vs f64 gradient {d}");
     }
 
     #[test]

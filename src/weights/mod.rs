@@ -5,6 +5,7 @@
 mod expected;
 pub mod pickle;
 pub mod source;
+mod store;
 pub mod synth;
 mod torch_format;
 
@@ -17,6 +18,7 @@ use crate::config::YolactConfig;
 use crate::error::{Error, Result};
 
 pub use expected::expected_shapes;
+pub use store::WeightStore;
 
 /// Tensors by state-dict key, on the CPU, in the dtype the file stores.
 pub type StateDict = BTreeMap<String, Tensor>;

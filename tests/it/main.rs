@@ -31,5 +31,6 @@ mod replay_coco;
 mod replay_interrupt;
 mod replay_recovery;
 mod ros_packaging;
+mod store;
 mod tracking;
 mod weights;
