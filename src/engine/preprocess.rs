@@ -26,10 +26,14 @@ pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
 /// Decodes an image file to RGB, applying the EXIF orientation as `cv2.imread` does. Grey images are
 /// replicated to three channels and alpha is dropped, as `IMREAD_COLOR` does.
 pub fn load_image(path: &Path) -> Result<RgbImage> {
-    let reader = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let reader = ImageReader::new(std::io::Cursor::new(&bytes[..]))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        super::jpeg::check_complete(&bytes)
+            .map_err(|e| Error::Image(format!("{}: {e}", path.display())))?;
+    }
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| Error::Image(format!("{}: {e}", path.display())))?;

@@ -253,7 +253,15 @@ pub fn postprocess(
         masks.device(),
     )?;
     let full = upsample_threshold(&masks.index_select(&rows, 0)?, img_h, img_w)?;
-    let boxes = boxes_to_pixels(&boxes_to_host(&dets.boxes)?, img_w, img_h);
+    let rel = boxes_to_host(&dets.boxes)?;
+    // Checked before the clamp to the image, which turns NaN into the image's edges.
+    if order.iter().any(|&i| rel[i].iter().any(|v| !v.is_finite())) {
+        return Err(Error::Invalid(
+            "the network produced NaN or infinite box coordinates; the weights are probably corrupt"
+                .into(),
+        ));
+    }
+    let boxes = boxes_to_pixels(&rel, img_w, img_h);
     Ok(order
         .iter()
         .zip(full)
