@@ -72,6 +72,83 @@ pub fn resize_threshold_planes(
     ))
 }
 
+/// Below this a soft-mask value cannot lift a bilinear sample above a 0.5 threshold: a sample
+/// is a convex combination of four values, so if all four are at most 0.25 it is at most
+/// 0.25 (1 + a few ulps). Only source pixels above it can make foreground.
+const SUPPORT_LEVEL: f32 = 0.25;
+
+/// [`resize_threshold_planes`] for one (h, w) plane, computing only the window of the output
+/// whose bilinear taps reach a source pixel above 0.25 (a threshold of at least 0.5 keeps this
+/// exact: outside the window every sample is below it). Returns the window (x0, y0, cols,
+/// rows) and its rows*cols bytes, which are bit-identical to the same pixels of the full resize;
+/// an empty window when no pixel can pass.
+pub fn resize_threshold_window(
+    plane: &[f32],
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    threshold: f32,
+) -> Result<((usize, usize, usize, usize), Vec<u8>)> {
+    if h == 0 || w == 0 || out_h == 0 || out_w == 0 || plane.len() != h * w {
+        bail!(
+            "resize_threshold_window: {} values are not one {h}x{w} plane, or an empty size \
+             ({out_h}x{out_w})",
+            plane.len()
+        );
+    }
+    if !(threshold >= 2.0 * SUPPORT_LEVEL) {
+        bail!("resize_threshold_window: threshold {threshold} is below 0.5");
+    }
+    // Bounding box of the source pixels above the support level.
+    let (mut sy0, mut sy1, mut sx0, mut sx1) = (usize::MAX, 0, usize::MAX, 0);
+    for (r, row) in plane.chunks(w).enumerate() {
+        let mut cols = row
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v > SUPPORT_LEVEL)
+            .map(|(q, _)| q);
+        if let Some(first) = cols.next() {
+            let last = cols.last().unwrap_or(first);
+            sy0 = sy0.min(r);
+            sy1 = r;
+            sx0 = sx0.min(first);
+            sx1 = sx1.max(last);
+        }
+    }
+    if sy0 == usize::MAX {
+        return Ok(((0, 0, 0, 0), Vec::new()));
+    }
+    let ys = axis_taps::<f32>(h, out_h);
+    let xs = axis_taps::<f32>(w, out_w);
+    // Output coordinates with a tap in [lo, hi]; taps never decrease along an axis, so this is
+    // one interval.
+    let span = |taps: &[Tap<f32>], lo: usize, hi: usize| {
+        let hits = |t: &Tap<f32>| (lo..=hi).contains(&t.i0) || (lo..=hi).contains(&t.i1);
+        let a = taps.iter().position(hits).unwrap_or(0);
+        let b = taps.iter().rposition(hits).map_or(a, |b| b + 1);
+        (a, b)
+    };
+    let (oy0, oy1) = span(&ys, sy0, sy1);
+    let (ox0, ox1) = span(&xs, sx0, sx1);
+    let cols = ox1 - ox0;
+    let mut out = vec![0u8; (oy1 - oy0) * cols];
+    let mut rows = RowCache::new(cols);
+    for (out_row, ty) in out.chunks_mut(cols.max(1)).zip(&ys[oy0..oy1]) {
+        let fill = |row: usize, buf: &mut [f32]| {
+            let r = &plane[row * w..(row + 1) * w];
+            for (b, tx) in buf.iter_mut().zip(&xs[ox0..ox1]) {
+                *b = r[tx.i0] * tx.l0 + r[tx.i1] * tx.l1;
+            }
+        };
+        let (t0, t1) = rows.pair(ty.i0, ty.i1, fill);
+        for ((o, &a), &b) in out_row.iter_mut().zip(t0).zip(t1) {
+            *o = u8::from(a * ty.l0 + b * ty.l1 > threshold);
+        }
+    }
+    Ok(((ox0, oy0, cols, oy1 - oy0), out))
+}
+
 /// The custom op behind [`resize_bilinear`]; exposed so a device kernel can be added later without
 /// touching callers.
 #[derive(Debug, Clone, Copy)]
