@@ -519,4 +519,70 @@ mod tests {
         let x = Tensor::zeros((1, 1, 4, 4), DType::U8, &Device::Cpu).unwrap();
         assert!(resize_bilinear(&x, 2, 2).is_err());
     }
+
+    #[test]
+    fn the_threshold_window_equals_the_full_resize_and_holds_all_foreground() {
+        // Soft masks as YOLACT makes them: sigmoid values, zero outside a crop box, plus an
+        // uncropped one, values near 0.5 included, sizes up and down.
+        let (h, w) = (23, 31);
+        let mut seed = 7u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for (case, (oh, ow)) in [(97, 203), (480, 640), (11, 9), (23, 31)]
+            .into_iter()
+            .enumerate()
+        {
+            for crop in [
+                Some((3, 5, 12, 9)),
+                Some((0, 0, 31, 1)),
+                Some((30, 22, 31, 23)),
+                None,
+            ] {
+                let plane: Vec<f32> = (0..h * w)
+                    .map(|i| {
+                        let (r, q) = (i / w, i % w);
+                        let inside = crop.is_none_or(|(x0, y0, x1, y1)| {
+                            (x0..x1).contains(&q) && (y0..y1).contains(&r)
+                        });
+                        if inside {
+                            0.35 + 0.3 * rnd()
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let full = resize_threshold_planes(&plane, h, w, oh, ow, 0.5).unwrap();
+                let ((x0, y0, cols, rows), win) =
+                    resize_threshold_window(&plane, h, w, oh, ow, 0.5).unwrap();
+                assert!(x0 + cols <= ow && y0 + rows <= oh, "case {case}");
+                assert_eq!(win.len(), cols * rows);
+                let mut rebuilt = vec![0u8; oh * ow];
+                for r in 0..rows {
+                    rebuilt[(y0 + r) * ow + x0..][..cols].copy_from_slice(&win[r * cols..][..cols]);
+                }
+                assert_eq!(rebuilt, full, "case {case} crop {crop:?}");
+                // Upsampled, every crop but the one-pixel one keeps some foreground (downsampling
+                // may mix a thin strip below 0.5).
+                let upsampled = oh * ow > h * w;
+                assert!(
+                    full.contains(&1) || !upsampled || crop == Some((30, 22, 31, 23)),
+                    "case {case} {crop:?}: a test with no foreground"
+                );
+                if crop.is_some() && upsampled {
+                    assert!(
+                        cols * rows < oh * ow,
+                        "case {case} {crop:?}: window is the whole image"
+                    );
+                }
+            }
+        }
+        let blank = vec![0.2f32; h * w];
+        let (win, data) = resize_threshold_window(&blank, h, w, 50, 60, 0.5).unwrap();
+        assert_eq!((win, data.len()), ((0, 0, 0, 0), 0));
+        assert!(resize_threshold_window(&blank, h, w, 50, 60, 0.3).is_err());
+    }
 }
