@@ -72,6 +72,9 @@ pub fn resize_threshold_planes(
     ))
 }
 
+/// (x0, y0, cols, rows) of an output window.
+pub type Window = (usize, usize, usize, usize);
+
 /// Below this a soft-mask value cannot lift a bilinear sample above a 0.5 threshold: a sample
 /// is a convex combination of four values, so if all four are at most 0.25 it is at most
 /// 0.25 (1 + a few ulps). Only source pixels above it can make foreground.
@@ -89,7 +92,7 @@ pub fn resize_threshold_window(
     out_h: usize,
     out_w: usize,
     threshold: f32,
-) -> Result<((usize, usize, usize, usize), Vec<u8>)> {
+) -> Result<(Window, Vec<u8>)> {
     if h == 0 || w == 0 || out_h == 0 || out_w == 0 || plane.len() != h * w {
         bail!(
             "resize_threshold_window: {} values are not one {h}x{w} plane, or an empty size \
@@ -97,19 +100,19 @@ pub fn resize_threshold_window(
             plane.len()
         );
     }
-    if !(threshold >= 2.0 * SUPPORT_LEVEL) {
+    // Written so that a NaN threshold is refused too.
+    if threshold
+        .partial_cmp(&(2.0 * SUPPORT_LEVEL))
+        .is_none_or(|o| o.is_lt())
+    {
         bail!("resize_threshold_window: threshold {threshold} is below 0.5");
     }
     // Bounding box of the source pixels above the support level.
     let (mut sy0, mut sy1, mut sx0, mut sx1) = (usize::MAX, 0, usize::MAX, 0);
     for (r, row) in plane.chunks(w).enumerate() {
-        let mut cols = row
-            .iter()
-            .enumerate()
-            .filter(|(_, &v)| v > SUPPORT_LEVEL)
-            .map(|(q, _)| q);
-        if let Some(first) = cols.next() {
-            let last = cols.last().unwrap_or(first);
+        let above = |v: &f32| *v > SUPPORT_LEVEL;
+        if let (Some(first), Some(last)) = (row.iter().position(above), row.iter().rposition(above))
+        {
             sy0 = sy0.min(r);
             sy1 = r;
             sx0 = sx0.min(first);
