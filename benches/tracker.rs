@@ -176,11 +176,7 @@ fn main() {
                 class_score: inp.score,
                 mask_iou: None,
                 bbox: inp.bbox,
-                mask: Mask {
-                    height: H as usize,
-                    width: W as usize,
-                    data,
-                },
+                mask: Mask::full(H as usize, W as usize, data),
             }
         })
         .collect();

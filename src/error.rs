@@ -10,13 +10,11 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    // The message already holds the io error's text; not marked #[source] so an error chain
-    // printed with anyhow's `{:#}` does not say it twice.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    // The message already holds the io error's text, so the field is not the error's source
+    // (thiserror takes a field *named* `source` as one): an error chain printed with anyhow's
+    // `{:#}` would say it twice.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
 
     /// A checkpoint that cannot be read: wrong format, truncated, corrupt, or refused by the
     /// restricted unpickler. `msg` says what is wrong and, where known, at which byte offset.
@@ -58,7 +56,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 }

@@ -26,4 +26,8 @@ pub mod tracking;
 pub mod weights;
 
 pub use config::YolactConfig;
+
+/// The log filter when `RUST_LOG` is unset: this package (library `yolact_ros2`, binary `yolact`)
+/// at info, every dependency at warn; the DDS stack alone logs ~150 INFO lines while discovering.
+pub const DEFAULT_LOG_FILTER: &str = "warn,yolact_ros2=info,yolact=info";
 pub use error::{Error, Result};

@@ -357,7 +357,7 @@ fn fused_mask_stages_on_the_device_match_the_cpu() {
         let got_m = upsample_threshold(&on(&want), ih, iw).unwrap();
         assert_eq!(got_m.len(), want_m.len());
         for (g, w) in got_m.iter().zip(&want_m) {
-            assert_eq!(g.data, w.data, "upsample crop={crop}");
+            assert_eq!(g, w, "upsample crop={crop}");
         }
     }
 }

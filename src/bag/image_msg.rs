@@ -235,6 +235,9 @@ impl CompressedImageMsg {
             CompressedFormat::Png => image::ImageFormat::Png,
         };
         let decode_err = |e: image::ImageError| BagError::Image(format!("{fmt:?} decode: {e}"));
+        if fmt == image::ImageFormat::Jpeg {
+            crate::engine::jpeg::check_complete(&self.data).map_err(BagError::Image)?;
+        }
         let reader = image::ImageReader::with_format(std::io::Cursor::new(&self.data[..]), fmt);
         let (w, h) = reader.into_dimensions().map_err(decode_err)?;
         check_size(w, h)?;

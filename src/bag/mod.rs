@@ -103,7 +103,7 @@ impl BagError {
 impl From<BagError> for crate::Error {
     fn from(e: BagError) -> Self {
         match e {
-            BagError::Io { path, source } => crate::Error::Io { path, source },
+            BagError::Io { path, source } => crate::Error::Io { path, err: source },
             e @ (BagError::UnknownEncoding(_) | BagError::Image(_)) => {
                 crate::Error::Image(e.to_string())
             }

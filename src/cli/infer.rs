@@ -43,6 +43,18 @@ pub fn run(a: InferArgs) -> Result<ExitCode> {
 
     let mut failed = 0usize;
     for path in &images {
+        // A dangling link found in a folder is an input that was meant to be processed.
+        if path.is_symlink() && !path.exists() {
+            let target = std::fs::read_link(path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|_| "?".into());
+            eprintln!(
+                "error: {}: a broken symbolic link (its target {target} does not exist)",
+                path.display()
+            );
+            failed += 1;
+            continue;
+        }
         if let Err(e) = infer_one(&engine, path, &opts, &outputs) {
             eprintln!("error: {}: {e:#}", path.display());
             failed += 1;
@@ -129,7 +141,8 @@ pub fn detections_json(path: &Path, dets: &Detections) -> serde_json::Value {
     })
 }
 
-/// Expands directories; `several` is true when outputs must be directories.
+/// Expands directories (keeping broken links with an image extension, reported by [`run`]);
+/// `several` is true when outputs must be directories.
 fn collect_inputs(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, bool)> {
     let mut images = Vec::new();
     let mut saw_dir = false;
@@ -140,7 +153,7 @@ fn collect_inputs(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, bool)> {
                 .with_context(|| format!("reading directory {}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| {
-                    f.is_file()
+                    (f.is_file() || f.is_symlink() && !f.exists())
                         && f.extension()
                             .and_then(|e| e.to_str())
                             .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e))

@@ -121,6 +121,11 @@ impl DetectArgs {
                 self.score_threshold
             );
         }
+        let max = yolact_ros2::node::params::MAX_TOP_K;
+        if !(1..=max).contains(&self.top_k) {
+            // 0 would run the whole network and keep nothing; the node refuses it the same way.
+            bail!("--top-k must be within 1..={max}, got {}", self.top_k);
+        }
         Ok(yolact_ros2::engine::InferOptions {
             score_threshold: self.score_threshold,
             top_k: self.top_k,

@@ -7,6 +7,7 @@
 //! [`Engine::capture_network`] and [`Engine::infer_timed_graph`] replay the network as one CUDA
 //! graph (experimental, see [`crate::cuda::graph`]).
 
+pub mod jpeg;
 pub mod preprocess;
 pub mod priors;
 
@@ -578,12 +579,21 @@ impl Engine {
         let items = postprocess(&dets, proto, maskiou_fn, w as usize, h as usize, &popts)?;
         clock.mark()?;
 
-        if items
-            .iter()
-            .any(|d| !d.score.is_finite() || d.bbox.iter().any(|v| !v.is_finite()))
-        {
+        // The whole frame fails rather than dropping the bad detections: a non-finite value here
+        // means broken weights or input, and the remaining detections would not be trustworthy
+        // either. Checkpoints are checked at load (weights::finite); this also covers synthetic or
+        // in-memory state dicts and overflow inside the network.
+        let finite = |d: &crate::output::detection::Detection| {
+            d.score.is_finite()
+                && d.class_score.is_finite()
+                && d.mask_iou.is_none_or(f32::is_finite)
+                && d.bbox.iter().all(|v| v.is_finite())
+        };
+        if !items.iter().all(finite) {
             return Err(Error::Invalid(
-                "the network produced NaN or infinite scores or boxes; the weights are probably corrupt".into(),
+                "the network produced NaN or infinite scores, mask IoUs or boxes; the weights are \
+                 probably corrupt"
+                    .into(),
             ));
         }
         Ok(Detections {

@@ -87,11 +87,7 @@ mod tests {
             class_score,
             mask_iou: Some(score / class_score),
             bbox,
-            mask: Mask {
-                height: 10,
-                width: 20,
-                data,
-            },
+            mask: Mask::full(10, 20, data),
         }
     }
 

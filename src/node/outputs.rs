@@ -20,9 +20,14 @@ pub fn label_image(header: Header, dets: &Detections) -> ImageMsg {
         if d.mask.width != w || d.mask.height != h {
             continue;
         }
-        for (l, &m) in labels.iter_mut().zip(&d.mask.data) {
-            if m != 0 {
-                *l = value;
+        for y in 0..h {
+            let Some((x0, bytes)) = d.mask.row(y) else {
+                continue;
+            };
+            for (l, &m) in labels[y * w + x0..].iter_mut().zip(bytes) {
+                if m != 0 {
+                    *l = value;
+                }
             }
         }
     }
@@ -125,11 +130,7 @@ mod tests {
             class_score: 0.5,
             mask_iou: None,
             bbox: [0.0, 0.0, w as f32, h as f32],
-            mask: Mask {
-                height: h,
-                width: w,
-                data,
-            },
+            mask: Mask::full(h, w, data),
         }
     }
 

@@ -73,6 +73,86 @@ pub fn resize_threshold_planes(
     ))
 }
 
+/// (x0, y0, cols, rows) of an output window.
+pub type Window = (usize, usize, usize, usize);
+
+/// Below this a soft-mask value cannot lift a bilinear sample above a 0.5 threshold: a sample
+/// is a convex combination of four values, so if all four are at most 0.25 it is at most
+/// 0.25 (1 + a few ulps). Only source pixels above it can make foreground.
+const SUPPORT_LEVEL: f32 = 0.25;
+
+/// [`resize_threshold_planes`] for one (h, w) plane, computing only the window of the output
+/// whose bilinear taps reach a source pixel above 0.25 (a threshold of at least 0.5 keeps this
+/// exact: outside the window every sample is below it). Returns the window (x0, y0, cols,
+/// rows) and its rows*cols bytes, which are bit-identical to the same pixels of the full resize;
+/// an empty window when no pixel can pass.
+pub fn resize_threshold_window(
+    plane: &[f32],
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    threshold: f32,
+) -> Result<(Window, Vec<u8>)> {
+    if h == 0 || w == 0 || out_h == 0 || out_w == 0 || plane.len() != h * w {
+        bail!(
+            "resize_threshold_window: {} values are not one {h}x{w} plane, or an empty size \
+             ({out_h}x{out_w})",
+            plane.len()
+        );
+    }
+    // Written so that a NaN threshold is refused too.
+    if threshold
+        .partial_cmp(&(2.0 * SUPPORT_LEVEL))
+        .is_none_or(|o| o.is_lt())
+    {
+        bail!("resize_threshold_window: threshold {threshold} is below 0.5");
+    }
+    // Bounding box of the source pixels above the support level.
+    let (mut sy0, mut sy1, mut sx0, mut sx1) = (usize::MAX, 0, usize::MAX, 0);
+    for (r, row) in plane.chunks(w).enumerate() {
+        let above = |v: &f32| *v > SUPPORT_LEVEL;
+        if let (Some(first), Some(last)) = (row.iter().position(above), row.iter().rposition(above))
+        {
+            sy0 = sy0.min(r);
+            sy1 = r;
+            sx0 = sx0.min(first);
+            sx1 = sx1.max(last);
+        }
+    }
+    if sy0 == usize::MAX {
+        return Ok(((0, 0, 0, 0), Vec::new()));
+    }
+    let ys = axis_taps::<f32>(h, out_h);
+    let xs = axis_taps::<f32>(w, out_w);
+    // Output coordinates with a tap in [lo, hi]; taps never decrease along an axis, so this is
+    // one interval.
+    let span = |taps: &[Tap<f32>], lo: usize, hi: usize| {
+        let hits = |t: &Tap<f32>| (lo..=hi).contains(&t.i0) || (lo..=hi).contains(&t.i1);
+        let a = taps.iter().position(hits).unwrap_or(0);
+        let b = taps.iter().rposition(hits).map_or(a, |b| b + 1);
+        (a, b)
+    };
+    let (oy0, oy1) = span(&ys, sy0, sy1);
+    let (ox0, ox1) = span(&xs, sx0, sx1);
+    let cols = ox1 - ox0;
+    let mut out = vec![0u8; (oy1 - oy0) * cols];
+    let mut rows = RowCache::new(cols);
+    for (out_row, ty) in out.chunks_mut(cols.max(1)).zip(&ys[oy0..oy1]) {
+        let fill = |row: usize, buf: &mut [f32]| {
+            let r = &plane[row * w..(row + 1) * w];
+            for (b, tx) in buf.iter_mut().zip(&xs[ox0..ox1]) {
+                *b = r[tx.i0] * tx.l0 + r[tx.i1] * tx.l1;
+            }
+        };
+        let (t0, t1) = rows.pair(ty.i0, ty.i1, fill);
+        for ((o, &a), &b) in out_row.iter_mut().zip(t0).zip(t1) {
+            *o = u8::from(a * ty.l0 + b * ty.l1 > threshold);
+        }
+    }
+    Ok(((ox0, oy0, cols, oy1 - oy0), out))
+}
+
 /// The custom op behind [`resize_bilinear`]; exposed so a device kernel can be added later without
 /// touching callers.
 #[derive(Debug, Clone, Copy)]
@@ -577,5 +657,71 @@ mod tests {
         assert!(resize_bilinear(&x, 0, 4).is_err());
         let x = Tensor::zeros((1, 1, 4, 4), DType::U8, &Device::Cpu).unwrap();
         assert!(resize_bilinear(&x, 2, 2).is_err());
+    }
+
+    #[test]
+    fn the_threshold_window_equals_the_full_resize_and_holds_all_foreground() {
+        // Soft masks as YOLACT makes them: sigmoid values, zero outside a crop box, plus an
+        // uncropped one, values near 0.5 included, sizes up and down.
+        let (h, w) = (23, 31);
+        let mut seed = 7u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for (case, (oh, ow)) in [(97, 203), (480, 640), (11, 9), (23, 31)]
+            .into_iter()
+            .enumerate()
+        {
+            for crop in [
+                Some((3, 5, 12, 9)),
+                Some((0, 0, 31, 1)),
+                Some((30, 22, 31, 23)),
+                None,
+            ] {
+                let plane: Vec<f32> = (0..h * w)
+                    .map(|i| {
+                        let (r, q) = (i / w, i % w);
+                        let inside = crop.is_none_or(|(x0, y0, x1, y1)| {
+                            (x0..x1).contains(&q) && (y0..y1).contains(&r)
+                        });
+                        if inside {
+                            0.35 + 0.3 * rnd()
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let full = resize_threshold_planes(&plane, h, w, oh, ow, 0.5).unwrap();
+                let ((x0, y0, cols, rows), win) =
+                    resize_threshold_window(&plane, h, w, oh, ow, 0.5).unwrap();
+                assert!(x0 + cols <= ow && y0 + rows <= oh, "case {case}");
+                assert_eq!(win.len(), cols * rows);
+                let mut rebuilt = vec![0u8; oh * ow];
+                for r in 0..rows {
+                    rebuilt[(y0 + r) * ow + x0..][..cols].copy_from_slice(&win[r * cols..][..cols]);
+                }
+                assert_eq!(rebuilt, full, "case {case} crop {crop:?}");
+                // Upsampled, every crop but the one-pixel one keeps some foreground (downsampling
+                // may mix a thin strip below 0.5).
+                let upsampled = oh * ow > h * w;
+                assert!(
+                    full.contains(&1) || !upsampled || crop == Some((30, 22, 31, 23)),
+                    "case {case} {crop:?}: a test with no foreground"
+                );
+                if crop.is_some() && upsampled {
+                    assert!(
+                        cols * rows < oh * ow,
+                        "case {case} {crop:?}: window is the whole image"
+                    );
+                }
+            }
+        }
+        let blank = vec![0.2f32; h * w];
+        let (win, data) = resize_threshold_window(&blank, h, w, 50, 60, 0.5).unwrap();
+        assert_eq!((win, data.len()), ((0, 0, 0, 0), 0));
+        assert!(resize_threshold_window(&blank, h, w, 50, 60, 0.3).is_err());
     }
 }

@@ -27,16 +27,27 @@ pub fn draw(img: &RgbImage, dets: &Detections) -> RgbImage {
         .enumerate()
         .filter(|(_, d)| d.mask.width == w as usize && d.mask.height == h as usize)
         .collect();
-    if !usable.is_empty() {
-        for (i, px) in out.pixels_mut().enumerate() {
+    // Row by row, over the masks whose window meets the row: the cost is the masks' windows,
+    // not the image times the detections.
+    for (y, row) in out.rows_mut().enumerate() {
+        let active: Vec<(usize, &crate::output::detection::Detection)> = usable
+            .iter()
+            .rev()
+            .filter(|(_, d)| d.mask.row(y).is_some())
+            .copied()
+            .collect();
+        if active.is_empty() {
+            continue;
+        }
+        for (x, px) in row.enumerate() {
             let mut v = [
                 px[0] as f32 / 255.0,
                 px[1] as f32 / 255.0,
                 px[2] as f32 / 255.0,
             ];
             let mut touched = false;
-            for &(j, d) in usable.iter().rev() {
-                if d.mask.data[i] != 0 {
+            for &(j, d) in &active {
+                if d.mask.get(x, y) {
                     let c = color_for(j);
                     for k in 0..3 {
                         v[k] = v[k] * (1.0 - ALPHA) + ALPHA * (c[k] as f32 / 255.0);
@@ -120,11 +131,7 @@ mod tests {
             class_score: 0.9,
             mask_iou: None,
             bbox: [2.0, 14.0, 18.0, 19.0],
-            mask: Mask {
-                height: 20,
-                width: 20,
-                data,
-            },
+            mask: Mask::full(20, 20, data),
         };
         let dets = Detections {
             width: 20,
@@ -156,11 +163,7 @@ mod tests {
             class_score: 0.5,
             mask_iou: Some(1.0),
             bbox: [-50.0, -50.0, 500.0, 500.0],
-            mask: Mask {
-                height: 3,
-                width: 3,
-                data: vec![1; 9],
-            },
+            mask: Mask::full(3, 3, vec![1; 9]),
         };
         let dets = Detections {
             width: 5,

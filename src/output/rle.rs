@@ -31,20 +31,62 @@ fn runs(len: usize, value_at: impl Fn(usize) -> bool) -> Vec<u32> {
     counts
 }
 
-/// Encodes a row-major mask (any non-zero byte is foreground).
+/// Runs built from (value, length) pieces, merged as they come.
+struct Runs {
+    counts: Vec<u32>,
+    cur: bool,
+}
+
+impl Runs {
+    fn new() -> Self {
+        Runs {
+            counts: vec![0],
+            cur: false,
+        }
+    }
+
+    fn push(&mut self, v: bool, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if v != self.cur {
+            self.counts.push(0);
+            self.cur = v;
+        }
+        if let Some(last) = self.counts.last_mut() {
+            *last += n as u32;
+        }
+    }
+}
+
+/// Encodes a mask (any non-zero byte is foreground). Columns and column parts outside the
+/// mask's window are added as whole runs of background, so the cost is the window's area.
 pub fn encode(mask: &Mask) -> Rle {
     let (h, w) = (mask.height, mask.width);
-    // `get` keeps a short buffer (not produced by this crate) from panicking: missing is zero.
-    let counts = if h * w == 0 {
-        vec![]
-    } else {
-        runs(h * w, |i| {
-            mask.data.get((i % h) * w + i / h).is_some_and(|&v| v != 0)
-        })
-    };
+    if h * w == 0 {
+        return Rle {
+            size: [h, w],
+            counts: vec![],
+        };
+    }
+    let mut runs = Runs::new();
+    // Rows of the window that lie inside the image (a window is checked at construction, but
+    // the fields are public).
+    let (y0, y1) = (mask.y0.min(h), (mask.y0 + mask.rows).min(h));
+    for x in 0..w {
+        if x < mask.x0 || x >= mask.x0 + mask.cols || y0 == y1 {
+            runs.push(false, h);
+            continue;
+        }
+        runs.push(false, y0);
+        for y in y0..y1 {
+            runs.push(mask.get(x, y), 1);
+        }
+        runs.push(false, h - y1);
+    }
     Rle {
         size: [h, w],
-        counts,
+        counts: runs.counts,
     }
 }
 
@@ -60,7 +102,7 @@ pub fn encode_cropped(mask: &Mask, x0: usize, y0: usize, cw: usize, ch: usize) -
     } else {
         runs(cw * ch, |i| {
             let (x, y) = (x0 + i / ch, y0 + i % ch);
-            mask.data.get(y * mask.width + x).is_some_and(|&v| v != 0)
+            mask.get(x, y)
         })
     };
     Rle {
@@ -88,11 +130,7 @@ pub fn decode(rle: &Rle) -> Result<Mask> {
         }
         i += c as usize;
     }
-    Ok(Mask {
-        height: h,
-        width: w,
-        data,
-    })
+    Ok(Mask::full(h, w, data))
 }
 
 /// Foreground pixel count.
@@ -110,7 +148,7 @@ pub fn area(rle: &Rle) -> u64 {
 /// ```
 /// use yolact_ros2::output::{detection::Mask, rle};
 /// // 2x3 mask, row-major; COCO RLE runs are column-major, starting with background.
-/// let mask = Mask { height: 2, width: 3, data: vec![0, 1, 1, 0, 1, 0] };
+/// let mask = Mask::full(2, 3, vec![0, 1, 1, 0, 1, 0]);
 /// let r = rle::encode(&mask);
 /// assert_eq!(r.counts, vec![2, 3, 1]);
 /// assert_eq!(rle::from_string(&rle::to_string(&r.counts))?, r.counts);

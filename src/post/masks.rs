@@ -9,7 +9,9 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
-use crate::ops::interp::resize_threshold_planes;
+use rayon::prelude::*;
+
+use crate::ops::interp::resize_threshold_window;
 use crate::output::detection::{Detection, Mask};
 use crate::post::fast_nms::{boxes_to_host, stable_desc_order, Dets};
 
@@ -110,8 +112,10 @@ pub fn assemble_crop(proto: &Tensor, coefs: &Tensor, boxes: &Tensor, crop: bool)
     })
 }
 
-/// Bilinear (align_corners=False) upsample of soft masks (n, Hp, Wp) to (h, w), then > 0.5. On
-/// CUDA the resize and threshold run on the device and only the bytes come back.
+/// Bilinear (align_corners=False) upsample of soft masks (n, Hp, Wp) to (h, w), then > 0.5. Each
+/// mask keeps only the window that can hold foreground (about its box when cropped), so n masks
+/// never exist at full size at once on the CPU. On CUDA the resize and threshold run on the
+/// device and the bytes come back as full planes, one at a time cut to their foreground.
 pub fn upsample_threshold(masks: &Tensor, h: usize, w: usize) -> Result<Vec<Mask>> {
     let (n, hp, wp) = masks.dims3()?;
     if n == 0 {
@@ -120,21 +124,58 @@ pub fn upsample_threshold(masks: &Tensor, h: usize, w: usize) -> Result<Vec<Mask
     if h == 0 || w == 0 {
         return Err(Error::Invalid(format!("upsample masks to {w}x{h}")));
     }
-    let bin = match upsample_threshold_on_device(masks, h, w)? {
-        Some(b) => b,
-        None => {
-            let planes = masks.flatten_all()?.to_vec1::<f32>()?;
-            resize_threshold_planes(&planes, hp, wp, h, w, 0.5)?
-        }
-    };
-    Ok(bin
-        .chunks(h * w)
-        .map(|plane| Mask {
+    if let Some(bin) = upsample_threshold_on_device(masks, h, w)? {
+        return Ok(bin.chunks(h * w).map(|p| tight(h, w, p)).collect());
+    }
+    let planes = masks.flatten_all()?.to_vec1::<f32>()?;
+    planes
+        .par_chunks(hp * wp)
+        .map(|plane| {
+            let (win, data) = resize_threshold_window(plane, hp, wp, h, w, 0.5)?;
+            Mask::window(h, w, win, data).map_err(Error::Invalid)
+        })
+        .collect()
+}
+
+/// A full (h, w) plane cut to the bounding box of its foreground.
+fn tight(h: usize, w: usize, plane: &[u8]) -> Mask {
+    let rows: Vec<usize> = (0..h)
+        .filter(|&y| plane[y * w..(y + 1) * w].iter().any(|&v| v != 0))
+        .collect();
+    let (Some(&y0), Some(&y1)) = (rows.first(), rows.last()) else {
+        return Mask {
             height: h,
             width: w,
-            data: plane.to_vec(),
-        })
-        .collect())
+            x0: 0,
+            y0: 0,
+            cols: 0,
+            rows: 0,
+            data: Vec::new(),
+        };
+    };
+    let (mut x0, mut x1) = (w, 0);
+    for y in y0..=y1 {
+        let row = &plane[y * w..(y + 1) * w];
+        if let (Some(a), Some(b)) = (
+            row.iter().position(|&v| v != 0),
+            row.iter().rposition(|&v| v != 0),
+        ) {
+            x0 = x0.min(a);
+            x1 = x1.max(b);
+        }
+    }
+    let data = (y0..=y1)
+        .flat_map(|y| plane[y * w + x0..=y * w + x1].iter().copied())
+        .collect();
+    Mask {
+        height: h,
+        width: w,
+        x0,
+        y0,
+        cols: x1 + 1 - x0,
+        rows: y1 + 1 - y0,
+        data,
+    }
 }
 
 /// The device's version of the resize + threshold, where there is one for the masks' device.
@@ -253,7 +294,15 @@ pub fn postprocess(
         masks.device(),
     )?;
     let full = upsample_threshold(&masks.index_select(&rows, 0)?, img_h, img_w)?;
-    let boxes = boxes_to_pixels(&boxes_to_host(&dets.boxes)?, img_w, img_h);
+    let rel = boxes_to_host(&dets.boxes)?;
+    // Checked before the clamp to the image, which turns NaN into the image's edges.
+    if order.iter().any(|&i| rel[i].iter().any(|v| !v.is_finite())) {
+        return Err(Error::Invalid(
+            "the network produced NaN or infinite box coordinates; the weights are probably corrupt"
+                .into(),
+        ));
+    }
+    let boxes = boxes_to_pixels(&rel, img_w, img_h);
     Ok(order
         .iter()
         .zip(full)

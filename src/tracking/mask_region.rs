@@ -126,9 +126,14 @@ impl BoxMask {
         let mut bits = vec![0u64; rows * wpr];
         let mut col_or = vec![0u64; wpr];
         let (mut ry0, mut ry1) = (usize::MAX, 0usize);
+        // One full-width row at a time: the mask stores only its window.
+        let mut row = vec![0u8; mask.width];
         for (r, out) in bits.chunks_exact_mut(wpr).enumerate() {
             let y = sy0 + r;
-            let row = &mask.data[y * mask.width..][..mask.width];
+            row.fill(0);
+            if let Some((x0, bytes)) = mask.row(y) {
+                row[x0..x0 + bytes.len()].copy_from_slice(bytes);
+            }
             let mut any = 0u64;
             for (k, word) in out.iter_mut().enumerate() {
                 let start = (first_word + k) * w;
@@ -322,12 +327,23 @@ fn pack_word(bytes: &[u8]) -> u64 {
 }
 
 fn check_mask(mask: &Mask) -> Result<()> {
-    let expected = mask.width.checked_mul(mask.height);
-    if expected != Some(mask.data.len()) {
+    let fits = mask
+        .x0
+        .checked_add(mask.cols)
+        .is_some_and(|x| x <= mask.width)
+        && mask
+            .y0
+            .checked_add(mask.rows)
+            .is_some_and(|y| y <= mask.height);
+    if !fits || mask.cols.checked_mul(mask.rows) != Some(mask.data.len()) {
         return Err(Error::Invalid(format!(
-            "mask {}x{} has {} bytes",
+            "mask {}x{} has a {}x{} window at ({}, {}) of {} bytes",
             mask.width,
             mask.height,
+            mask.cols,
+            mask.rows,
+            mask.x0,
+            mask.y0,
             mask.data.len()
         )));
     }
@@ -366,11 +382,7 @@ mod tests {
                 data[y * w + x] = [0u8, 1, 255, 128, 2, 127][(lcg(&mut s) % 6) as usize];
             }
         }
-        Mask {
-            height: h,
-            width: w,
-            data,
-        }
+        Mask::full(h, w, data)
     }
 
     fn naive_iou(a: &Mask, b: &Mask) -> f64 {
@@ -413,11 +425,7 @@ mod tests {
 
     #[test]
     fn in_box_scan_equals_full_scan_for_cropped_masks() {
-        let mut m = Mask {
-            height: 50,
-            width: 200,
-            data: vec![0; 200 * 50],
-        };
+        let mut m = Mask::full(50, 200, vec![0; 200 * 50]);
         for y in 10..30 {
             for x in 60..140 {
                 m.data[y * 200 + x] = ((x + y) % 5 != 0) as u8;
@@ -443,17 +451,9 @@ mod tests {
 
     #[test]
     fn bad_mask_is_an_error() {
-        let m = Mask {
-            height: 4,
-            width: 4,
-            data: vec![0; 15],
-        };
+        let m = Mask::full(4, 4, vec![0; 15]);
         assert!(BoxMask::from_mask(&m).is_err());
-        let ok = Mask {
-            height: 4,
-            width: 4,
-            data: vec![0; 16],
-        };
+        let ok = Mask::full(4, 4, vec![0; 16]);
         assert!(BoxMask::from_mask_in_box(&ok, [f32::NAN, 0.0, 1.0, 1.0]).is_err());
     }
 }

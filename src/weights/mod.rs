@@ -3,6 +3,7 @@
 //! plus the load-time key rules of the reference `load_weights` (docs/model.md §2.9, §9.14).
 
 mod expected;
+pub mod finite;
 pub mod pickle;
 pub mod source;
 mod store;
@@ -53,12 +54,33 @@ pub fn sniff_format(bytes: &[u8]) -> Option<CheckpointFormat> {
 
 /// Loads a checkpoint in any of the three formats.
 pub fn load_checkpoint(path: &Path) -> Result<StateDict> {
+    // Reading a FIFO or a character device would block or never end; only a regular file (or a
+    // link to one) is a checkpoint.
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(Error::checkpoint(
+            path,
+            format!("{what}, not a checkpoint file"),
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     load_checkpoint_bytes(&bytes, path)
 }
 
-/// As [`load_checkpoint`], from bytes already in memory; `path` is only used in messages.
+/// As [`load_checkpoint`], from bytes already in memory; `path` is only used in messages. A tensor
+/// holding NaN or an infinity is an error naming its key, whatever the format.
 pub fn load_checkpoint_bytes(bytes: &[u8], path: &Path) -> Result<StateDict> {
+    let sd = read_any_format(bytes, path)?;
+    finite::check_finite(&sd, path)?;
+    Ok(sd)
+}
+
+fn read_any_format(bytes: &[u8], path: &Path) -> Result<StateDict> {
     match sniff_format(bytes) {
         Some(CheckpointFormat::TorchLegacy) => torch_format::read_legacy(path, bytes),
         Some(CheckpointFormat::TorchZip) => torch_format::read_zip(path, bytes),

@@ -355,3 +355,233 @@ fn eval_writes_coco_results_and_scores_perfect_ground_truth_as_ap_1() {
     let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(again, stats);
 }
+
+fn jpeg_of_fixture() -> Vec<u8> {
+    let mut jpeg = Vec::new();
+    image::open(fixture_image())
+        .unwrap()
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    jpeg
+}
+
+fn infer_synthetic(extra: &[&str]) -> Output {
+    let mut args = vec![
+        "infer",
+        "--weights",
+        "synthetic",
+        "--config",
+        "yolact_resnet50",
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    yolact(&args)
+}
+
+#[test]
+fn a_truncated_jpeg_is_refused_and_the_whole_one_still_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let jpeg = jpeg_of_fixture();
+    let cut = &jpeg[..jpeg.len() / 2];
+    // Without the check the image crate decodes it, the lower half grey.
+    assert!(image::load_from_memory(cut).is_ok());
+    std::fs::write(inputs.join("whole.jpg"), &jpeg).unwrap();
+    std::fs::write(inputs.join("cut.jpg"), cut).unwrap();
+    let out = dir.path().join("json");
+    let o = infer_synthetic(&["--json", out.to_str().unwrap(), inputs.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.lines()
+            .any(|l| l.contains("cut.jpg") && l.contains("truncated JPEG")),
+        "{t}"
+    );
+    assert!(out.join("whole.json").is_file());
+    assert!(!out.join("cut.json").exists());
+}
+
+#[test]
+fn the_shared_decoders_refuse_a_truncated_jpeg() {
+    use yolact_ros2::bag::CompressedImageMsg;
+    let jpeg = jpeg_of_fixture();
+    let msg = |data: &[u8], format: &str| CompressedImageMsg {
+        header: Default::default(),
+        format: format.into(),
+        data: data.to_vec(),
+    };
+    let whole = msg(&jpeg, "jpeg").to_rgb().unwrap();
+    assert_eq!(whole.dimensions(), (200, 150));
+    // Any cut that loses the end-of-image marker, with the format named or sniffed.
+    for cut in [jpeg.len() - 1, jpeg.len() - 2, jpeg.len() * 3 / 4, 700] {
+        for format in ["jpeg", "rgb8; jpeg compressed bgr8", ""] {
+            let e = msg(&jpeg[..cut], format)
+                .to_rgb()
+                .expect_err(&format!("cut at {cut} decoded ({format:?})"));
+            assert!(e.to_string().contains("truncated JPEG"), "{e}");
+        }
+    }
+    // Bytes after the end-of-image marker are not a truncation.
+    let mut trailing = jpeg.clone();
+    trailing.extend_from_slice(b"vendor metadata");
+    assert!(msg(&trailing, "jpeg").to_rgb().is_ok());
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cut.jpg");
+    std::fs::write(&p, &jpeg[..jpeg.len() - 2]).unwrap();
+    let e = yolact_ros2::engine::preprocess::load_image(&p).unwrap_err();
+    assert!(e.to_string().contains("truncated JPEG"), "{e}");
+    std::fs::write(&p, &jpeg).unwrap();
+    assert!(yolact_ros2::engine::preprocess::load_image(&p).is_ok());
+}
+
+#[test]
+fn a_checkpoint_with_a_nan_weight_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = yolact_ros2::YolactConfig::by_name("yolact_resnet50").unwrap();
+    let mut sd = yolact_ros2::weights::synth::synth_state_dict(&cfg, 1).unwrap();
+    let key = "prediction_layers.0.bbox_layer.weight";
+    let dims = sd[key].dims().to_vec();
+    let mut v: Vec<f32> = sd[key].flatten_all().unwrap().to_vec1().unwrap();
+    v[123] = f32::NAN;
+    sd.insert(
+        key.into(),
+        candle_core::Tensor::from_vec(v, dims, &candle_core::Device::Cpu).unwrap(),
+    );
+    let pth = dir.path().join("yolact_resnet50_1_2.pth");
+    yolact_ros2::weights::save_torch(
+        &sd,
+        &pth,
+        yolact_ros2::weights::CheckpointFormat::TorchLegacy,
+    )
+    .unwrap();
+    let o = yolact(&[
+        "infer",
+        "--weights",
+        pth.to_str().unwrap(),
+        "--device",
+        "cpu",
+        fixture_image().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("`{key}`")) && text(&o).contains("non-finite"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_fifo_as_weights_is_refused_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("weights.pth");
+    let st = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(st.success());
+    let mut child = crate::support::yolact_cmd()
+        .args([
+            "infer",
+            "--weights",
+            fifo.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
+        .arg(fixture_image())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Generous: only a hang (a read of the FIFO that never returns) runs into it.
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(300) {
+            let _ = child.kill();
+            panic!("yolact infer still reading the FIFO after 300 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("not a regular file"), "{}", text(&o));
+}
+
+#[test]
+fn top_k_zero_is_refused_as_the_node_refuses_it() {
+    let img = fixture_image();
+    for k in ["0", "100001"] {
+        let o = infer_synthetic(&["--top-k", k, img.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            text(&o).contains("--top-k must be within 1..=100000"),
+            "{}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
+fn a_broken_symlink_in_an_input_folder_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    std::fs::copy(fixture_image(), inputs.join("a.png")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("gone.png"), inputs.join("b.png")).unwrap();
+    let out = dir.path().join("json");
+    let o = infer_synthetic(&["--json", out.to_str().unwrap(), inputs.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.lines().any(|l| l.contains("b.png")
+            && l.contains("broken symbolic link")
+            && l.contains("gone.png")),
+        "{t}"
+    );
+    assert!(t.contains("1 of 2 images failed"), "{t}");
+    assert!(out.join("a.json").is_file());
+}
+
+#[test]
+fn an_os_error_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = yolact(&[
+        "coco-eval",
+        "--gt",
+        dir.path().to_str().unwrap(),
+        "--results",
+        dir.path().join("r.json").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert_eq!(t.matches("(os error 21)").count(), 1, "{t}");
+}
+
+#[test]
+fn the_default_log_filter_keeps_ours_at_info_and_dependencies_at_warn() {
+    use log::{Level, Log, Metadata};
+    let logger = env_logger::Builder::new()
+        .parse_filters(yolact_ros2::DEFAULT_LOG_FILTER)
+        .build();
+    let on = |target: &str, level: Level| {
+        logger.enabled(&Metadata::builder().target(target).level(level).build())
+    };
+    for ours in [
+        "yolact_ros2::node::worker",
+        "yolact_ros2",
+        "yolact::cli::node",
+    ] {
+        assert!(on(ours, Level::Info), "{ours}");
+        assert!(!on(ours, Level::Debug), "{ours}");
+    }
+    for dep in ["rustdds::dds::participant", "ros2_client", "mcap"] {
+        assert!(!on(dep, Level::Info), "{dep}");
+        assert!(on(dep, Level::Warn), "{dep}");
+    }
+}

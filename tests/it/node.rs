@@ -280,17 +280,9 @@ fn batched_inference_equals_single_image_inference() {
                     w.bbox
                 );
             }
-            let differ = g
-                .mask
-                .data
-                .iter()
-                .zip(&w.mask.data)
-                .filter(|(x, y)| x != y)
-                .count();
-            assert!(
-                differ * 1000 <= g.mask.data.len(),
-                "{differ} mask pixels differ"
-            );
+            let (gm, wm) = (g.mask.to_full(), w.mask.to_full());
+            let differ = gm.iter().zip(&wm).filter(|(x, y)| x != y).count();
+            assert!(differ * 1000 <= gm.len(), "{differ} mask pixels differ");
         }
     }
     assert!(engine.infer_batch(&[], &opts).unwrap().is_empty());
@@ -798,4 +790,90 @@ fn fp16_on_the_cpu_is_a_clear_configure_error() {
         Err(e) => e.to_string(),
     };
     assert!(e.contains("fp16") && e.contains("CUDA"), "{e}");
+}
+
+#[test]
+fn a_truncated_jpeg_is_a_counted_decode_error_and_the_whole_one_is_processed() {
+    let lb = LoopbackTransport::new();
+    let mut p = params(&["packed"]);
+    p.cameras[0].transport = yolact_ros2::node::params::InputTransport::Compressed;
+    let node = Node::start(p, identity(), Box::new(lb.clone())).unwrap();
+    let diag_rx = listen(&lb, "/diagnostics", schema::DIAGNOSTIC_ARRAY);
+    let inst_rx = listen(&lb, "/packed/yolact/instances", schema::INSTANCE_ARRAY);
+    let packed = {
+        let mut t = lb.clone();
+        t.advertise(
+            "/packed/image_raw/compressed",
+            schema::COMPRESSED_IMAGE,
+            Qos::SENSOR_DATA,
+        )
+        .unwrap()
+    };
+    let mut jpeg = Vec::new();
+    test_image(5)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let msg = |sec: i32, data: Vec<u8>| {
+        yolact_ros2::bag::CompressedImageMsg {
+            header: header(sec),
+            format: "jpeg".into(),
+            data,
+        }
+        .to_cdr(true)
+        .unwrap()
+    };
+    // The image crate alone decodes this cut file "successfully", grey below the cut.
+    let cut = jpeg[..jpeg.len() * 2 / 3].to_vec();
+    assert!(image::load_from_memory_with_format(&cut, image::ImageFormat::Jpeg).is_ok());
+    packed.publish(&msg(5, cut)).unwrap();
+    wait_for(
+        &node,
+        "truncated frame taken",
+        Duration::from_secs(30),
+        idle,
+    );
+    packed.publish(&msg(6, jpeg)).unwrap();
+    let inst =
+        InstanceArray::from_cdr(&inst_rx.recv_timeout(Duration::from_secs(120)).unwrap()).unwrap();
+    assert_eq!(
+        inst.header,
+        header(6),
+        "the truncated frame was not published"
+    );
+
+    // The count is updated just after the publish.
+    let s = wait_for(&node, "processed counted", Duration::from_secs(30), |s| {
+        s.camera("packed").is_some_and(|c| c.processed == 1)
+    });
+    let c = s.camera("packed").unwrap();
+    assert_eq!((c.decode_errors, c.processed), (1, 1));
+    assert_eq!(c.decode_reasons.get("image"), Some(&1));
+    let t0 = Instant::now();
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no diagnostics counting the truncated JPEG"
+        );
+        let Ok(m) = diag_rx.recv_timeout(Duration::from_secs(2)) else {
+            continue;
+        };
+        let d = DiagnosticArray::from_cdr(&m).unwrap();
+        let st = &d.status[0];
+        let has = |k: &str, want: &str| st.values.iter().any(|(n, v)| n == k && v == want);
+        if has("processed", "1") {
+            assert!(has("decode_errors", "1"), "{:?}", st.values);
+            let why = st
+                .values
+                .iter()
+                .find(|(n, _)| n == "decode_errors.image")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            assert!(why.contains("truncated JPEG"), "{:?}", st.values);
+            break;
+        }
+    }
+    node.shutdown().unwrap();
 }

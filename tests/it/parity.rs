@@ -346,7 +346,7 @@ mod engine {
                 if db > BOX_TOL || ds > SCORE_TOL {
                     continue;
                 }
-                let iou = mask_iou(&d.mask.data, &rm);
+                let iou = mask_iou(&d.mask.to_full(), &rm);
                 if iou < MASK_IOU_MIN {
                     continue;
                 }

@@ -567,11 +567,7 @@ fn mask_of(e: &Value) -> Mask {
         .iter()
         .flat_map(|r| r.as_str().unwrap().bytes().map(|b| (b == b'1') as u8))
         .collect();
-    Mask {
-        height: h,
-        width: w,
-        data,
-    }
+    Mask::full(h, w, data)
 }
 
 #[test]
@@ -623,14 +619,14 @@ fn rle_cropped_window() {
     let fx = fixture("rle");
     let m = mask_of(&fx["group"][0]);
     let (x0, y0, cw, ch) = (5, 7, 20, 13);
-    let sub = Mask {
-        height: ch,
-        width: cw,
-        data: (0..ch)
+    let sub = Mask::full(
+        ch,
+        cw,
+        (0..ch)
             .flat_map(|y| (0..cw).map(move |x| (y, x)))
-            .map(|(y, x)| m.data[(y0 + y) * m.width + x0 + x])
+            .map(|(y, x)| u8::from(m.get(x0 + x, y0 + y)))
             .collect(),
-    };
+    );
     assert_eq!(rle::encode_cropped(&m, x0, y0, cw, ch), rle::encode(&sub));
 }
 
@@ -692,9 +688,9 @@ fn postprocess_matches_torch_reference() {
             let wm = rle::decode(&r).unwrap();
             let diff = g
                 .mask
-                .data
+                .to_full()
                 .iter()
-                .zip(&wm.data)
+                .zip(&wm.to_full())
                 .filter(|(a, b)| a != b)
                 .count();
             worst = worst.max(diff);

@@ -404,11 +404,7 @@ fn detection_converts_to_a_cropped_mask() {
         class_score: 0.7,
         mask_iou: None,
         bbox: [30.0, 10.0, 45.0, 20.0],
-        mask: Mask {
-            height: h,
-            width: w,
-            data,
-        },
+        mask: Mask::full(h, w, data),
     };
     let inp = TrackInput::try_from(&det).unwrap();
     assert_eq!(inp.mask.bounds(), [30, 10, 45, 20]);

@@ -489,3 +489,114 @@ fn external_checkpoint() {
     assert_eq!(prepared.len(), expected_shapes(&cfg).len());
     eprintln!("prepared in {:.2}s total", t0.elapsed().as_secs_f64());
 }
+
+/// One tensor under a real key with a single non-finite element at `at`, in `dtype`.
+fn poisoned(key: &str, dims: &[usize], at: usize, bad: f32, dtype: DType) -> StateDict {
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| if i == at { bad } else { 0.01 * i as f32 })
+        .collect();
+    let t = Tensor::from_vec(v, dims, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
+    let mut sd = StateDict::new();
+    sd.insert(
+        "proto_net.0.bias".into(),
+        Tensor::ones(256, DType::F32, &Device::Cpu).unwrap(),
+    );
+    sd.insert(key.into(), t);
+    sd
+}
+
+#[test]
+fn non_finite_tensors_are_refused_at_load_naming_the_key_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "backbone.layers.0.0.conv1.weight",
+            vec![64, 64, 1, 1],
+            4095,
+            f32::NAN,
+            DType::F32,
+        ),
+        (
+            "prediction_layers.0.bbox_layer.bias",
+            vec![36],
+            0,
+            f32::INFINITY,
+            DType::F32,
+        ),
+        (
+            "maskiou_net.maskiou_net.0.weight",
+            vec![8, 1, 3, 3],
+            17,
+            f32::NEG_INFINITY,
+            DType::F16,
+        ),
+        (
+            "prediction_layers.0.bbox_layer.weight",
+            vec![36, 256, 3, 3],
+            9000,
+            f32::NAN,
+            DType::BF16,
+        ),
+        (
+            "maskiou_net.maskiou_net.8.bias",
+            vec![128],
+            127,
+            f32::NAN,
+            DType::F64,
+        ),
+    ];
+    for (key, dims, at, bad, dtype) in cases {
+        let sd = poisoned(key, &dims, at, bad, dtype);
+        for fmt in [
+            CheckpointFormat::TorchLegacy,
+            CheckpointFormat::TorchZip,
+            CheckpointFormat::SafeTensors,
+        ] {
+            let p = dir.path().join(format!("poisoned_{fmt:?}.pth"));
+            save_torch(&sd, &p, fmt).unwrap();
+            let e = load_checkpoint(&p).expect_err(&format!("{key} {fmt:?} {dtype:?} loaded"));
+            assert!(matches!(e, Error::Checkpoint { .. }), "{e:?}");
+            let e = e.to_string();
+            assert!(e.contains(&format!("`{key}`")), "{fmt:?}: {e}");
+            assert!(e.contains(&format!("flat index {at} of")), "{fmt:?}: {e}");
+            assert!(e.contains("non-finite"), "{e}");
+        }
+    }
+    // The same tensors with the bad element made finite load.
+    let sd = poisoned(
+        "prediction_layers.0.bbox_layer.bias",
+        &[36],
+        0,
+        1e30,
+        DType::F32,
+    );
+    let p = dir.path().join("fine.safetensors");
+    save_torch(&sd, &p, CheckpointFormat::SafeTensors).unwrap();
+    assert_eq!(load_checkpoint(&p).unwrap().len(), 2);
+}
+
+#[test]
+fn a_non_finite_weight_that_bypasses_the_loader_fails_the_frame_not_a_detection() {
+    // An in-memory state dict (not read from a file) with NaN in the box regressor: every box
+    // would be NaN; the frame must fail rather than publish them.
+    use yolact_ros2::engine::{Engine, InferOptions};
+    let cfg = YolactConfig::by_name("yolact_resnet50").unwrap();
+    let mut sd = yolact_ros2::weights::synth::synth_state_dict(&cfg, 1).unwrap();
+    let key = "prediction_layers.0.bbox_layer.bias";
+    let n = sd[key].elem_count();
+    sd.insert(key.into(), Tensor::full(f32::NAN, n, &Device::Cpu).unwrap());
+    let engine = Engine::from_state_dict(sd, cfg, &Device::Cpu).unwrap();
+    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 90]));
+    let opts = InferOptions {
+        score_threshold: 0.0,
+        ..InferOptions::default()
+    };
+    let e = engine
+        .infer(&img, &opts)
+        .expect_err("NaN boxes were returned");
+    assert!(e.to_string().contains("NaN or infinite"), "{e}");
+}
