@@ -34,31 +34,30 @@ impl MaskWindow {
     }
 }
 
-/// The mask's pixels in their bounding window; `None` for an empty mask.
+/// The mask's pixels in their bounding window; `None` for an empty mask. Reads only the rows the
+/// mask stores (its window about the box), so the cost follows the window, not the image.
 pub fn window(mask: &Mask) -> Option<MaskWindow> {
-    let (w, h) = (mask.width, mask.height);
-    if mask.data.len() < w * h {
-        return None;
-    }
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
-    for y in 0..h {
-        let row = &mask.data[y * w..(y + 1) * w];
+    for y in mask.y0..(mask.y0 + mask.rows).min(mask.height) {
+        let Some((start, row)) = mask.row(y) else {
+            continue;
+        };
         let Some(first) = row.iter().position(|&m| m != 0) else {
             continue;
         };
         let last = row.iter().rposition(|&m| m != 0).unwrap_or(first);
-        x0 = x0.min(first);
-        x1 = x1.max(last);
+        x0 = x0.min(start + first);
+        x1 = x1.max(start + last);
         y0 = y0.min(y);
         y1 = y;
     }
-    if x0 == usize::MAX {
+    if x0 == usize::MAX || x1 >= mask.width {
         return None;
     }
     let (ww, wh) = (x1 - x0 + 1, y1 - y0 + 1);
     let mut on = Vec::with_capacity(ww * wh);
     for y in y0..=y1 {
-        on.extend(mask.data[y * w + x0..=y * w + x1].iter().map(|&m| m != 0));
+        on.extend((x0..=x1).map(|x| mask.get(x, y)));
     }
     Some(MaskWindow {
         x0,
@@ -140,11 +139,19 @@ mod tests {
                 data[y * w + x] = 1;
             }
         }
-        Mask {
-            width: w,
-            height: h,
-            data,
-        }
+        Mask::full(h, w, data)
+    }
+
+    #[test]
+    fn a_mask_stored_as_a_window_reads_as_its_full_image_form() {
+        let full = mask(20, 20, (5, 6, 15, 12));
+        let fd = &full.data;
+        let data: Vec<u8> = (4..13)
+            .flat_map(|y| (3..17).map(move |x| fd[y * 20 + x]))
+            .collect();
+        let stored = Mask::window(20, 20, (3, 4, 14, 9), data).unwrap();
+        assert_eq!(window(&stored), window(&full));
+        assert_eq!(window(&full).unwrap().count(), 60);
     }
 
     #[test]

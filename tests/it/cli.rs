@@ -3,6 +3,7 @@
 
 use crate::support::{text, yolact};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use crate::support::rle_counts;
 

@@ -101,11 +101,7 @@ impl Render {
                 }
             }
         }
-        Mask {
-            width: w,
-            height: h,
-            data,
-        }
+        Mask::full(h, w, data)
     }
 
     /// Mean of the hit points over shape `i`'s pixels: the visible surface as pixels sample it.
