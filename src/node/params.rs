@@ -35,6 +35,23 @@ pub struct CameraParams {
     pub transport: InputTransport,
     /// Namespace of this camera's outputs (`<ns>/instances`, `<ns>/detections`, ...).
     pub output_namespace: String,
+    /// Aligned (registered) depth image topic; empty = no 3D outputs for this camera.
+    pub depth_topic: String,
+    /// The depth image's `CameraInfo` topic (resolved; defaults to `camera_info` next to
+    /// `depth_topic`).
+    pub depth_info_topic: String,
+}
+
+/// How depth frames are paired and turned into 3D instances (`depth.*`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DepthParams {
+    /// Colour and depth stamps pair when at most this far apart, seconds.
+    pub slop_s: f64,
+    /// Depth frames kept waiting for a colour frame.
+    pub queue_size: usize,
+    /// Metres per depth unit; `None` = the encoding's convention (16UC1 mm, 32FC1 m).
+    pub scale: Option<f64>,
+    pub options: crate::depth::Depth3dOptions,
 }
 
 /// Which outputs are published.
@@ -44,6 +61,10 @@ pub struct PublishSwitches {
     pub detections: bool,
     pub label_image: bool,
     pub overlay: bool,
+    /// `vision_msgs/Detection3DArray` on `<ns>/detections_3d` (cameras with a depth topic).
+    pub detections_3d: bool,
+    /// `sensor_msgs/PointCloud2` on `<ns>/points`, only while subscribed.
+    pub points: bool,
 }
 
 /// Diagnostics period and the thresholds that raise WARN / ERROR. A threshold of 0 disables the
@@ -90,6 +111,7 @@ pub struct NodeParams {
     pub input_qos: Qos,
     pub output_qos: Qos,
     pub diagnostics: DiagnosticsParams,
+    pub depth: DepthParams,
     pub autostart: bool,
     pub use_sim_time: bool,
     /// Topic remappings from `--ros-args -r from:=to`, applied to resolved topic names.
@@ -112,10 +134,14 @@ pub const PARAMETERS: &[(&str, &str, &str)] = &[
     ("cameras.<name>.topic", "string", "<name>/image_raw"),
     ("cameras.<name>.transport", "string", "raw"),
     ("cameras.<name>.output_namespace", "string", "<name>/yolact"),
+    ("cameras.<name>.depth_topic", "string", "\"\""),
+    ("cameras.<name>.depth_info_topic", "string", "\"\""),
     ("publish.instances", "bool", "true"),
     ("publish.detections", "bool", "true"),
     ("publish.label_image", "bool", "true"),
     ("publish.overlay", "bool", "true"),
+    ("publish.detections_3d", "bool", "true"),
+    ("publish.points", "bool", "true"),
     ("qos.input.reliability", "string", "best_effort"),
     ("qos.input.durability", "string", "volatile"),
     ("qos.input.depth", "int", "1"),
@@ -130,6 +156,15 @@ pub const PARAMETERS: &[(&str, &str, &str)] = &[
     ("diagnostics.error.min_input_rate", "double", "0.0"),
     ("diagnostics.error.max_latency_p95_ms", "double", "10000.0"),
     ("diagnostics.error.max_drop_ratio", "double", "0.95"),
+    ("depth.slop", "double", "0.02"),
+    ("depth.queue_size", "int", "10"),
+    ("depth.scale", "double", "0.0"),
+    ("depth.erosion_px", "int", "2"),
+    ("depth.min_depth", "double", "0.1"),
+    ("depth.max_depth", "double", "10.0"),
+    ("depth.outlier_k", "double", "3.0"),
+    ("depth.max_gap", "double", "0.02"),
+    ("depth.min_points", "int", "20"),
     ("autostart", "bool", "true"),
     ("use_sim_time", "bool", "false"),
 ];
@@ -594,11 +629,33 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
                 format!("\"{output_namespace}\" is not a valid namespace"),
             );
         }
+        let depth_topic = r.string(&format!("cameras.{name}.depth_topic"), "");
+        if !depth_topic.is_empty() && !is_valid_topic(&depth_topic) {
+            r.err(
+                &format!("cameras.{name}.depth_topic"),
+                format!("\"{depth_topic}\" is not a valid topic name"),
+            );
+        }
+        let info = r.string(&format!("cameras.{name}.depth_info_topic"), "");
+        let depth_info_topic = match (info.is_empty(), depth_topic.rsplit_once('/')) {
+            (false, _) => info,
+            (true, Some((dir, _))) => format!("{dir}/camera_info"),
+            (true, None) if depth_topic.is_empty() => String::new(),
+            (true, None) => "camera_info".to_string(),
+        };
+        if !depth_info_topic.is_empty() && !is_valid_topic(&depth_info_topic) {
+            r.err(
+                &format!("cameras.{name}.depth_info_topic"),
+                format!("\"{depth_info_topic}\" is not a valid topic name"),
+            );
+        }
         cameras.push(CameraParams {
             name: name.clone(),
             topic,
             transport,
             output_namespace,
+            depth_topic,
+            depth_info_topic,
         });
     }
     let publish = PublishSwitches {
@@ -606,6 +663,8 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
         detections: r.bool("publish.detections", true),
         label_image: r.bool("publish.label_image", true),
         overlay: r.bool("publish.overlay", true),
+        detections_3d: r.bool("publish.detections_3d", true),
+        points: r.bool("publish.points", true),
     };
     let input_qos = r.qos("qos.input", Qos::SENSOR_DATA);
     let output_qos = r.qos("qos.output", Qos::DEFAULT);
@@ -615,6 +674,23 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
         warn: r.thresholds("diagnostics.warn", DEFAULT_WARN),
         error: r.thresholds("diagnostics.error", DEFAULT_ERROR),
     };
+    let scale = r.double("depth.scale", 0.0, 0.0, 1e3);
+    let depth = DepthParams {
+        slop_s: r.double("depth.slop", 0.02, 0.0, 10.0),
+        queue_size: r.int("depth.queue_size", 10, 1, 1000) as usize,
+        scale: (scale > 0.0).then_some(scale),
+        options: crate::depth::Depth3dOptions {
+            erosion_px: r.int("depth.erosion_px", 2, 0, 100) as usize,
+            min_depth: r.double("depth.min_depth", 0.1, 0.0, 1e4),
+            max_depth: r.double("depth.max_depth", 10.0, 0.0, 1e4),
+            outlier_k: r.double("depth.outlier_k", 3.0, 0.0, 100.0),
+            max_gap: r.double("depth.max_gap", 0.02, 0.0, 100.0),
+            min_points: r.int("depth.min_points", 20, 1, 1_000_000) as usize,
+        },
+    };
+    if let Err(e) = depth.options.validate() {
+        r.err("depth.min_depth", e.to_string());
+    }
     let autostart = r.bool("autostart", true);
     let use_sim_time = r.bool("use_sim_time", false);
 
@@ -623,7 +699,7 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
     for name in leftovers {
         let hint = match name.strip_prefix("cameras.") {
             Some(rest) if rest.contains('.') => format!(
-                "unknown parameter (camera `{}` is not in `cameras.names` {:?}, or the key is not one of topic, transport, output_namespace)",
+                "unknown parameter (camera `{}` is not in `cameras.names` {:?}, or the key is not one of topic, transport, output_namespace, depth_topic, depth_info_topic)",
                 rest.split('.').next().unwrap_or(""),
                 names
             ),
@@ -649,6 +725,7 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<NodeParams> {
         input_qos,
         output_qos,
         diagnostics,
+        depth,
         autostart,
         use_sim_time,
         remaps: Vec::new(),
