@@ -1,5 +1,5 @@
-//! The node's 3D outputs over the loopback transport, on synthetic weights: colour + aligned depth
-//! + CameraInfo in, Detection3DArray and PointCloud2 out, pairing and depth errors on
+//! The node's 3D outputs over the loopback transport, on synthetic weights: colour, aligned depth
+//! and CameraInfo in, Detection3DArray and PointCloud2 out, pairing and depth errors on
 //! /diagnostics.
 
 use std::sync::mpsc::{self, Receiver};
