@@ -144,6 +144,8 @@ pub struct CameraContext {
     pub inference_errors_total: u64,
     pub last_batch_size: usize,
     pub stability: Option<StabilityReport>,
+    /// The `depth.*` values and the depth error total, for a camera with a depth topic.
+    pub depth: Option<(Vec<(String, String)>, u64)>,
 }
 
 /// One camera's `DiagnosticStatus`.
@@ -158,7 +160,23 @@ pub fn camera_status(
         .map(|(_, _, m)| m.as_str())
         .collect::<Vec<_>>()
         .join(", ");
-    let (lvl, message) = level(s, p, (!note.is_empty()).then_some(note.as_str()));
+    let (mut lvl, mut message) = level(s, p, (!note.is_empty()).then_some(note.as_str()));
+    // A depth input that fails (bad CameraInfo, wrong encoding) is at least WARN, with why.
+    if let Some((values, errors)) = &c.depth {
+        if *errors > 0 && (lvl == OK || lvl == WARN) {
+            let why = values
+                .iter()
+                .find(|(k, _)| k == "depth.last_error")
+                .map_or("", |(_, v)| v.as_str());
+            let text = format!("{errors} depth frames unusable: {why}");
+            message = if lvl == OK {
+                text
+            } else {
+                format!("{message}; {text}")
+            };
+            lvl = WARN;
+        }
+    }
     let f = |v: Option<f64>| v.map_or_else(|| "nan".to_string(), |v| format!("{v:.3}"));
     let mut values = vec![
         ("topic".to_string(), c.topic.clone()),
@@ -186,6 +204,9 @@ pub fn camera_status(
     ];
     for (reason, n, msg) in &c.decode_reasons {
         values.push((format!("decode_errors.{reason}"), format!("{n} ({msg})")));
+    }
+    if let Some((depth, _)) = &c.depth {
+        values.extend(depth.iter().cloned());
     }
     if let Some(st) = &c.stability {
         for (scope, stats) in [("window", &st.window), ("run", &st.run)] {

@@ -9,6 +9,7 @@
 pub mod args;
 #[cfg(feature = "dds")]
 pub mod dds;
+mod depth3d;
 pub mod diagnostics;
 pub mod latest;
 pub mod lifecycle;
@@ -40,6 +41,7 @@ use open::NodeIdentity;
 use outputs::CameraOutputs;
 use transport::{LifecycleControl, RawPublisher, SubscriptionId, Transport};
 
+pub use depth3d::DepthCounters;
 pub use params::{load_params, NodeParams};
 
 /// Per-camera counters.
@@ -74,6 +76,9 @@ pub struct CameraStats {
     pub pending: bool,
     /// A frame of this camera is being processed now.
     pub in_flight: bool,
+    /// Depth pairing counters (all zero for a camera without a depth topic).
+    pub depth_pairing: crate::depth::PairerStats,
+    pub depth: depth3d::DepthCounters,
 }
 
 /// A snapshot of the node's counters.
@@ -126,6 +131,8 @@ struct Shared {
     transport: Mutex<Box<dyn Transport>>,
     latest: Arc<latest::Latest>,
     cams: Mutex<Vec<CamRuntime>>,
+    /// Per camera, also for cameras without depth (never fed then).
+    depth: Vec<Mutex<depth3d::DepthState>>,
     model: Mutex<ModelSlot>,
     outputs: Mutex<Vec<CameraOutputs>>,
     diag_pub: Mutex<Option<Box<dyn RawPublisher>>>,
@@ -175,7 +182,7 @@ impl Shared {
         {
             let mut tr = lock(&self.transport);
             for t in &self.topics {
-                if matches!(t.role, Role::Input | Role::TransitionEvent) {
+                if t.is_input() || t.role == Role::TransitionEvent {
                     continue;
                 }
                 let publisher = tr.advertise(&t.topic, &t.type_name, t.qos)?;
@@ -187,6 +194,8 @@ impl Shared {
                     (Role::Detections, Some(i)) => outs[i].detections = Some(publisher),
                     (Role::LabelImage, Some(i)) => outs[i].label_image = Some(publisher),
                     (Role::Overlay, Some(i)) => outs[i].overlay = Some(publisher),
+                    (Role::Detections3d, Some(i)) => outs[i].detections_3d = Some(publisher),
+                    (Role::Points, Some(i)) => outs[i].points = Some(publisher),
                     _ => {}
                 }
             }
@@ -243,6 +252,39 @@ impl Shared {
                 }
             }
         }
+        let depth_inputs = self
+            .topics
+            .iter()
+            .filter(|t| matches!(t.role, Role::DepthInput | Role::DepthInfoInput));
+        for t in depth_inputs {
+            let Some(cam) = self.params.cameras.iter().position(|c| c.name == t.camera) else {
+                continue;
+            };
+            let me = self.clone();
+            let info = t.role == Role::DepthInfoInput;
+            let sink: transport::RawSink = Box::new(move |data| {
+                if let Some(st) = me.depth.get(cam) {
+                    if info {
+                        depth3d::sink_info(st, data);
+                    } else {
+                        depth3d::sink_depth(st, data);
+                    }
+                }
+            });
+            match tr.subscribe(&t.topic, &t.type_name, t.qos, sink) {
+                Ok(id) => {
+                    log::info!("subscribe {} [{}] qos: {}", t.topic, t.type_name, t.qos);
+                    ids.push(id);
+                }
+                Err(e) => {
+                    for id in ids {
+                        let _ = tr.unsubscribe(id);
+                    }
+                    self.active.store(false, Ordering::SeqCst);
+                    return Err(e.into());
+                }
+            }
+        }
         *lock(&self.subs) = ids;
         Ok(())
     }
@@ -261,6 +303,9 @@ impl Shared {
             }
         }
         self.latest.clear();
+        for d in &self.depth {
+            lock(d).pairer.clear();
+        }
         // The device engine goes (its memory is freed once a frame in flight finishes); the host
         // weights stay so activate is quick.
         lock(&self.model).engine = None;
@@ -357,6 +402,9 @@ impl Node {
             })
             .collect();
         let autostart = params.autostart;
+        let depth = (0..params.cameras.len())
+            .map(|_| Mutex::new(depth3d::DepthState::new(&params.depth)))
+            .collect();
         let shared = Arc::new(Shared {
             params,
             identity,
@@ -364,6 +412,7 @@ impl Node {
             transport: Mutex::new(transport),
             latest: latest.clone(),
             cams: Mutex::new(cams),
+            depth,
             model: Mutex::new(ModelSlot::default()),
             outputs: Mutex::new(Vec::new()),
             diag_pub: Mutex::new(None),
@@ -459,6 +508,9 @@ impl Node {
                         s.dropped = k.dropped;
                     }
                     s.pending = pending.get(i).copied().unwrap_or(false);
+                    if let Some(d) = self.shared.depth.get(i) {
+                        (s.depth_pairing, s.depth) = lock(d).snapshot();
+                    }
                     s
                 })
                 .collect(),

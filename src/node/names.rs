@@ -47,6 +47,12 @@ pub enum Role {
     Detections,
     LabelImage,
     Overlay,
+    /// The aligned depth image of a camera (`cameras.<name>.depth_topic`).
+    DepthInput,
+    /// Its `CameraInfo`.
+    DepthInfoInput,
+    Detections3d,
+    Points,
     Diagnostics,
     TransitionEvent,
 }
@@ -64,7 +70,10 @@ pub struct TopicEntry {
 
 impl TopicEntry {
     pub fn is_input(&self) -> bool {
-        self.role == Role::Input
+        matches!(
+            self.role,
+            Role::Input | Role::DepthInput | Role::DepthInfoInput
+        )
     }
 
     pub fn direction(&self) -> &'static str {
@@ -97,6 +106,24 @@ pub fn topic_table(p: &NodeParams, id: &NodeIdentity) -> Vec<TopicEntry> {
             qos: p.input_qos,
         });
     }
+    for c in p.cameras.iter().filter(|c| !c.depth_topic.is_empty()) {
+        for (role, topic, ty) in [
+            (Role::DepthInput, &c.depth_topic, IMAGE_TYPE),
+            (
+                Role::DepthInfoInput,
+                &c.depth_info_topic,
+                schema::CAMERA_INFO,
+            ),
+        ] {
+            out.push(TopicEntry {
+                camera: c.name.clone(),
+                role,
+                topic: r(topic),
+                type_name: ty.into(),
+                qos: p.input_qos,
+            });
+        }
+    }
     for c in &p.cameras {
         let ns = c.output_namespace.trim_end_matches('/');
         let outputs = [
@@ -120,7 +147,22 @@ pub fn topic_table(p: &NodeParams, id: &NodeIdentity) -> Vec<TopicEntry> {
             ),
             (p.publish.overlay, Role::Overlay, "overlay", IMAGE_TYPE),
         ];
-        for (on, role, leaf, ty) in outputs {
+        let depth = !c.depth_topic.is_empty();
+        let depth_outputs = [
+            (
+                depth && p.publish.detections_3d,
+                Role::Detections3d,
+                "detections_3d",
+                schema::DETECTION3D_ARRAY,
+            ),
+            (
+                depth && p.publish.points,
+                Role::Points,
+                "points",
+                schema::POINT_CLOUD2,
+            ),
+        ];
+        for (on, role, leaf, ty) in outputs.into_iter().chain(depth_outputs) {
             if on {
                 out.push(TopicEntry {
                     camera: c.name.clone(),

@@ -53,6 +53,8 @@ pub struct CameraOutputs {
     pub detections: Option<Box<dyn RawPublisher>>,
     pub label_image: Option<Box<dyn RawPublisher>>,
     pub overlay: Option<Box<dyn RawPublisher>>,
+    pub detections_3d: Option<Box<dyn RawPublisher>>,
+    pub points: Option<Box<dyn RawPublisher>>,
 }
 
 /// Whether anyone listens; a transport that cannot tell counts as listening.

@@ -37,11 +37,23 @@ pub(super) fn run(s: &Shared) {
     let mut last_stamp: Vec<Option<f64>> = vec![None; n];
     let opts = s.params.infer_options();
     let allow = s.params.class_filter();
+    let has_depth: Vec<bool> = s
+        .params
+        .cameras
+        .iter()
+        .map(|c| !c.depth_topic.is_empty())
+        .collect();
     loop {
         let Some(taken) = s.latest.take_ready(Duration::from_millis(200)) else {
             return;
         };
         if taken.is_empty() {
+            // A depth frame may have arrived for a colour frame already processed.
+            if s.active.load(Ordering::SeqCst) {
+                for cam in 0..n {
+                    depth_poll(s, cam);
+                }
+            }
             continue;
         }
         let epoch = s.epoch.load(Ordering::SeqCst);
@@ -179,6 +191,15 @@ pub(super) fn run(s: &Shared) {
             } else {
                 (false, false)
             };
+            if publish && has_depth[fr.cam] {
+                let frame = super::depth3d::ColourFrame { dets, track_ids };
+                if let Some(d) = s.depth.get(fr.cam) {
+                    lock(d)
+                        .pairer
+                        .push_colour(fr.header.stamp.as_nanos(), frame);
+                }
+                depth_poll(s, fr.cam);
+            }
             let latency = fr.pending.received_at.elapsed();
             let mut cams = lock(&s.cams);
             if let Some(c) = cams.get_mut(fr.cam) {
@@ -201,6 +222,22 @@ pub(super) fn run(s: &Shared) {
             }
         }
     }
+}
+
+/// Publishes the 3D outputs of every colour/depth pair of camera `cam` that is ready.
+fn depth_poll(s: &Shared, cam: usize) {
+    let Some(st) = s.depth.get(cam) else {
+        return;
+    };
+    let outs = lock(&s.outputs);
+    let Some(o) = outs.get(cam) else {
+        return;
+    };
+    let pubs = super::depth3d::Publishers {
+        detections: o.detections_3d.as_deref(),
+        points: o.points.as_deref(),
+    };
+    super::depth3d::process(st, &s.params.depth, &pubs);
 }
 
 fn now_header() -> Header {
@@ -305,6 +342,19 @@ pub(super) fn diagnostics_loop(s: &Shared, stop: &mpsc::Receiver<()>) {
                     inference_errors_total: c.stats.inference_errors,
                     last_batch_size: c.stats.last_batch_size,
                     stability: c.stability.clone(),
+                    depth: if s
+                        .params
+                        .cameras
+                        .get(i)
+                        .is_some_and(|c| !c.depth_topic.is_empty())
+                    {
+                        s.depth.get(i).map(|d| {
+                            let (ps, dc) = lock(d).snapshot();
+                            (super::depth3d::diagnostic_values(&ps, &dc), dc.errors)
+                        })
+                    } else {
+                        None
+                    },
                 };
                 status.push(camera_status(&ctx, &period_stats, &p));
             }

@@ -23,6 +23,7 @@ mod depth;
 mod docs;
 mod model;
 mod node;
+mod node_depth;
 mod ops;
 mod parity;
 mod post;

@@ -47,6 +47,23 @@ pub struct CameraParams {
     pub transport: InputTransport,
     /// Namespace of this camera's outputs (`<ns>/instances`, `<ns>/detections`, ...).
     pub output_namespace: String,
+    /// Aligned (registered) depth image topic; empty = no 3D outputs for this camera.
+    pub depth_topic: String,
+    /// The depth image's `CameraInfo` topic (resolved; defaults to `camera_info` next to
+    /// `depth_topic`).
+    pub depth_info_topic: String,
+}
+
+/// How depth frames are paired and turned into 3D instances (`depth.*`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DepthParams {
+    /// Colour and depth stamps pair when at most this far apart, seconds.
+    pub slop_s: f64,
+    /// Depth frames kept waiting for a colour frame.
+    pub queue_size: usize,
+    /// Metres per depth unit; `None` = the encoding's convention (16UC1 mm, 32FC1 m).
+    pub scale: Option<f64>,
+    pub options: crate::depth::Depth3dOptions,
 }
 
 /// Which outputs are published.
@@ -56,6 +73,10 @@ pub struct PublishSwitches {
     pub detections: bool,
     pub label_image: bool,
     pub overlay: bool,
+    /// `vision_msgs/Detection3DArray` on `<ns>/detections_3d` (cameras with a depth topic).
+    pub detections_3d: bool,
+    /// `sensor_msgs/PointCloud2` on `<ns>/points`, only while subscribed.
+    pub points: bool,
 }
 
 /// Diagnostics period and the thresholds that raise WARN / ERROR. A threshold of 0 disables the
@@ -102,6 +123,7 @@ pub struct NodeParams {
     pub input_qos: Qos,
     pub output_qos: Qos,
     pub diagnostics: DiagnosticsParams,
+    pub depth: DepthParams,
     pub autostart: bool,
     pub use_sim_time: bool,
     /// Topic remappings from `--ros-args -r from:=to`, applied to resolved topic names.
@@ -282,11 +304,33 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<(NodeParams, Vec<Resolved>)>
                 format!("\"{output_namespace}\" is not a valid namespace"),
             );
         }
+        let depth_topic = r.string_at(&t::CAMERA_DEPTH_TOPIC, name);
+        if !depth_topic.is_empty() && !is_valid_topic(&depth_topic) {
+            r.err(
+                &t::CAMERA_DEPTH_TOPIC.name_for(name),
+                format!("\"{depth_topic}\" is not a valid topic name"),
+            );
+        }
+        let info = r.string_at(&t::CAMERA_DEPTH_INFO_TOPIC, name);
+        let depth_info_topic = match (info.is_empty(), depth_topic.rsplit_once('/')) {
+            (false, _) => info,
+            (true, Some((dir, _))) => format!("{dir}/camera_info"),
+            (true, None) if depth_topic.is_empty() => String::new(),
+            (true, None) => "camera_info".to_string(),
+        };
+        if !depth_info_topic.is_empty() && !is_valid_topic(&depth_info_topic) {
+            r.err(
+                &t::CAMERA_DEPTH_INFO_TOPIC.name_for(name),
+                format!("\"{depth_info_topic}\" is not a valid topic name"),
+            );
+        }
         cameras.push(CameraParams {
             name: name.clone(),
             topic,
             transport,
             output_namespace,
+            depth_topic,
+            depth_info_topic,
         });
     }
     let publish = PublishSwitches {
@@ -294,6 +338,8 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<(NodeParams, Vec<Resolved>)>
         detections: r.bool(&t::PUBLISH_DETECTIONS),
         label_image: r.bool(&t::PUBLISH_LABEL_IMAGE),
         overlay: r.bool(&t::PUBLISH_OVERLAY),
+        detections_3d: r.bool(&t::PUBLISH_DETECTIONS_3D),
+        points: r.bool(&t::PUBLISH_POINTS),
     };
     let input_qos = Qos {
         reliability: r.choice(&t::QOS_INPUT_RELIABILITY, RELIABILITY),
@@ -319,6 +365,23 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<(NodeParams, Vec<Resolved>)>
             max_drop_ratio: r.double(&t::ERROR_MAX_DROP_RATIO),
         },
     };
+    let scale = r.double(&t::DEPTH_SCALE);
+    let depth = DepthParams {
+        slop_s: r.double(&t::DEPTH_SLOP),
+        queue_size: r.int(&t::DEPTH_QUEUE_SIZE) as usize,
+        scale: (scale > 0.0).then_some(scale),
+        options: crate::depth::Depth3dOptions {
+            erosion_px: r.int(&t::DEPTH_EROSION_PX) as usize,
+            min_depth: r.double(&t::DEPTH_MIN_DEPTH),
+            max_depth: r.double(&t::DEPTH_MAX_DEPTH),
+            outlier_k: r.double(&t::DEPTH_OUTLIER_K),
+            max_gap: r.double(&t::DEPTH_MAX_GAP),
+            min_points: r.int(&t::DEPTH_MIN_POINTS) as usize,
+        },
+    };
+    if let Err(e) = depth.options.validate() {
+        r.err(t::DEPTH_MIN_DEPTH.name, e.to_string());
+    }
     let autostart = r.bool(&t::AUTOSTART);
     let use_sim_time = r.bool(&t::USE_SIM_TIME);
 
@@ -327,7 +390,7 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<(NodeParams, Vec<Resolved>)>
     for name in leftovers {
         let hint = match name.strip_prefix("cameras.") {
             Some(rest) if rest.contains('.') => format!(
-                "unknown parameter (camera `{}` is not in `cameras.names` {:?}, or the key is not one of topic, transport, output_namespace)",
+                "unknown parameter (camera `{}` is not in `cameras.names` {:?}, or the key is not one of topic, transport, output_namespace, depth_topic, depth_info_topic)",
                 rest.split('.').next().unwrap_or(""),
                 names
             ),
@@ -353,6 +416,7 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<(NodeParams, Vec<Resolved>)>
         input_qos,
         output_qos,
         diagnostics,
+        depth,
         autostart,
         use_sim_time,
         remaps: Vec::new(),

@@ -206,6 +206,18 @@ pub const CAMERA_OUTPUT_NAMESPACE: Param = p(
     Value::Str("<name>/yolact"),
     "outputs go to `<output_namespace>/{instances,detections,label_image,overlay}`",
 );
+pub const CAMERA_DEPTH_TOPIC: Param = p(
+    "cameras.<name>.depth_topic",
+    Kind::Str,
+    Value::Str(""),
+    "aligned (registered) depth image (`16UC1` mm or `32FC1` m) for the 3D outputs, e.g. `camera/aligned_depth_to_color/image_raw` (realsense2_camera); `\"\"` = no 3D outputs for this camera",
+);
+pub const CAMERA_DEPTH_INFO_TOPIC: Param = p(
+    "cameras.<name>.depth_info_topic",
+    Kind::Str,
+    Value::Str(""),
+    "the depth image's `sensor_msgs/msg/CameraInfo`; `\"\"` = `camera_info` next to `depth_topic`",
+);
 pub const PUBLISH_INSTANCES: Param = p(
     "publish.instances",
     Kind::Bool,
@@ -229,6 +241,18 @@ pub const PUBLISH_OVERLAY: Param = p(
     Kind::Bool,
     Value::Bool(true),
     "publish the `rgb8` overlay on `<output_namespace>/overlay` (drawn only while subscribed)",
+);
+pub const PUBLISH_DETECTIONS_3D: Param = p(
+    "publish.detections_3d",
+    Kind::Bool,
+    Value::Bool(true),
+    "publish `vision_msgs/msg/Detection3DArray` on `<output_namespace>/detections_3d` (cameras with a depth topic; id = track id)",
+);
+pub const PUBLISH_POINTS: Param = p(
+    "publish.points",
+    Kind::Bool,
+    Value::Bool(true),
+    "publish `sensor_msgs/msg/PointCloud2` on `<output_namespace>/points` (x, y, z, instance_id, class_id; built only while subscribed)",
 );
 pub const QOS_INPUT_RELIABILITY: Param = p(
     "qos.input.reliability",
@@ -317,6 +341,63 @@ pub const ERROR_MAX_DROP_RATIO: Param = p(
     Value::Double(0.95),
     "as the WARN one, for ERROR",
 );
+pub const DEPTH_SLOP: Param = p(
+    "depth.slop",
+    Kind::Double { lo: 0.0, hi: 10.0 },
+    Value::Double(0.02),
+    "s; colour and depth stamps pair when at most this far apart (as message_filters' ApproximateTime)",
+);
+pub const DEPTH_QUEUE_SIZE: Param = p(
+    "depth.queue_size",
+    Kind::Int { lo: 1, hi: 1000 },
+    Value::Int(10),
+    "depth frames kept waiting for their colour frame",
+);
+pub const DEPTH_SCALE: Param = p(
+    "depth.scale",
+    Kind::Double { lo: 0.0, hi: 1e3 },
+    Value::Double(0.0),
+    "metres per depth unit; 0 = the encoding's (`16UC1` mm, `32FC1` m)",
+);
+pub const DEPTH_EROSION_PX: Param = p(
+    "depth.erosion_px",
+    Kind::Int { lo: 0, hi: 100 },
+    Value::Int(2),
+    "mask erosion before sampling depth, colour pixels (keeps away from the outline, where depth bleeds)",
+);
+pub const DEPTH_MIN_DEPTH: Param = p(
+    "depth.min_depth",
+    Kind::Double { lo: 0.0, hi: 1e4 },
+    Value::Double(0.1),
+    "m; readings outside [`min_depth`, `max_depth`] are invalid",
+);
+pub const DEPTH_MAX_DEPTH: Param = p(
+    "depth.max_depth",
+    Kind::Double { lo: 0.0, hi: 1e4 },
+    Value::Double(10.0),
+    "m; see `min_depth`",
+);
+pub const DEPTH_OUTLIER_K: Param = p(
+    "depth.outlier_k",
+    Kind::Double { lo: 0.0, hi: 100.0 },
+    Value::Double(3.0),
+    "core band along the ray: median +- k * 1.4826 * MAD (0 = no rejection)",
+);
+pub const DEPTH_MAX_GAP: Param = p(
+    "depth.max_gap",
+    Kind::Double { lo: 0.0, hi: 100.0 },
+    Value::Double(0.02),
+    "m; the band grows over the sorted depths while consecutive readings are at most this apart",
+);
+pub const DEPTH_MIN_POINTS: Param = p(
+    "depth.min_points",
+    Kind::Int {
+        lo: 1,
+        hi: 1_000_000,
+    },
+    Value::Int(20),
+    "fewer points left: the instance is reported as without enough depth, and no box is published",
+);
 pub const AUTOSTART: Param = p(
     "autostart",
     Kind::Bool,
@@ -345,10 +426,14 @@ pub const PARAMETERS: &[Param] = &[
     CAMERA_TOPIC,
     CAMERA_TRANSPORT,
     CAMERA_OUTPUT_NAMESPACE,
+    CAMERA_DEPTH_TOPIC,
+    CAMERA_DEPTH_INFO_TOPIC,
     PUBLISH_INSTANCES,
     PUBLISH_DETECTIONS,
     PUBLISH_LABEL_IMAGE,
     PUBLISH_OVERLAY,
+    PUBLISH_DETECTIONS_3D,
+    PUBLISH_POINTS,
     QOS_INPUT_RELIABILITY,
     QOS_INPUT_DURABILITY,
     QOS_INPUT_DEPTH,
@@ -363,6 +448,15 @@ pub const PARAMETERS: &[Param] = &[
     ERROR_MIN_INPUT_RATE,
     ERROR_MAX_LATENCY,
     ERROR_MAX_DROP_RATIO,
+    DEPTH_SLOP,
+    DEPTH_QUEUE_SIZE,
+    DEPTH_SCALE,
+    DEPTH_EROSION_PX,
+    DEPTH_MIN_DEPTH,
+    DEPTH_MAX_DEPTH,
+    DEPTH_OUTLIER_K,
+    DEPTH_MAX_GAP,
+    DEPTH_MIN_POINTS,
     AUTOSTART,
     USE_SIM_TIME,
 ];
