@@ -57,9 +57,6 @@ pub fn mcap_recover(data: &[u8]) -> Option<(u64, usize)> {
     };
     let (ok, err) = mcap_bytes(&out.into_inner());
     assert_eq!(err, 0, "a recovered file reads without errors");
-    assert_eq!(
-        ok as u64, rec.messages,
-        "the recovered file holds what recovery counted"
-    );
+    assert_eq!(ok as u64, rec.messages, "the recovered file holds what recovery counted");
     Some((rec.messages, rec.damage.len()))
 }

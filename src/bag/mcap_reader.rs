@@ -46,10 +46,7 @@ pub fn open_records(path: &Path) -> Result<RecordStream<Box<dyn ReadSeek + Send>
         path: path.to_path_buf(),
         source,
     })?;
-    RecordStream::new(
-        Box::new(BufReader::new(file)) as Box<dyn ReadSeek + Send>,
-        path,
-    )
+    RecordStream::new(Box::new(BufReader::new(file)) as Box<dyn ReadSeek + Send>, path)
 }
 
 fn to_bag_message(m: RawMessage) -> BagMessage {

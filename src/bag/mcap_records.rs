@@ -640,10 +640,7 @@ impl<R: Read + Seek> RecordStream<R> {
         let data = match decompress(&c) {
             Ok(d) => d,
             Err(e) => {
-                self.damage(
-                    Damage::Chunk,
-                    format!("{span}: {e}; its messages are skipped"),
-                );
+                self.damage(Damage::Chunk, format!("{span}: {e}; its messages are skipped"));
                 return;
             }
         };
@@ -663,10 +660,7 @@ impl<R: Read + Seek> RecordStream<R> {
         let records = match split_records(&data) {
             Ok(r) => r,
             Err(e) => {
-                self.damage(
-                    Damage::Chunk,
-                    format!("{span}: {e}; its messages are skipped"),
-                );
+                self.damage(Damage::Chunk, format!("{span}: {e}; its messages are skipped"));
                 return;
             }
         };
@@ -708,10 +702,7 @@ impl<R: Read + Seek> RecordStream<R> {
                 self.pos = at;
                 self.damage(
                     Damage::Framing,
-                    format!(
-                        "{what}; {} bytes skipped, reading goes on at the chunk at byte {n}",
-                        n - at
-                    ),
+                    format!("{what}; {} bytes skipped, reading goes on at the chunk at byte {n}", n - at),
                 );
                 self.pos = n;
                 if self.src.seek(SeekFrom::Start(n)).is_err() {

@@ -106,10 +106,7 @@ fn same_inode(_: &Path, _: &Path) -> bool {
 
 /// Refuses any output (`(what, path)`, e.g. `("--out", p)`) that is an input or lies inside an
 /// input directory, and two outputs that are one file. Inputs are files or directories.
-pub fn refuse_overlap(
-    inputs: &[PathBuf],
-    outputs: &[(String, PathBuf)],
-) -> Result<(), OutPathError> {
+pub fn refuse_overlap(inputs: &[PathBuf], outputs: &[(String, PathBuf)]) -> Result<(), OutPathError> {
     let ins: Vec<(PathBuf, PathBuf)> = inputs.iter().map(|p| (p.clone(), resolve(p))).collect();
     let mut seen: Vec<(String, PathBuf)> = Vec::new();
     for (what, out) in outputs {
@@ -191,10 +188,7 @@ mod tests {
 
     #[test]
     fn partial_names_keep_the_extension() {
-        assert_eq!(
-            partial_path(Path::new("d/out.mcap")),
-            Path::new("d/out.partial.mcap")
-        );
+        assert_eq!(partial_path(Path::new("d/out.mcap")), Path::new("d/out.partial.mcap"));
         assert_eq!(partial_path(Path::new("x")), Path::new("x.partial"));
     }
 

@@ -73,12 +73,7 @@ impl<W: Write + Seek> RawCopier<W> {
                 let meta: BTreeMap<String, String> = m.channel.metadata.iter().cloned().collect();
                 let id = self
                     .writer
-                    .add_channel(
-                        schema_id,
-                        &m.channel.topic,
-                        &m.channel.message_encoding,
-                        &meta,
-                    )
+                    .add_channel(schema_id, &m.channel.topic, &m.channel.message_encoding, &meta)
                     .map_err(|e| write_err(&self.path, e))?;
                 self.channels.insert(key, id);
                 id
@@ -96,7 +91,9 @@ impl<W: Write + Seek> RawCopier<W> {
     }
 
     pub fn finish(mut self) -> Result<W, BagError> {
-        self.writer.finish().map_err(|e| write_err(&self.path, e))?;
+        self.writer
+            .finish()
+            .map_err(|e| write_err(&self.path, e))?;
         Ok(self.writer.into_inner())
     }
 }
@@ -148,11 +145,8 @@ pub fn recover_stream<R: Read + Seek, W: Write + Seek>(
 /// `yolact bag-recover IN OUT`: writes `OUT` (through `OUT.partial` and a rename) from every
 /// readable message of `IN`. `OUT` may not be `IN`.
 pub fn recover_file(input: &Path, output: &Path) -> Result<Recovered, BagError> {
-    refuse_overlap(
-        &[input.to_path_buf()],
-        &[("OUT".into(), output.to_path_buf())],
-    )
-    .map_err(|e| write_err(output, e))?;
+    refuse_overlap(&[input.to_path_buf()], &[("OUT".into(), output.to_path_buf())])
+        .map_err(|e| write_err(output, e))?;
     let src = std::fs::File::open(input).map_err(|source| BagError::Io {
         path: input.to_path_buf(),
         source,

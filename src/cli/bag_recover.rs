@@ -8,11 +8,9 @@ use anyhow::Result;
 use yolact_ros2::bag::recover::recover_file;
 
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Exit status: 0 the input was intact; 3 damage was skipped (listed on \
+#[command(after_help = "Exit status: 0 the input was intact; 3 damage was skipped (listed on \
 stderr) and OUT holds every message that could be read; 1 nothing could be recovered (not an \
-MCAP file, OUT refused or not writable)."
-)]
+MCAP file, OUT refused or not writable).")]
 pub struct BagRecoverArgs {
     /// The damaged .mcap (e.g. OUT.partial.mcap left by a killed `yolact replay`).
     pub input: PathBuf,

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use yolact_ros2::bag::out_path::{check_writable, refuse_overlap, write_atomic};
 use yolact_ros2::eval::coco_eval::{
     evaluate, results_from_json_str, results_have_masks, stats_json, CocoGt, IouType,
 };
+use yolact_ros2::bag::out_path::{check_writable, refuse_overlap, write_atomic};
 use yolact_ros2::replay::{replay, CocoCollector, CocoMatch, CocoMatcher, ReplayOptions, Report};
 
 use super::{DetectArgs, ModelArgs};

@@ -116,8 +116,7 @@ pub struct Report {
 
 impl Report {
     /// The files [`Self::write`] puts into `dir`.
-    pub const FILES: [&'static str; 4] =
-        ["report.json", "report.md", "latency.png", "stability.png"];
+    pub const FILES: [&'static str; 4] = ["report.json", "report.md", "latency.png", "stability.png"];
 
     /// Writes `report.json`, `report.md`, `latency.png` and `stability.png` into `dir` (created
     /// when missing), each through a temporary name and a rename.
@@ -252,9 +251,7 @@ impl Report {
                 "### `{}` ({})\n\nframes {}, skipped {}, detections {}\n",
                 md(t),
                 md(&r.msg_type),
-                r.frames,
-                r.skipped,
-                r.detections
+                r.frames, r.skipped, r.detections
             );
             let stab = serde_json::to_string_pretty(&r.stability).unwrap_or_default();
             let _ = writeln!(

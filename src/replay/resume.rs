@@ -39,12 +39,7 @@ fn resume_path(out: &Path) -> PathBuf {
 }
 
 /// What kind of output message this is, and the frame key it belongs to.
-fn classify(
-    topic: &str,
-    msg_type: &str,
-    t: u64,
-    copy_inputs: bool,
-) -> Option<(usize, (String, u64))> {
+fn classify(topic: &str, msg_type: &str, t: u64, copy_inputs: bool) -> Option<(usize, (String, u64))> {
     if msg_type == schema::INSTANCE_ARRAY {
         let base = topic.strip_suffix(INSTANCES_SUFFIX)?;
         return Some((0, (base.to_string(), t)));
@@ -105,10 +100,7 @@ pub fn prepare(out: &Path, copy_inputs: bool) -> Result<Option<ResumeSource>> {
                 continue;
             }
         };
-        if best
-            .as_ref()
-            .is_none_or(|(_, d, _)| frames(&done) > frames(d))
-        {
+        if best.as_ref().is_none_or(|(_, d, _)| frames(&done) > frames(d)) {
             best = Some((cand.clone(), done, damage));
         }
     }

@@ -467,10 +467,7 @@ fn kinds(items: &[Result<BagMessage, BagError>]) -> Vec<&'static str> {
 }
 
 fn oks(items: &[Result<BagMessage, BagError>]) -> Vec<BagMessage> {
-    items
-        .iter()
-        .filter_map(|r| r.as_ref().ok().cloned())
-        .collect()
+    items.iter().filter_map(|r| r.as_ref().ok().cloned()).collect()
 }
 
 #[test]
@@ -483,11 +480,7 @@ fn a_flipped_pixel_byte_is_a_counted_crc_skip_of_that_chunk_only() {
     data[at] ^= 0x01;
     let items = read_bytes(&data);
     assert_eq!(kinds(&items), vec!["chunk_crc"]);
-    let err = items
-        .iter()
-        .find_map(|r| r.as_ref().err())
-        .unwrap()
-        .to_string();
+    let err = items.iter().find_map(|r| r.as_ref().err()).unwrap().to_string();
     assert!(err.contains("CRC mismatch"), "{err}");
     let want: Vec<BagMessage> = msgs
         .iter()
@@ -528,10 +521,7 @@ fn a_corrupted_zstd_middle_chunk_costs_only_its_messages() {
         let ks = kinds(&items);
         assert_eq!(ks.len(), 1, "{ks:?}");
         assert!(matches!(ks[0], "chunk" | "chunk_crc"), "{ks:?}");
-        assert!(
-            oks(&items) == want,
-            "1/{frac}: other messages lost or changed"
-        );
+        assert!(oks(&items) == want, "1/{frac}: other messages lost or changed");
     }
 }
 
@@ -591,10 +581,7 @@ fn a_bag_cut_as_by_sigkill_is_recovered_whole_up_to_the_cut() {
         .iter()
         .map(|m| (m.topic.clone(), m.log_time_ns, m.data.clone()))
         .collect();
-    assert!(
-        theirs == want,
-        "the recovered messages are the first six, unchanged"
-    );
+    assert!(theirs == want, "the recovered messages are the first six, unchanged");
     // The CLI does the same and refuses to write over its input.
     let dir = tempfile::tempdir().unwrap();
     let inp = dir.path().join("cut.mcap");
@@ -623,11 +610,7 @@ fn non_mcap_files_are_named_as_such() {
     assert_eq!(e.read_error_kind(), "not_mcap");
     let items = read_all(&p);
     assert_eq!(items.len(), 1);
-    assert!(items[0]
-        .as_ref()
-        .unwrap_err()
-        .to_string()
-        .contains("not an MCAP file"));
+    assert!(items[0].as_ref().unwrap_err().to_string().contains("not an MCAP file"));
 }
 
 /// A stable-Rust mutation loop over the MCAP reader and the recovery path, for as long as

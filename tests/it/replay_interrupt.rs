@@ -235,9 +235,7 @@ fn sigkill_leaves_a_recoverable_partial_and_resume_completes_it() {
     assert!(!out.exists(), "OUT appears only when complete");
     let bytes = std::fs::read(&partial).unwrap();
     assert!(
-        mcap::Summary::read(&bytes)
-            .map(|s| s.is_none())
-            .unwrap_or(true),
+        mcap::Summary::read(&bytes).map(|s| s.is_none()).unwrap_or(true),
         "a killed run has no summary"
     );
 
@@ -246,10 +244,7 @@ fn sigkill_leaves_a_recoverable_partial_and_resume_completes_it() {
     let errors = items.iter().filter(|r| r.is_err()).count();
     assert_eq!(errors, 1);
     let (inst, det) = frames_in(&partial);
-    assert!(
-        inst.len() >= 2,
-        "the frames before the third were flushed: {inst:?}"
-    );
+    assert!(inst.len() >= 2, "the frames before the third were flushed: {inst:?}");
     let good = good_frames();
     for f in &inst {
         assert!(good.contains(f), "{f:?} is a frame of the bag");
@@ -263,12 +258,7 @@ fn sigkill_leaves_a_recoverable_partial_and_resume_completes_it() {
         .arg(&rec)
         .output()
         .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
     let rb = std::fs::read(&rec).unwrap();
     let summary = mcap::Summary::read(&rb).unwrap().expect("a summary");
     let n_ok = items.len() - errors;
@@ -293,12 +283,7 @@ fn sigkill_leaves_a_recoverable_partial_and_resume_completes_it() {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!partial.exists());
     let (inst2, det2) = frames_in(&out);
     let mut want = good.clone();

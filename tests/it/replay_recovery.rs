@@ -64,16 +64,8 @@ fn outputs_aimed_at_the_input_are_refused_and_the_input_is_untouched() {
     let mcap = bag.join("bag_mcap.mcap");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let cases: Vec<(PathBuf, Vec<String>, &str)> = vec![
-        (
-            bag.clone(),
-            vec!["--out".into(), s(&bag.join("x.mcap"))],
-            "inside the input",
-        ),
-        (
-            bag.clone(),
-            vec!["--out".into(), s(&mcap)],
-            "inside the input",
-        ),
+        (bag.clone(), vec!["--out".into(), s(&bag.join("x.mcap"))], "inside the input"),
+        (bag.clone(), vec!["--out".into(), s(&mcap)], "inside the input"),
         (mcap.clone(), vec!["--out".into(), s(&mcap)], "is the input"),
         // Through a symlink to the input file, and a `..` path back into the bag.
         (mcap.clone(), vec!["--out".into(), s(&link)], "is the input"),
@@ -82,11 +74,7 @@ fn outputs_aimed_at_the_input_are_refused_and_the_input_is_untouched() {
             vec!["--out".into(), s(&d.path().join("new/../bag/y.mcap"))],
             "inside the input",
         ),
-        (
-            bag.clone(),
-            vec!["--report".into(), s(&bag)],
-            "inside the input",
-        ),
+        (bag.clone(), vec!["--report".into(), s(&bag)], "inside the input"),
     ];
     for (input, args, want) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -94,15 +82,8 @@ fn outputs_aimed_at_the_input_are_refused_and_the_input_is_untouched() {
         let t = text(&o);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {t}");
         assert!(t.contains(want), "{args:?}: {t}");
-        assert!(
-            !t.contains("frames processed"),
-            "refused before the work: {t}"
-        );
-        assert_eq!(
-            snapshot(d.path()),
-            before,
-            "{args:?}: the input is unchanged"
-        );
+        assert!(!t.contains("frames processed"), "refused before the work: {t}");
+        assert_eq!(snapshot(d.path()), before, "{args:?}: the input is unchanged");
     }
 }
 
@@ -140,10 +121,7 @@ fn a_file_that_is_not_mcap_says_so() {
     let cut = d.path().join("cut.mcap");
     let full = std::fs::read(fixture_bag().join("bag_mcap.mcap")).unwrap();
     std::fs::write(&cut, &full[..30]).unwrap();
-    for (p, want) in [
-        (&junk, "not an MCAP file"),
-        (&cut, "no message could be read"),
-    ] {
+    for (p, want) in [(&junk, "not an MCAP file"), (&cut, "no message could be read")] {
         let o = replay(p, &[]);
         let t = text(&o);
         assert_eq!(o.status.code(), Some(1), "{t}");
@@ -187,11 +165,7 @@ fn a_corrupted_middle_chunk_costs_only_its_frames_and_the_exit_status_says_so() 
     assert_eq!(chunks.len(), 4, "fixture: 4 chunks of 3 messages");
     // Damage the second chunk's compressed records (its frames 3, 4, 5).
     let mid = zstd_records(chunks[1]);
-    assert_eq!(
-        data[mid..mid + 4],
-        [0x28, 0xb5, 0x2f, 0xfd],
-        "the zstd magic"
-    );
+    assert_eq!(data[mid..mid + 4], [0x28, 0xb5, 0x2f, 0xfd], "the zstd magic");
     for b in &mut data[mid..mid + 4] {
         *b ^= 0x5a;
     }
@@ -201,12 +175,7 @@ fn a_corrupted_middle_chunk_costs_only_its_frames_and_the_exit_status_says_so() 
     let out = d.path().join("out.mcap");
     let o = replay(
         &bad,
-        &[
-            "--out",
-            out.to_str().unwrap(),
-            "--report",
-            rep.to_str().unwrap(),
-        ],
+        &["--out", out.to_str().unwrap(), "--report", rep.to_str().unwrap()],
     );
     let t = text(&o);
     assert_eq!(o.status.code(), Some(3), "{t}");
@@ -229,10 +198,7 @@ fn a_corrupted_middle_chunk_costs_only_its_frames_and_the_exit_status_says_so() 
         .map(|m| m["log_time_ns"].as_u64().unwrap())
         .collect();
     let kept = good.iter().filter(|&&x| x < t0 || x > t1).count();
-    assert!(
-        kept < good.len() && kept > 0,
-        "the chunk holds some good frames"
-    );
+    assert!(kept < good.len() && kept > 0, "the chunk holds some good frames");
     assert_eq!(r["frames"].as_u64().unwrap(), kept as u64, "{t}");
     assert_eq!(r["read_errors"].as_array().unwrap().len(), 1);
     let by = r["read_errors_by_reason"].as_object().unwrap();
