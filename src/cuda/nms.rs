@@ -12,7 +12,7 @@ use candle_core::Tensor;
 use super::host::with_f32_ptrs;
 use super::plan;
 use crate::error::{Error, Result};
-use crate::post::fast_nms::{Kept, NmsOptions};
+use crate::post::types::{Kept, NmsOptions};
 
 /// Device version of the candidate filter + class-wise or cross-class Fast NMS + global cap of
 /// [`crate::post::fast_nms::detect`]: `boxes` (P, 4) and `conf` (P, 1 + C) on a CUDA device. Returns

@@ -12,7 +12,7 @@ use super::sources::{
     PREPROCESS, RESIZE,
 };
 use crate::error::{Error, Result};
-use crate::post::fast_nms::{Kept, NmsKind, NmsOptions};
+use crate::post::types::{Kept, NmsKind, NmsOptions};
 
 /// An address as the kernels see it: a `CUdeviceptr` on the GPU, a host address in the emulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -501,8 +501,8 @@ impl Normalize {
     pub fn for_transform(t: crate::config::Transform) -> Normalize {
         match t {
             crate::config::Transform::ResNet => Normalize::MeanStd {
-                mean: crate::engine::preprocess::MEAN_RGB,
-                std: crate::engine::preprocess::STD_RGB,
+                mean: crate::engine::input::MEAN_RGB,
+                std: crate::engine::input::STD_RGB,
             },
             // candle computes `x / 255.0` as the affine x * (1 / 255) + 0, in the tensor's dtype.
             crate::config::Transform::DarkNet => Normalize::Affine {

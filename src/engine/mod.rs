@@ -7,6 +7,7 @@
 //! [`Engine::capture_network`] and [`Engine::infer_timed_graph`] replay the network as one CUDA
 //! graph (experimental, see [`crate::cuda::graph`]).
 
+pub mod input;
 pub mod jpeg;
 pub mod preprocess;
 pub mod priors;

@@ -13,9 +13,7 @@ use crate::config::{Transform, YolactConfig};
 use crate::error::{Error, Result};
 use crate::ops::interp::resize_bilinear;
 
-/// RGB-ordered means and stds (the reference's BGR constants, reversed).
-pub const MEAN_RGB: [f32; 3] = [123.68, 116.78, 103.94];
-pub const STD_RGB: [f32; 3] = [58.40, 57.12, 57.38];
+pub use crate::engine::input::{MEAN_RGB, STD_RGB};
 
 /// Largest side we accept; larger images are almost certainly corrupt headers, and the mask upsample
 /// allocates per-detection full-frame planes.

@@ -5,177 +5,11 @@
 //! [`fast_nms_keep`] (C, P') scores + (P', 4) boxes -> per-class keep lists, [`merge_top`] keep
 //! lists -> globally sorted detections.
 
-use std::cmp::Ordering;
+use candle_core::{DType, Tensor};
 
-use candle_core::{DType, Device, Tensor};
-
-use crate::config::YolactConfig;
 use crate::error::{Error, Result};
-
-/// Which suppression the reference's eval flags select.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NmsKind {
-    /// `--fast_nms=True` (default): class-wise Fast NMS.
-    Fast,
-    /// `--fast_nms=True --cross_class_nms=True`.
-    FastCrossClass,
-    /// `--fast_nms=False`: greedy per-class NMS in pixels with the +1 convention.
-    Traditional,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NmsOptions {
-    pub kind: NmsKind,
-    /// A prior is a candidate iff its best foreground score is strictly above this.
-    pub conf_thresh: f32,
-    pub iou_thresh: f32,
-    /// Candidates per class (per image for cross-class) entering the IoU matrix.
-    pub top_k: usize,
-    /// Global cap after merging classes (not applied by cross-class Fast NMS).
-    pub max_num_detections: usize,
-    /// Box scale for traditional NMS, whose +1-pixel areas only make sense in pixels.
-    pub max_size: usize,
-}
-
-impl NmsOptions {
-    pub fn from_config(cfg: &YolactConfig) -> Self {
-        NmsOptions {
-            kind: NmsKind::Fast,
-            conf_thresh: cfg.nms_conf_thresh,
-            iou_thresh: cfg.nms_thresh,
-            top_k: cfg.nms_top_k,
-            max_num_detections: cfg.max_num_detections,
-            max_size: cfg.max_size,
-        }
-    }
-}
-
-impl From<&YolactConfig> for NmsOptions {
-    fn from(cfg: &YolactConfig) -> Self {
-        Self::from_config(cfg)
-    }
-}
-
-impl Default for NmsOptions {
-    fn default() -> Self {
-        NmsOptions {
-            kind: NmsKind::Fast,
-            conf_thresh: 0.05,
-            iou_thresh: 0.5,
-            top_k: 200,
-            max_num_detections: 100,
-            max_size: 550,
-        }
-    }
-}
-
-/// Detections after NMS, sorted by score descending.
-#[derive(Debug, Clone)]
-pub struct Dets {
-    /// (n, 4) x1 y1 x2 y2, relative to the image.
-    pub boxes: Tensor,
-    /// (n, mask_dim) mask coefficients.
-    pub coefs: Tensor,
-    /// 0-based foreground class.
-    pub classes: Vec<u32>,
-    /// Softmax probability of `classes[i]`.
-    pub scores: Vec<f32>,
-}
-
-impl Dets {
-    pub fn len(&self) -> usize {
-        self.scores.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.scores.is_empty()
-    }
-
-    /// No detections. The empty tensors are on the host whatever the frame's device: on CUDA a
-    /// zero-element tensor is a 0-byte `cuMemAlloc(Async)`, which the driver rejects with
-    /// CUDA_ERROR_INVALID_VALUE, and nothing downstream reads an empty tensor's device.
-    pub fn empty(mask_dim: usize) -> candle_core::Result<Self> {
-        Ok(Dets {
-            boxes: Tensor::zeros((0, 4), DType::F32, &Device::Cpu)?,
-            coefs: Tensor::zeros((0, mask_dim), DType::F32, &Device::Cpu)?,
-            classes: Vec::new(),
-            scores: Vec::new(),
-        })
-    }
-
-    /// Keeps the rows listed in `idx`, in that order.
-    pub fn select(&self, idx: &[usize]) -> Result<Self> {
-        if idx.is_empty() {
-            return Ok(Dets::empty(self.coefs.dim(1)?)?);
-        }
-        let mut classes = Vec::with_capacity(idx.len());
-        let mut scores = Vec::with_capacity(idx.len());
-        for &i in idx {
-            match (self.classes.get(i), self.scores.get(i)) {
-                (Some(&c), Some(&s)) => {
-                    classes.push(c);
-                    scores.push(s);
-                }
-                _ => {
-                    return Err(Error::Invalid(format!(
-                        "Dets::select: row {i} out of range"
-                    )))
-                }
-            }
-        }
-        let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
-        let rows = Tensor::from_vec(rows, idx.len(), self.boxes.device())?;
-        Ok(Dets {
-            boxes: self.boxes.index_select(&rows, 0)?,
-            coefs: self.coefs.index_select(&rows, 0)?,
-            classes,
-            scores,
-        })
-    }
-}
-
-/// One kept (prior, class) pair.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Kept {
-    /// Index into the candidate list (the P' axis).
-    pub cand: usize,
-    pub class: u32,
-    pub score: f32,
-}
-
-/// Sort key that is total and treats NaN as the lowest score and -0 as +0.
-fn key(x: f32) -> f32 {
-    if x.is_nan() {
-        f32::NEG_INFINITY
-    } else {
-        x + 0.0
-    }
-}
-
-/// Descending by score, ascending by position on ties: what a stable descending sort gives.
-fn desc(scores: &[f32], a: usize, b: usize) -> Ordering {
-    key(scores[b])
-        .total_cmp(&key(scores[a]))
-        .then_with(|| a.cmp(&b))
-}
-
-/// Indices of `scores` in stable descending order.
-pub fn stable_desc_order(scores: &[f32]) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_unstable_by(|&a, &b| desc(scores, a, b));
-    idx
-}
-
-/// The first `k` indices of [`stable_desc_order`] without sorting the tail.
-pub fn stable_desc_top_k(scores: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    if k < idx.len() && k > 0 {
-        idx.select_nth_unstable_by(k - 1, |&a, &b| desc(scores, a, b));
-    }
-    idx.truncate(k);
-    idx.sort_unstable_by(|&a, &b| desc(scores, a, b));
-    idx
-}
+pub use crate::post::rank::{merge_top, stable_desc_order, stable_desc_top_k};
+pub use crate::post::types::{Candidates, Dets, Kept, NmsKind, NmsOptions};
 
 /// IoU of two (x1, y1, x2, y2) boxes in f32, without the +1 convention (reference `jaccard`).
 /// Two empty boxes give NaN, as in the reference.
@@ -187,30 +21,6 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let area_a = (a[2] - a[0]) * (a[3] - a[1]);
     let area_b = (b[2] - b[0]) * (b[3] - b[1]);
     inter / (area_a + area_b - inter)
-}
-
-/// Host copy of the candidates: `scores` is (C, P') row-major.
-#[derive(Debug, Clone)]
-pub struct Candidates {
-    /// Original prior index of each candidate, ascending.
-    pub priors: Vec<u32>,
-    pub num_classes: usize,
-    pub scores: Vec<f32>,
-}
-
-impl Candidates {
-    pub fn len(&self) -> usize {
-        self.priors.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.priors.is_empty()
-    }
-
-    pub fn class_scores(&self, c: usize) -> &[f32] {
-        let n = self.priors.len();
-        &self.scores[c * n..(c + 1) * n]
-    }
 }
 
 /// Candidate filter (docs/model.md §6.2): drops the background column and keeps priors whose best
@@ -330,17 +140,6 @@ pub fn fast_nms_keep_tensor(
         .flatten_all()?
         .to_vec1::<f32>()?;
     fast_nms_keep(&s, c, &boxes_to_host(boxes)?, top_k, iou_thresh)
-}
-
-/// Flattens per-class keep lists class-major, sorts them stably by score descending and keeps the
-/// first `max_det` (docs/model.md §6.3 step 7).
-pub fn merge_top(per_class: Vec<Vec<Kept>>, max_det: usize) -> Vec<Kept> {
-    let flat: Vec<Kept> = per_class.into_iter().flatten().collect();
-    let scores: Vec<f32> = flat.iter().map(|k| k.score).collect();
-    stable_desc_top_k(&scores, max_det.min(flat.len()))
-        .into_iter()
-        .map(|i| flat[i])
-        .collect()
 }
 
 /// Cross-class Fast NMS (docs/model.md §6.4): one score per candidate (its best class; first on
@@ -480,35 +279,6 @@ pub fn detect(boxes: &Tensor, conf: &Tensor, coefs: &Tensor, opts: &NmsOptions) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn top_k_is_the_prefix_of_the_full_stable_order() {
-        let mut x = 12345u64;
-        for len in [0usize, 1, 2, 7, 50, 300] {
-            let s: Vec<f32> = (0..len)
-                .map(|_| {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    match x >> 61 {
-                        0 => f32::NAN,
-                        1 => -0.0,
-                        2 => 0.0,
-                        v => (v as f32) / 8.0, // few distinct values: many ties
-                    }
-                })
-                .collect();
-            let full = stable_desc_order(&s);
-            // Independent check of the full order: descending, NaN last, ties by index.
-            for w in full.windows(2) {
-                let (a, b) = (key(s[w[0]]), key(s[w[1]]));
-                assert!(a > b || (a == b && w[0] < w[1]), "{s:?}");
-            }
-            for k in [0, 1, 3, len / 2, len, len + 5] {
-                assert_eq!(stable_desc_top_k(&s, k), full[..k.min(len)].to_vec());
-            }
-        }
-    }
 
     #[test]
     fn iou_of_empty_boxes_is_nan_and_suppresses() {

@@ -5,3 +5,5 @@ pub mod decode;
 pub mod fast_nms;
 pub mod masks;
 pub mod nms;
+pub mod rank;
+pub mod types;

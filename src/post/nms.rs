@@ -1,6 +1,7 @@
 //! Traditional greedy NMS (the reference's Cython path, `--fast_nms=False`; docs/model.md §6.4).
 
-use crate::post::fast_nms::{merge_top, stable_desc_order, Candidates, Kept, NmsOptions};
+use crate::post::rank::{merge_top, stable_desc_order};
+use crate::post::types::{Candidates, Kept, NmsOptions};
 
 /// Greedy NMS over pixel boxes with the "+1 pixel" area convention; suppresses IoU >= thresh.
 /// Returns the kept indices in ascending index order, as the reference does.

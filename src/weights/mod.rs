@@ -6,11 +6,12 @@ mod expected;
 pub mod finite;
 pub mod pickle;
 pub mod source;
+mod state_dict;
 mod store;
 pub mod synth;
 mod torch_format;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -21,8 +22,7 @@ use crate::error::{Error, Result};
 pub use expected::expected_shapes;
 pub use store::WeightStore;
 
-/// Tensors by state-dict key, on the CPU, in the dtype the file stores.
-pub type StateDict = BTreeMap<String, Tensor>;
+pub use state_dict::StateDict;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckpointFormat {

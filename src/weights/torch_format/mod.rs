@@ -9,15 +9,12 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use super::pickle::{self, StorageDtype, StorageRef, TensorRef, Value};
-use super::StateDict;
+use super::state_dict::StateDict;
 use crate::error::{Error, Result};
 
-/// `\x80\x02\x8a\x0a` + the 10-byte magic number: the start of every legacy file.
-pub const LEGACY_PREFIX: [u8; 14] = [
-    0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
-];
-const LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
-const LEGACY_PROTOCOL: i64 = 1001;
+mod magic;
+pub use magic::LEGACY_PREFIX;
+use magic::{LEGACY_MAGIC, LEGACY_PROTOCOL};
 
 /// Materialising views can legitimately produce more bytes than the file holds (shared storage),
 /// but not unboundedly more: this caps what a crafted file can make us allocate.

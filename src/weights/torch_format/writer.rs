@@ -7,9 +7,13 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 
 use super::super::pickle::StorageDtype;
-use super::super::StateDict;
-use super::{err, LEGACY_PREFIX, LEGACY_PROTOCOL};
+use super::super::state_dict::StateDict;
+use super::magic::{LEGACY_PREFIX, LEGACY_PROTOCOL};
 use crate::error::{Error, Result};
+
+fn err(path: &Path, msg: impl Into<String>) -> Error {
+    Error::checkpoint(path, msg)
+}
 
 fn storage_dtype_of(path: &Path, name: &str, d: DType) -> Result<StorageDtype> {
     Ok(match d {
