@@ -4,6 +4,7 @@
 
 mod expected;
 pub mod finite;
+mod keys;
 pub mod pickle;
 pub mod source;
 mod state_dict;
@@ -11,18 +12,18 @@ mod store;
 pub mod synth;
 mod torch_format;
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Device;
 
 use crate::config::YolactConfig;
 use crate::error::{Error, Result};
 
 pub use expected::expected_shapes;
+pub use keys::prepare;
 pub use store::WeightStore;
 
-pub use state_dict::StateDict;
+pub use state_dict::{save_safetensors, StateDict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckpointFormat {
@@ -117,15 +118,6 @@ fn read_any_format(bytes: &[u8], path: &Path) -> Result<StateDict> {
     }
 }
 
-pub fn save_safetensors(tensors: &StateDict, out: &Path) -> Result<()> {
-    let m: HashMap<&str, Tensor> = tensors
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    candle_core::safetensors::save(&m, out)
-        .map_err(|e| Error::checkpoint(out, format!("writing safetensors: {e}")))
-}
-
 /// Writes `tensors` as torch.save would (each tensor in its own storage, location `cpu`); for
 /// tests and fixture tools (feature `test-support`).
 #[cfg(feature = "test-support")]
@@ -136,62 +128,6 @@ pub fn save_torch(tensors: &StateDict, out: &Path, format: CheckpointFormat) -> 
         CheckpointFormat::SafeTensors => return save_safetensors(tensors, out),
     };
     std::fs::write(out, bytes).map_err(|e| Error::io(out, e))
-}
-
-/// Keys the reference `load_weights` deletes, or that inference never uses.
-fn is_ignored(key: &str) -> bool {
-    if key.ends_with(".num_batches_tracked") || key.starts_with("semantic_seg_conv.") {
-        return true;
-    }
-    if key.starts_with("backbone.layer") && !key.starts_with("backbone.layers") {
-        return true;
-    }
-    if let Some(rest) = key.strip_prefix("fpn.downsample_layers.") {
-        let idx = rest.split('.').next().and_then(|s| s.parse::<usize>().ok());
-        return idx.is_some_and(|k| k >= 2);
-    }
-    false
-}
-
-/// Applies the load-time rules and checks the key set strictly against `cfg`.
-pub fn prepare(sd: StateDict, cfg: &YolactConfig) -> Result<HashMap<String, Tensor>> {
-    let mismatch = |msg: String| Error::WeightsMismatch {
-        config: cfg.name.to_owned(),
-        msg,
-    };
-    let mut sd: StateDict = sd.into_iter().filter(|(k, _)| !is_ignored(k)).collect();
-    let mut out = HashMap::with_capacity(sd.len());
-    for (key, shape) in expected_shapes(cfg) {
-        let Some(t) = sd.remove(&key) else {
-            return Err(mismatch(format!(
-                "missing key `{key}` (expected shape {shape:?})"
-            )));
-        };
-        if t.dims() != shape.as_slice() {
-            return Err(mismatch(format!(
-                "key `{key}`: expected shape {shape:?}, found {:?}",
-                t.dims()
-            )));
-        }
-        let t = match t.dtype() {
-            DType::F32 => t,
-            DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
-            other => {
-                return Err(mismatch(format!(
-                    "key `{key}`: expected a float tensor, found dtype {other:?}"
-                )))
-            }
-        };
-        out.insert(key, t);
-    }
-    if let Some((key, t)) = sd.iter().next() {
-        return Err(mismatch(format!(
-            "unexpected key `{key}` with shape {:?} ({} unexpected keys in all)",
-            t.dims(),
-            sd.len()
-        )));
-    }
-    Ok(out)
 }
 
 /// Picks the configuration from the checkpoint's keys (and the file name where keys cannot tell).

@@ -12,7 +12,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Var};
 use candle_nn::{VarBuilder, VarMap};
 
-use super::{is_ignored, prepare, StateDict};
+use super::keys::{is_ignored, prepare};
+use super::StateDict;
 use crate::config::YolactConfig;
 use crate::error::{Error, Result};
 
@@ -122,7 +123,7 @@ impl WeightStore {
 
     /// Writes the checkpoint as safetensors.
     pub fn save_safetensors(&self, out: &Path) -> Result<()> {
-        super::save_safetensors(&self.to_state_dict()?, out)
+        super::state_dict::save_safetensors(&self.to_state_dict()?, out)
     }
 }
 
