@@ -365,10 +365,12 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<(NodeParams, Vec<Resolved>)>
             max_drop_ratio: r.double(&t::ERROR_MAX_DROP_RATIO),
         },
     };
+    let slop_s = r.double(&t::DEPTH_SLOP);
+    let queue_size = r.int(&t::DEPTH_QUEUE_SIZE) as usize;
     let scale = r.double(&t::DEPTH_SCALE);
     let depth = DepthParams {
-        slop_s: r.double(&t::DEPTH_SLOP),
-        queue_size: r.int(&t::DEPTH_QUEUE_SIZE) as usize,
+        slop_s,
+        queue_size,
         scale: (scale > 0.0).then_some(scale),
         options: crate::depth::Depth3dOptions {
             erosion_px: r.int(&t::DEPTH_EROSION_PX) as usize,
