@@ -2,7 +2,7 @@
 //! grey and reports success when the data stops early, so a cut-off file or message would give a
 //! plausible half-grey frame; PNG decoding already fails on truncation.
 //!
-//! The check walks the marker structure (ITU-T T.81 §B.1): length-prefixed segments, and after
+//! The check walks the marker structure (ITU-T T.81, annex B.1): length-prefixed segments, and after
 //! each start-of-scan the entropy-coded data up to the next marker (`FF 00` is a stuffed byte,
 //! `FF D0..D7` restart markers, `FF FF` fill). The stream is complete when the end-of-image marker
 //! is reached this way; data after it (some cameras append metadata) is ignored. A stream whose
