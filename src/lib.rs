@@ -23,6 +23,7 @@ pub mod output;
 pub mod post;
 pub mod replay;
 pub mod tracking;
+pub mod train;
 pub mod weights;
 
 pub use config::YolactConfig;

@@ -1,0 +1,2 @@
+//! Training data: COCO-format annotation files with an image folder, the reference's
+//! deterministic transform and `SSDAugmentation`, and a multi-threaded loader.
