@@ -68,8 +68,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// Where the model comes from and where it runs; shared by `infer` and `bench`.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// Checkpoint: a released `.pth` (legacy or zip), or `.safetensors`. `synthetic[:SEED]` builds
-    /// deterministic random weights (yolact_resnet50 unless --config says), for trying the pipeline without a download.
+    /// Checkpoint: a `.pth` (legacy or zip) or `.safetensors` file; or a released config name
+    /// (e.g. yolact_plus_resnet50: downloaded once from Hugging Face into its cache, $HF_HOME);
+    /// or `synthetic[:SEED]`: deterministic random weights (yolact_resnet50 unless --config says),
+    /// for trying the pipeline without a download.
     #[arg(long, value_name = "W")]
     pub weights: String,
     /// Config name; detected from the checkpoint's keys and file name when omitted.

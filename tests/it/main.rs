@@ -21,6 +21,7 @@ mod dds_node_cli;
 mod dds_transport;
 mod depth;
 mod docs;
+mod hub;
 mod layout;
 mod model;
 mod node;
