@@ -218,8 +218,8 @@ impl YolactConfig {
     }
 }
 
-/// The training loss's settings (training spec §1, §5): the reference configs' values, which all
-/// six share except where [`LossConfig::for_config`] says.
+/// The training loss's settings (the reference's `MultiBoxLoss` and config fields): the reference
+/// configs' values, which all six share except where [`LossConfig::for_config`] says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LossConfig {
     /// IoU at or above which a prior is positive.

@@ -24,6 +24,7 @@ Files written:
 """
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -201,7 +202,7 @@ def ground_truth(ns, doc, out_dir):
 def build_train(ns, name, max_size):
     net, _ = R.build(ns, name, S.DEFAULT_SEED)
     cfg = ns.config.cfg
-    # Batch 2 < 6: train.py freezes BN (training spec §4.4); the overridden train() applies it.
+    # Batch 2 < 6: train.py freezes BN (batch per GPU < 6); the overridden train() applies it.
     cfg.freeze_bn = True
     # Priors, FastBaseTransform and the proto size follow max_size; nothing in the constructor
     # depends on it (priors are made lazily in the forward).
@@ -243,7 +244,7 @@ def run_loss(ns, net, cfg, preds, gts):
 
 
 def positives_and_cut(ns, cfg, preds, gts):
-    """Per image positive counts and the OHEM cut gap (pitfall P3): recomputes the match with the
+    """Per image positive counts and the OHEM cut gap: recomputes the match with the
     reference's own `match` and ranks with its `log_sum_exp`."""
     from layers.box_utils import match, log_sum_exp
 
@@ -304,7 +305,7 @@ def level_a(ns, name, gts, doc, out_dir, size, proto_size):
     total = sum(losses.values())
     total.backward()
     npos, gaps, nneutral = positives_and_cut(ns, cfg, preds, gts)
-    assert max(npos) <= cfg.masks_to_train, f"{name}: {npos} positives would subsample (P2)"
+    assert max(npos) <= cfg.masks_to_train, f"{name}: {npos} positives would subsample (a randperm draw we cannot reproduce)"
     t = {"priors": out["priors"].contiguous()}
     for k, v in leaves.items():
         t[k] = v.detach().contiguous()
@@ -351,7 +352,7 @@ def level_b(ns, name, gts, doc, out_dir):
     total = sum(losses.values())
     total.backward()
     npos, gaps, _ = positives_and_cut(ns, cfg, preds, gts)
-    assert max(npos) <= cfg.masks_to_train, f"{name}: {npos} positives would subsample (P2)"
+    assert max(npos) <= cfg.masks_to_train, f"{name}: {npos} positives would subsample (a randperm draw we cannot reproduce)"
     t, n_grad = {}, 0
     for k, p in net.named_parameters():
         if p.grad is None:
@@ -397,13 +398,12 @@ def main():
         for name in a.configs.split(","):
             level_b(ns, name, gts, doc, a.out)
     import PIL
-    import pycocotools
     import safetensors
     import torchvision
 
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "numpy": np.__version__,
-                "pycocotools": getattr(pycocotools, "__version__", "?"),
+                "pycocotools": importlib.metadata.version("pycocotools"),
                 "safetensors": safetensors.__version__, "Pillow": PIL.__version__,
                 "threads": a.threads}
     with open(os.path.join(a.out, "versions.json"), "w") as f:

@@ -1,4 +1,4 @@
-//! PyTorch's `binary_cross_entropy` on probabilities, elementwise (pitfall P4), as a candle custom
+//! PyTorch's `binary_cross_entropy` on probabilities, elementwise, as a candle custom
 //! op because its backward is not the derivative of its forward:
 //!
 //! * forward: `(t - 1) * max(ln(1 - p), -100) - t * max(ln p, -100)` (`ln(1 - p)` as

@@ -1,9 +1,9 @@
-//! The confidence term C (training spec §5.4): cross-entropy over the positives and the hardest
-//! negatives, three per positive, mined per image (OHEM).
+//! The confidence term C (the reference's `ohem_conf_loss`): cross-entropy over the positives and
+//! the hardest negatives, three per positive, mined per image (OHEM).
 //!
 //! The mining is a selection, not differentiable, and runs on host values. It ranks negatives by
 //! the reference's `log_sum_exp`, which subtracts one max over the *whole batch* rather than per
-//! row; the same formula keeps near ties at the cut in the same order (pitfall P3).
+//! row; the same formula keeps near ties at the cut in the same order.
 
 use candle_core::{bail, DType, Result, Tensor, D};
 

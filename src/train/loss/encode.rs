@@ -1,5 +1,5 @@
-//! SSD box coding of a matched box against its prior (training spec §5.2), variances 0.1 / 0.2,
-//! in f32 and the reference's operation order.
+//! SSD box coding of a matched box against its prior (the reference's `encode`), variances 0.1 /
+//! 0.2, in f32 and the reference's operation order.
 
 /// The two SSD variances, as the f32 values PyTorch multiplies and divides by.
 const VAR_CENTER: f32 = 0.1;

@@ -1,5 +1,5 @@
-//! The lincomb mask term M (training spec §5.5), per image, and the mask-IoU net's inputs and
-//! targets it hands to the I term (§5.7).
+//! The lincomb mask term M (the reference's `lincomb_mask_loss`), per image, and the mask-IoU net's
+//! inputs and targets it hands to the I term.
 //!
 //! Prediction: `sigmoid(proto @ tanh(coef)^T)` for the positives' coefficients, cropped with the
 //! *ground-truth* box (padding 1, bounds in f32), against the ground-truth mask downsampled to the

@@ -1,8 +1,8 @@
-//! The mask-IoU term I (training spec §5.7, YOLACT++): the mask-IoU net predicts, for each
-//! trained mask, the IoU of its binarisation with the ground truth; smooth L1 against the measured
-//! IoU, at the ground truth's class.
+//! The mask-IoU term I (the reference's `mask_iou_loss`, YOLACT++): the mask-IoU net predicts, for
+//! each trained mask, the IoU of its binarisation with the ground truth; smooth L1 against the
+//! measured IoU, at the ground truth's class.
 //!
-//! The net's input is *not* detached (pitfall P5): this term also trains the protonet and the
+//! The net's input is *not* detached: this term also trains the protonet and the
 //! coefficient head.
 
 use candle_core::{bail, Result, Tensor};

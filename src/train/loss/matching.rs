@@ -1,7 +1,7 @@
-//! Prior matching (training spec §5.1): which prior learns which ground-truth box, and which are
-//! background or neutral.
+//! Prior matching (the reference's `match`): which prior learns which ground-truth box, and which
+//! are background or neutral.
 //!
-//! Everything is f32 in the reference's operation order (pitfall P1): tiny boxes often have
+//! Everything is f32 in the reference's operation order: tiny boxes often have
 //! mathematically equal IoUs with several anchors, and the rounding of this exact order decides the
 //! forced prior. Ties go to the lowest index, as PyTorch's `max(dim)` does on the CPU.
 
@@ -60,7 +60,8 @@ fn intersection(a: [f32; 4], b: [f32; 4]) -> f32 {
     w * h
 }
 
-/// IoU of a ground-truth box with a prior (both point form): inter / ((area_gt + area_prior) - inter).
+/// IoU of a ground-truth box with a prior (both point form): inter / ((area_gt + area_prior) -
+/// inter).
 pub fn iou(gt: [f32; 4], prior: [f32; 4]) -> f32 {
     let inter = intersection(gt, prior);
     inter / (area(gt) + area(prior) - inter)
@@ -75,7 +76,7 @@ pub fn ioa(prior: [f32; 4], crowd: [f32; 4]) -> f32 {
 /// (x1, y1, x2, y2, relative) with labels 0.., and its crowd boxes.
 ///
 /// An image without a non-crowd box is an error: the reference's `match` raises `IndexError` on
-/// it (training spec §2.6); a trainer should skip or resample such an image.
+/// it; a trainer should skip or resample such an image.
 pub fn match_priors(
     truths: &[[f32; 4]],
     labels: &[i64],

@@ -1,11 +1,11 @@
 //! The reference's `MultiBoxLoss`: prior matching, the box, confidence (OHEM), lincomb mask,
-//! semantic segmentation and mask-IoU terms, normalised as the reference does (training spec §5).
+//! semantic segmentation and mask-IoU terms, normalised as the reference does.
 //!
 //! Selections (matching, hard-negative mining, crops, targets) are computed on host values and
 //! carry no gradient; the terms themselves are candle ops on the network's outputs, so
 //! `total.backward()` reaches every parameter the reference's step reaches.
 //!
-//! Normalisation (pitfall P10): B, M, C and I are divided by the positives of the whole batch, S by
+//! Normalisation: B, M, C and I are divided by the positives of the whole batch, S by
 //! the batch size, and the total sums them in the reference's dict order B, M, C, I, S.
 
 pub mod bce;

@@ -1,6 +1,7 @@
-//! The semantic segmentation term S (training spec §5.6): per image, BCE-with-logits of the
-//! (C, h, w) logits against multi-label class maps built from the non-crowd ground truth
-//! (downsampled, > 0.5, max over the objects of each class), summed and divided by h * w.
+//! The semantic segmentation term S (the reference's `semantic_segmentation_loss`): per image,
+//! BCE-with-logits of the (C, h, w) logits against multi-label class maps built from the non-crowd
+//! ground truth (downsampled, > 0.5, max over the objects of each class), summed and divided by h *
+//! w.
 
 use candle_core::{bail, Result, Tensor};
 
