@@ -36,4 +36,5 @@ mod replay_recovery;
 mod ros_packaging;
 mod store;
 mod tracking;
+mod train_loss;
 mod weights;
