@@ -34,5 +34,6 @@ mod replay_interrupt;
 mod replay_recovery;
 mod ros_packaging;
 mod store;
+mod synth_scenes;
 mod tracking;
 mod weights;
