@@ -9,6 +9,7 @@ mod eval;
 mod infer;
 mod node;
 mod replay;
+mod synth_scenes;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,9 @@ pub enum Command {
     BagRecover(bag_recover::BagRecoverArgs),
     /// Run the ROS 2 node (`--params-file config/yolact.yaml`, `--dry-run` to check a config).
     Node(node::NodeArgs),
+    /// Generate RGB-D tabletop scenes with exact ground truth (COCO masks, depth, 3D boxes, bags).
+    #[command(long_about = synth_scenes::LONG_ABOUT)]
+    SynthScenes(synth_scenes::SynthScenesArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -62,6 +66,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Replay(a) => replay::run(a),
         Command::BagRecover(a) => bag_recover::run(a),
         Command::Node(a) => node::run(a),
+        Command::SynthScenes(a) => synth_scenes::run(a),
     }
 }
 

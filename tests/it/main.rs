@@ -37,6 +37,7 @@ mod replay_interrupt;
 mod replay_recovery;
 mod ros_packaging;
 mod store;
+mod synth_scenes;
 mod tracking;
 mod train_loss;
 mod weights;
