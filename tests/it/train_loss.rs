@@ -166,18 +166,8 @@ fn step_fixture_covers_exactly_our_trainable_parameters() {
     for (name, count) in [("yolact_resnet50", 89), ("yolact_plus_resnet50", 140)] {
         let fx = StepFixture::load(name);
         let cfg = YolactConfig::by_name(name).unwrap();
-        let mut sd = synth::synth_state_dict(&cfg, SEED).unwrap();
-        let c = cfg.num_fg_classes();
         let dev = Device::Cpu;
-        sd.insert(
-            "semantic_seg_conv.weight".into(),
-            Tensor::zeros((c, cfg.fpn_channels, 1, 1), DType::F32, &dev).unwrap(),
-        );
-        sd.insert(
-            "semantic_seg_conv.bias".into(),
-            Tensor::zeros(c, DType::F32, &dev).unwrap(),
-        );
-        let store = WeightStore::from_state_dict(sd, &cfg, &dev).unwrap();
+        let store = WeightStore::from_state_dict(train_weights(&cfg), &cfg, &dev).unwrap();
         let ours = store.trainable(true).unwrap();
         let keys: Vec<&str> = ours.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, fx.keys(), "{name}");
