@@ -166,18 +166,8 @@ fn step_fixture_covers_exactly_our_trainable_parameters() {
     for (name, count) in [("yolact_resnet50", 89), ("yolact_plus_resnet50", 140)] {
         let fx = StepFixture::load(name);
         let cfg = YolactConfig::by_name(name).unwrap();
-        let mut sd = synth::synth_state_dict(&cfg, SEED).unwrap();
-        let c = cfg.num_fg_classes();
         let dev = Device::Cpu;
-        sd.insert(
-            "semantic_seg_conv.weight".into(),
-            Tensor::zeros((c, cfg.fpn_channels, 1, 1), DType::F32, &dev).unwrap(),
-        );
-        sd.insert(
-            "semantic_seg_conv.bias".into(),
-            Tensor::zeros(c, DType::F32, &dev).unwrap(),
-        );
-        let store = WeightStore::from_state_dict(sd, &cfg, &dev).unwrap();
+        let store = WeightStore::from_state_dict(train_weights(&cfg), &cfg, &dev).unwrap();
         let ours = store.trainable(true).unwrap();
         let keys: Vec<&str> = ours.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, fx.keys(), "{name}");
@@ -203,6 +193,19 @@ fn step_fixture_covers_exactly_our_trainable_parameters() {
     }
 }
 
+/// The synthetic weights with the training-only `semantic_seg_conv` from the same generator, as
+/// the reference's state dict has them.
+fn train_weights(cfg: &YolactConfig) -> yolact_ros2::weights::StateDict {
+    let mut sd = synth::synth_state_dict(cfg, SEED).unwrap();
+    let (c, f) = (cfg.num_fg_classes(), cfg.fpn_channels);
+    for (k, shape) in [("weight", vec![c, f, 1, 1]), ("bias", vec![c])] {
+        let key = format!("semantic_seg_conv.{k}");
+        let v = synth::synth_tensor(&key, &shape, SEED);
+        sd.insert(key, Tensor::from_vec(v, shape, &Device::Cpu).unwrap());
+    }
+    sd
+}
+
 /// Level (b) for YOLACT R50 (no DCN, so our training pass has a backward end to end): the whole
 /// step at 550, images through our preprocessing, the network's training pass (frozen BN), the
 /// loss, and the gradient of every parameter: loss terms within 1e-4, each gradient's norm and its
@@ -215,14 +218,14 @@ fn yolact_resnet50_train_step_matches_the_reference() {
     let fx = StepFixture::load(name);
     let dev = Device::Cpu;
     let cfg = YolactConfig::by_name(name).unwrap();
-    let store =
-        WeightStore::from_state_dict(synth::synth_state_dict(&cfg, SEED).unwrap(), &cfg, &dev)
-            .unwrap();
+    let store = WeightStore::from_state_dict(train_weights(&cfg), &cfg, &dev).unwrap();
     let model = Yolact::load_train(store.vb(), &cfg).unwrap();
     let images: Vec<Tensor> = (0..2)
         .map(|i| {
-            let img = load_image(&crate::support::train::path(&format!("images/train_{i}.png")))
-                .unwrap();
+            let img = load_image(&crate::support::train::path(&format!(
+                "images/train_{i}.png"
+            )))
+            .unwrap();
             image_to_tensor(&img, &dev).unwrap()
         })
         .collect();
@@ -254,9 +257,17 @@ fn yolact_resnet50_train_step_matches_the_reference() {
         let norm = g.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
         let sample: Vec<f32> = g.iter().step_by(s).copied().collect();
         let theirs = fx.sample(&key);
-        let d: f64 = sample.iter().zip(&theirs).map(|(&a, &b)| f64::from(a - b).powi(2)).sum();
+        let d: f64 = sample
+            .iter()
+            .zip(&theirs)
+            .map(|(&a, &b)| f64::from(a - b).powi(2))
+            .sum();
         let n: f64 = theirs.iter().map(|&b| f64::from(b).powi(2)).sum();
-        let rel_norm = if want > 0.0 { (norm - want).abs() / want } else { norm };
+        let rel_norm = if want > 0.0 {
+            (norm - want).abs() / want
+        } else {
+            norm
+        };
         let rel_sample = if n > 0.0 { (d / n).sqrt() } else { d.sqrt() };
         let r = rel_norm.max(rel_sample);
         if r > worst.0 {
@@ -265,6 +276,15 @@ fn yolact_resnet50_train_step_matches_the_reference() {
         eprintln!("{key}: norm {norm:.6e} vs {want:.6e}, sample rel {rel_sample:.2e}");
     }
     eprintln!("{name} step: worst gradient {:.2e} at {}", worst.0, worst.1);
-    assert!(worst_term <= TERM_RTOL, "{name} step: {}", report.join(", "));
-    assert!(worst.0 <= GRAD_RTOL, "{name} step: gradient of {} off by {:.2e}", worst.1, worst.0);
+    assert!(
+        worst_term <= TERM_RTOL,
+        "{name} step: {}",
+        report.join(", ")
+    );
+    assert!(
+        worst.0 <= GRAD_RTOL,
+        "{name} step: gradient of {} off by {:.2e}",
+        worst.1,
+        worst.0
+    );
 }

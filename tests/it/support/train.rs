@@ -4,8 +4,7 @@
 //! * [`ground_truth`]: the two images' ground truth as the reference's `pull_item` gives it.
 //! * [`LossFixture`]: level (a), the reference's loss on its own network outputs.
 //! * [`StepFixture`]: level (b), the reference's full train step at 550 (loss terms, per parameter
-//!   the gradient norm and every `grad_stride`-th flat gradient element), for the trainer's
-//!   step-parity test once the whole training pass has a backward.
+//!   the gradient norm and every `grad_stride`-th flat gradient element).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
