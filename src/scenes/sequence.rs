@@ -12,7 +12,7 @@ use rand::Rng;
 use super::camera::Camera;
 use super::primitives::Shape;
 use super::scene::{
-    footprint, resting_pose, sample_environment, sample_object, Class, Environment, Object,
+    footprint, hsv, resting_pose, sample_environment, sample_object, Class, Environment, Object,
     Placement, Rgb, Scene, View,
 };
 use crate::error::Result;
@@ -186,6 +186,13 @@ impl Sequence {
                     } else {
                         shifted
                     },
+                    // Same size (the lane is spaced for it), its own colour and turn.
+                    albedo: hsv(
+                        rng.random(),
+                        rng.random_range(0.35..0.9),
+                        rng.random_range(0.35..0.95),
+                    ),
+                    yaw0: rng.random_range(0.0..std::f64::consts::TAU),
                     ..m
                 });
             }
