@@ -1,4 +1,4 @@
-//! The reference's `SSDAugmentation` random steps (training spec §3.2-3.5, draw order §3.7):
+//! The reference's `SSDAugmentation` random steps, in its order and with its draws in its order:
 //! PhotometricDistort, Expand, RandomSampleCrop and RandomMirror, applied to a [`Work`] between
 //! ToAbsoluteCoords and Resize. RandomFlip / RandomRot90 are off in every config and not ported.
 //!
@@ -6,7 +6,7 @@
 //! sample's augmentation does not depend on which worker thread makes it or when. numpy's
 //! `uniform(low, high)` is low + (high − low)·U with U uniform in [0, 1); it is written out that
 //! way here so the quirks that depend on the formula (the crop's `uniform(W − w)`) keep their
-//! distribution. Exact numpy stream parity is not a goal (spec §3.7).
+//! distribution. Exact numpy stream parity is not a goal (the reference sets no seed at all).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -82,7 +82,7 @@ pub fn augment(work: &mut Work, flags: AugmentFlags, rng: &mut impl Rng) {
 /// FLT_EPSILON, which OpenCV adds to both divisions of its float BGR→HSV.
 const FLT_EPS: f32 = f32::EPSILON;
 
-/// OpenCV's float32 BGR→HSV (spec §3.2): H in degrees [0, 360), S = d / (|V| + ε), V unscaled.
+/// OpenCV's float32 BGR→HSV (`cv2.cvtColor`, `COLOR_BGR2HSV`): H in degrees [0, 360), S = d / (|V| + ε), V unscaled.
 pub fn bgr_to_hsv(px: [f32; 3]) -> [f32; 3] {
     let [b, g, r] = px;
     let v = b.max(g).max(r);
@@ -103,13 +103,20 @@ pub fn bgr_to_hsv(px: [f32; 3]) -> [f32; 3] {
     [h, s, v]
 }
 
-/// OpenCV's float32 HSV→BGR (spec §3.2).
+/// OpenCV's float32 HSV→BGR (`COLOR_HSV2BGR`).
 pub fn hsv_to_bgr(px: [f32; 3]) -> [f32; 3] {
     let [h, s, v] = px;
     if s == 0.0 {
         return [v, v, v];
     }
-    const SECTORS: [[usize; 3]; 6] = [[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]];
+    const SECTORS: [[usize; 3]; 6] = [
+        [1, 3, 0],
+        [1, 0, 2],
+        [3, 0, 1],
+        [0, 2, 1],
+        [0, 1, 3],
+        [2, 1, 0],
+    ];
     let mut hh = h * (6.0 / 360.0);
     // Wrap into [0, 6) the way OpenCV does: 6 added or subtracted until inside. A non-finite or
     // huge hue would not terminate (or not move); it falls to OpenCV's "bad sector" case below.
@@ -126,7 +133,12 @@ pub fn hsv_to_bgr(px: [f32; 3]) -> [f32; 3] {
     if !(0.0..6.0).contains(&sector) {
         (sector, f) = (0.0, 0.0);
     }
-    let t = [v, v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f))];
+    let t = [
+        v,
+        v * (1.0 - s),
+        v * (1.0 - s * f),
+        v * (1.0 - s * (1.0 - f)),
+    ];
     let [a, b, c] = SECTORS[sector as usize];
     [t[a], t[b], t[c]]
 }
@@ -237,7 +249,7 @@ pub fn crop_trial(rng: &mut impl Rng, w: usize, h: usize) -> Option<[usize; 4]> 
     ])
 }
 
-/// RandomSampleCrop (spec §3.4). The mode draw picks one of 6 options; option 0 means "no crop",
+/// RandomSampleCrop. The mode draw picks one of 6 options; option 0 means "no crop",
 /// and the other five behave identically because the reference's IoU test can never reject (its
 /// max IoU is always +inf), so the IoU is not computed at all.
 pub fn random_sample_crop(work: &mut Work, rng: &mut impl Rng) {

@@ -1,5 +1,5 @@
 //! A COCO-format training set: an annotation file plus an image folder, read as the reference's
-//! `COCODetection` reads it (training spec §2.1-2.3), with the checks it lacks.
+//! `COCODetection` reads it (`__init__`, `pull_item`), with the checks it lacks.
 //!
 //! * Parsing, polygons and RLEs are the evaluator's ([`crate::eval::coco_eval`]): one parser.
 //! * Labels: the file's `categories`, sorted by id, give the class names and the map
@@ -11,7 +11,7 @@
 //!   Images without annotations are never sampled (counted in [`Skipped`]).
 //! * Crowds (`iscrowd` truthy) come last with label -1, as in the reference.
 //! * Deviation: images whose annotations are all crowds make the reference crash in the loss
-//!   (spec §2.6); they are skipped here and counted.
+//!   (`match` gets no non-crowd truth); they are skipped here and counted.
 //! * Broken input is an error naming the annotation (or image) id and the file: an unknown
 //!   category id, a missing bbox or segmentation, a bbox reaching more than [`BOX_TOLERANCE`] px
 //!   beyond the image, a polygon with fewer than 3 points, an RLE of another size than its
@@ -150,7 +150,10 @@ impl TrainSet {
                 -1
             } else {
                 *label_of.get(&a.category_id).ok_or_else(|| {
-                    what(format!("category id {} is not in `categories`", a.category_id))
+                    what(format!(
+                        "category id {} is not in `categories`",
+                        a.category_id
+                    ))
                 })?
             };
             // Crowds also need a known category: their id is only replaced by -1 for training.
@@ -343,7 +346,7 @@ impl TrainSet {
     /// Image `index` after the train transform: the deterministic one with `augment = None`,
     /// `SSDAugmentation` seeded by (seed, epoch, index) otherwise.
     ///
-    /// When nothing but crowds survives (the Resize discard, spec §2.6) another image is drawn
+    /// When nothing but crowds survives (after the Resize discard) another image is drawn
     /// from a stream keyed by (seed, epoch, index), as the reference resamples a random index;
     /// the reference does that only when *no* box survives and crashes on crowd-only results.
     pub fn sample(&self, index: usize, augment: Option<(u64, u64)>) -> Result<Sample> {

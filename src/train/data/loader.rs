@@ -99,9 +99,7 @@ impl Loader {
         let mut threads = Vec::with_capacity(opts.workers + 1);
         {
             let (stop, len) = (stop.clone(), set.len());
-            threads.push(std::thread::spawn(move || {
-                feed(job_tx, &stop, len, opts)
-            }));
+            threads.push(std::thread::spawn(move || feed(job_tx, &stop, len, opts)));
         }
         let job_rx = Arc::new(Mutex::new(job_rx));
         for _ in 0..opts.workers {
@@ -241,14 +239,13 @@ fn work(
             return;
         }
         let aug = augment.then_some((seed, job.epoch));
-        let r = catch_unwind(AssertUnwindSafe(|| set.sample(job.index, aug))).unwrap_or_else(
-            |_| {
+        let r =
+            catch_unwind(AssertUnwindSafe(|| set.sample(job.index, aug))).unwrap_or_else(|_| {
                 Err(Error::Invalid(format!(
                     "loader worker panicked on sample index {}",
                     job.index
                 )))
-            },
-        );
+            });
         if done.send((job.seq, r)).is_err() {
             return;
         }

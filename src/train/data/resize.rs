@@ -1,5 +1,5 @@
-//! OpenCV's `cv2.resize(..., INTER_LINEAR)` as the reference's `Resize` calls it (training spec
-//! §3.8): once on the float32 image, once on the uint8 masks.
+//! OpenCV's `cv2.resize(..., INTER_LINEAR)` as the reference's `Resize` calls it: once on the
+//! float32 image, once on the uint8 masks.
 //!
 //! This is not [`crate::ops::interp`] (PyTorch's rule, used by inference): OpenCV differs in how it
 //! computes the tap weights and, for 8-bit data, in a fixed-point evaluation that changes which
@@ -74,7 +74,14 @@ fn taps(input: usize, output: usize, frac: Frac, clamp_weights: bool) -> Taps {
 }
 
 /// Resizes an HWC f32 image with `c` channels from (h, w) to (out_h, out_w).
-pub fn resize_image(src: &[f32], h: usize, w: usize, c: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+pub fn resize_image(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
     if (h, w) == (out_h, out_w) {
         // cv2 copies when the size does not change.
         return src.to_vec();
@@ -106,7 +113,14 @@ pub fn resize_image(src: &[f32], h: usize, w: usize, c: usize, out_h: usize, out
 /// Resizes `n` (h, w) 0/1 planes to (out_h, out_w) with OpenCV's 8-bit INTER_LINEAR (the
 /// reference resizes the masks as one uint8 image with a channel per object; every channel is
 /// computed independently, so planes give the same bytes).
-pub fn resize_masks(src: &[u8], n: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<u8> {
+pub fn resize_masks(
+    src: &[u8],
+    n: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<u8> {
     if (h, w) == (out_h, out_w) {
         return src.to_vec();
     }
@@ -154,7 +168,11 @@ mod tests {
         // A constant image stays constant up to rounding (each tap's two weights add up to 1).
         let c = vec![103.94f32; 7 * 9 * 3];
         let out = resize_image(&c, 7, 9, 3, 550, 550);
-        assert!(out.iter().all(|&v| (v - 103.94).abs() < 1e-4), "{:?}", &out[..6]);
+        assert!(
+            out.iter().all(|&v| (v - 103.94).abs() < 1e-4),
+            "{:?}",
+            &out[..6]
+        );
         let ones = vec![1u8; 7 * 9];
         assert!(resize_masks(&ones, 1, 7, 9, 33, 20).iter().all(|&v| v == 1));
     }
@@ -170,6 +188,9 @@ mod tests {
         }
         let out = resize_masks(&m, 1, 4, 20, 8, 40);
         let row: Vec<u8> = out[..40].to_vec();
-        assert!(row[..19].iter().all(|&v| v == 1) && row[21..].iter().all(|&v| v == 0), "{row:?}");
+        assert!(
+            row[..19].iter().all(|&v| v == 1) && row[21..].iter().all(|&v| v == 0),
+            "{row:?}"
+        );
     }
 }

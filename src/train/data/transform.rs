@@ -1,6 +1,6 @@
-//! The reference's transform steps on one image, and the deterministic train transform (training
-//! spec §3.1 steps 1, 2, 9-13): ConvertFromInts, ToAbsoluteCoords, Resize(resize_gt=True), Pad,
-//! ToPercentCoords, PrepareMasks (a no-op) and BackboneTransform.
+//! The reference's transform steps on one image, and the deterministic train transform
+//! (`SSDAugmentation` with its random steps off): ConvertFromInts, ToAbsoluteCoords,
+//! Resize(resize_gt=True), Pad, ToPercentCoords, PrepareMasks (a no-op) and BackboneTransform.
 //!
 //! The working state mirrors the reference's (img, masks, boxes, labels): the image is kept in
 //! cv2's BGR order so the HSV formulas of the augmentation read the channels the reference reads,
@@ -14,7 +14,7 @@ use crate::config::Transform;
 use crate::engine::input::{MEAN_RGB, STD_RGB};
 
 /// `cfg.discard_box_width` / `discard_box_height` (4/550 in every config). The reference compares
-/// it with box sizes in *pixels* (spec §3.8), so it removes only boxes thinner than ~0.007 px; kept
+/// it with box sizes in *pixels*, so it removes only boxes thinner than ~0.007 px; kept
 /// as it is.
 pub const DISCARD_BOX: f64 = 4.0 / 550.0;
 
@@ -222,11 +222,7 @@ mod tests {
 
     #[test]
     fn resize_scales_pixel_boxes_and_discards_only_sub_pixel_ones() {
-        let mut w = work(
-            10,
-            20,
-            &[[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.2 + 1e-4, 0.9]],
-        );
+        let mut w = work(10, 20, &[[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.2 + 1e-4, 0.9]]);
         w.labels[1] = -1;
         w.num_crowds = 1;
         w.resize(55);
