@@ -39,5 +39,6 @@ mod ros_packaging;
 mod store;
 mod synth_scenes;
 mod tracking;
+mod train_data;
 mod train_loss;
 mod weights;

@@ -14,6 +14,8 @@ pub struct CocoImage {
     pub id: i64,
     pub width: u32,
     pub height: u32,
+    /// The image file relative to the image folder; evaluation ignores it, training reads it.
+    pub file_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +80,8 @@ struct RawImage {
     id: i64,
     width: u32,
     height: u32,
+    #[serde(default)]
+    file_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +218,7 @@ impl CocoGt {
                 id: r.id,
                 width: r.width,
                 height: r.height,
+                file_name: r.file_name,
             });
         }
         let mut categories = Vec::new();

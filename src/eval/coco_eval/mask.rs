@@ -43,6 +43,24 @@ impl EvalRle {
         Self::from_counts(h, w, crate::output::rle::from_string(s)?)
     }
 
+    /// Decodes to a row-major 0/1 byte mask of h x w (`rleDecode`, transposed), for training,
+    /// which needs the pixels. The counts were checked to cover h x w when this RLE was built.
+    pub fn to_row_major(&self) -> Vec<u8> {
+        let (h, w) = (self.h as usize, self.w as usize);
+        let mut out = vec![0u8; h * w];
+        let mut i = 0usize;
+        for (k, &c) in self.counts.iter().enumerate() {
+            let end = (i + c as usize).min(h * w);
+            if k % 2 == 1 {
+                for j in i..end {
+                    out[(j % h) * w + j / h] = 1;
+                }
+            }
+            i = end;
+        }
+        out
+    }
+
     /// Number of foreground pixels (`rleArea`).
     pub fn area(&self) -> u64 {
         self.counts

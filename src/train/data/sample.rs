@@ -1,5 +1,5 @@
 //! What the data stage hands the loss: one transformed image with its ground truth, and a batch of
-//! them. Layouts follow the reference's `pull_item` / `detection_collate` (training spec §2.3-2.4).
+//! them. Layouts follow the reference's `pull_item` / `detection_collate`.
 
 use std::path::PathBuf;
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: the release binary, the repository's paths, and an
 //! RLE decoder independent of ours.
 
+pub mod coco_train;
 pub mod dds;
 pub mod train;
 
