@@ -9,14 +9,15 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use super::dcn_bwd::{DeformCol2im, DeformCol2imCoord};
 use super::{copy_contiguous, Acc};
 
 /// Kernel size, padding and number of taps of the only DCN variant YOLACT++ uses.
-const K: usize = 3;
-const PAD: usize = 1;
-const TAPS: usize = K * K;
+pub(super) const K: usize = 3;
+pub(super) const PAD: usize = 1;
+pub(super) const TAPS: usize = K * K;
 /// Channels per parallel task, and samples per cache block (36 B each: 9 KiB).
-const CH_BLOCK: usize = 8;
+pub(super) const CH_BLOCK: usize = 8;
 const SAMPLE_BLOCK: usize = 256;
 
 /// out = bias + weight · deform_im2col(x, offset, mask)
@@ -25,6 +26,8 @@ const SAMPLE_BLOCK: usize = 256;
 ///   already passed through a sigmoid; `weight`: (O, C, 3, 3); `bias`: (O,).
 /// * kernel 3x3, padding 1, dilation 1, `stride` >= 1; Ho = (H - 1) / stride + 1.
 /// * f32 or f64 on the CPU (x, offset and mask of one dtype); other devices need a `cuda_fwd`.
+/// * differentiable in x, offset, mask, weight and bias (backward rules: [`super::dcn_bwd`]);
+///   operands that track no gradient (inference) record nothing.
 ///
 /// Out-of-image samples are computed as 0 · x[0], so a non-finite x[0] (a broken input anyway)
 /// leaks NaN where the reference kernels give 0.
@@ -63,7 +66,7 @@ pub fn modulated_deform_conv2d(
     } else {
         (x.contiguous()?, offset.contiguous()?, mask.contiguous()?)
     };
-    let cols = x.apply_op3_no_bwd(&offset, &mask, &DeformIm2col { stride })?;
+    let cols = x.apply_op3(&offset, &mask, DeformIm2col { stride })?;
     let wmat = weight.reshape((o, geo.c * TAPS))?;
     // One GEMM per image keeps the weight un-broadcast (N is 1 in practice).
     let per_image = (0..geo.n)
@@ -86,18 +89,23 @@ pub struct DeformIm2col {
 
 /// Validated sizes shared by the wrapper and the custom op.
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    ho: usize,
-    wo: usize,
-    stride: usize,
+pub(super) struct Geometry {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub ho: usize,
+    pub wo: usize,
+    pub stride: usize,
 }
 
 impl Geometry {
-    fn new(x: &[usize], offset: &[usize], mask: &[usize], stride: usize) -> Result<Self> {
+    pub(super) fn new(
+        x: &[usize],
+        offset: &[usize],
+        mask: &[usize],
+        stride: usize,
+    ) -> Result<Self> {
         let (n, c, h, w) = match *x {
             [n, c, h, w] => (n, c, h, w),
             _ => bail!("deform conv: x must be (N, C, H, W), got {x:?}"),
@@ -136,15 +144,20 @@ impl Geometry {
 /// One bilinear sample, shared by every channel: four plane offsets and their weights (zero for
 /// corners outside the image), plus the modulation scalar.
 #[derive(Debug, Clone, Copy)]
-struct Sample<A> {
-    idx: [u32; 4],
-    wt: [A; 4],
-    m: A,
+pub(super) struct Sample<A> {
+    pub idx: [u32; 4],
+    pub wt: [A; 4],
+    pub m: A,
 }
 
 /// Sampling positions and weights for all (tap, output pixel) pairs of image `b`, in row-major
 /// (k, ho, wo) order, i.e. the column order within one channel.
-fn build_samples<A: Acc>(off: &[A], mask: &[A], g: &Geometry, b: usize) -> Vec<Sample<A>> {
+pub(super) fn build_samples<A: Acc>(
+    off: &[A],
+    mask: &[A],
+    g: &Geometry,
+    b: usize,
+) -> Vec<Sample<A>> {
     let p = g.ho * g.wo;
     let (h, w) = (g.h as isize, g.w as isize);
     let off = &off[b * 2 * TAPS * p..(b + 1) * 2 * TAPS * p];
@@ -236,6 +249,32 @@ impl CustomOp3 for DeformIm2col {
         "deform-im2col-3x3"
     }
 
+    /// Gradients of x, offset and mask (rules in [`super::dcn_bwd`]).
+    fn bwd(
+        &self,
+        x: &Tensor,
+        offset: &Tensor,
+        mask: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (_, _, h, w) = x.dims4()?;
+        let stride = self.stride;
+        let grad = grad.contiguous()?;
+        let (offset, mask) = (offset.contiguous()?, mask.contiguous()?);
+        let gx = grad.apply_op3_no_bwd(&offset, &mask, &DeformCol2im { stride, h, w })?;
+        // The offset/mask gradient needs four operands; offset and mask travel as one.
+        let offmask = Tensor::cat(&[&offset, &mask], 1)?;
+        let gom =
+            x.contiguous()?
+                .apply_op3_no_bwd(&offmask, &grad, &DeformCol2imCoord { stride })?;
+        Ok((
+            Some(gx),
+            Some(gom.narrow(1, 0, 2 * TAPS)?),
+            Some(gom.narrow(1, 2 * TAPS, TAPS)?),
+        ))
+    }
+
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -294,7 +333,10 @@ impl CustomOp3 for DeformIm2col {
 }
 
 /// A contiguous version of a CPU operand and the start offset of its data.
-fn contig<'a>(s: &'a CpuStorage, l: &Layout) -> Result<(std::borrow::Cow<'a, CpuStorage>, usize)> {
+pub(super) fn contig<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> Result<(std::borrow::Cow<'a, CpuStorage>, usize)> {
     match l.contiguous_offsets() {
         Some((start, _)) => Ok((std::borrow::Cow::Borrowed(s), start)),
         None => Ok((std::borrow::Cow::Owned(copy_contiguous(s, l)?.0), 0)),

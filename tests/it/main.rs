@@ -35,4 +35,5 @@ mod replay_recovery;
 mod ros_packaging;
 mod store;
 mod tracking;
+mod train_grad;
 mod weights;
