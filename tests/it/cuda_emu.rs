@@ -1026,6 +1026,13 @@ fn emu_dcn_grads(
     }
 }
 
+const DCN_BWD_ENTRIES: [&str; 4] = [
+    "deform_col2im_f32",
+    "deform_col2im_f64",
+    "deform_col2im_coord_f32",
+    "deform_col2im_coord_f64",
+];
+
 /// The DCN backward kernels against the CPU backward ops. The offset/mask kernel sums in the CPU's
 /// order: bit for bit. The input gradient uses atomic adds: bit for bit when the threads run in
 /// index order (the CPU's order per channel), within rounding under a shuffled schedule.
@@ -1053,20 +1060,25 @@ fn deformable_backward_kernels_match_the_cpu_ops() {
             let (gx, gom) = emu_dcn_grads(EmuHost::ordered(), d, ins, wide);
             assert_eq!(gom, want_gom, "offset/mask {d:?} {dt:?}");
             assert_eq!(gx, want_gx, "input, ordered schedule {d:?} {dt:?}");
-            let (gx, gom) = emu_dcn_grads(EmuHost::new(), d, ins, wide);
-            assert_eq!(gom, want_gom, "offset/mask, shuffled {d:?} {dt:?}");
-            let scale = want_gx.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            let err = gx
-                .iter()
-                .zip(&want_gx)
-                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
-                / scale;
-            let tol = if wide { 1e-13 } else { 1e-5 };
-            assert!(
-                err < tol,
-                "input, shuffled {d:?} {dt:?}: relative error {err}"
-            );
-            assert!(gom.iter().any(|&v| v != 0.0) && scale > 0.0);
+            // A single block strides over all items: the grid-stride loops must cover them.
+            let mut one_block = EmuHost::new();
+            one_block.max_grid = Some((1, &DCN_BWD_ENTRIES));
+            for (sched, host) in [("shuffled", EmuHost::new()), ("one block", one_block)] {
+                let (gx, gom) = emu_dcn_grads(host, d, ins, wide);
+                assert_eq!(gom, want_gom, "offset/mask, {sched} {d:?} {dt:?}");
+                let scale = want_gx.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let err = gx
+                    .iter()
+                    .zip(&want_gx)
+                    .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
+                    / scale;
+                let tol = if wide { 1e-13 } else { 1e-5 };
+                assert!(
+                    err < tol,
+                    "input, {sched} {d:?} {dt:?}: relative error {err}"
+                );
+                assert!(gom.iter().any(|&v| v != 0.0) && scale > 0.0);
+            }
         }
         eprintln!("deform backward {d:?}: offset/mask identical, input identical in index order");
     }

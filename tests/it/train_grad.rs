@@ -610,9 +610,12 @@ fn untouched_params(name: &str, bn: TrainBn) -> (Vec<String>, usize) {
 }
 
 #[test]
-fn every_trainable_tensor_of_yolact_plus_gets_a_gradient() {
+fn every_trainable_tensor_of_yolact_plus_gets_a_gradient_with_frozen_and_batch_bn() {
     let (missing, n) = untouched_params("yolact_plus_resnet50", TrainBn::Frozen);
     assert_eq!(n, 140, "spec §10: 140 gradient tensors with BN frozen");
+    assert!(missing.is_empty(), "no gradient for {missing:?}");
+    let (missing, n) = untouched_params("yolact_plus_resnet50", TrainBn::Batch);
+    assert_eq!(n, 246, "spec §4.5: 246 parameters without frozen BN");
     assert!(missing.is_empty(), "no gradient for {missing:?}");
 }
 
