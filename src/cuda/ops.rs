@@ -1,7 +1,7 @@
 //! Launchers behind the `cuda_fwd` of the custom ops in [`crate::ops`].
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use candle_core::cuda_backend::CudaStorageSlice;
 use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result};
 
@@ -242,7 +242,7 @@ fn deform_bwd(
     Ok(CudaStorage { slice, device: dev })
 }
 
-fn deform_bwd_t<T: DeviceRepr + candle_core::cuda_backend::cudarc::driver::ValidAsZeroBits>(
+fn deform_bwd_t<T: DeviceRepr + ValidAsZeroBits>(
     dev: &CudaDevice,
     kind: DeformBwd,
     entry: &str,

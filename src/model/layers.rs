@@ -4,6 +4,9 @@
 //!
 //! Every layer runs in one of three [`Mode`]s. Inference uses the banded im2col conv, which has no
 //! backward; the training modes use candle's conv2d, which has one, so gradients reach the weights.
+//! Training passes also take PyTorch's gradient rules where candle's differ (spec P6): ReLU passes
+//! no gradient at exactly 0 ([`relu_t`]) and max pools send it to the first maximum only
+//! ([`global_max_pool_t`], `resnet::max_pool_3x3_s2_train`); the eval path keeps candle's ops.
 
 use candle_core::{DType, Module, Result, Tensor, Var, D};
 use candle_nn::{init, VarBuilder};

@@ -318,6 +318,9 @@ fn resize_gradient_matches_central_differences() {
     }
 }
 
+/// A scalar function of the inputs.
+type ScalarOf<'a> = dyn Fn(&[Tensor]) -> Tensor + 'a;
+
 #[test]
 fn pool_and_relu_gradients_match_central_differences_away_from_ties_and_zeros() {
     let mut g = Lcg(9);
@@ -328,7 +331,7 @@ fn pool_and_relu_gradients_match_central_differences_away_from_ties_and_zeros() 
     let r_pool = Tensor::from_vec(g.vec(2 * 2 * 4 * 3, -1.0, 1.0), (2, 2, 4, 3), &dev()).unwrap();
     let r_glob = Tensor::from_vec(g.vec(4, -1.0, 1.0), (2, 2), &dev()).unwrap();
     let r_relu = Tensor::from_vec(g.vec(n, -1.0, 1.0), shape.as_slice(), &dev()).unwrap();
-    let losses: [(&str, Box<dyn Fn(&[Tensor]) -> Tensor>); 3] = [
+    let losses: [(&str, Box<ScalarOf>); 3] = [
         (
             "max_pool2d 3/2/1",
             Box::new(|t: &[Tensor]| {
