@@ -12,7 +12,7 @@ sum(r * op(inputs)).
 * dcn.<case>.{x, offset, mask, weight, bias, stride, r, gx, goffset, gmask, gweight, gbias}:
   torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, padding=1, mask=mask).
   `zero`: all offsets 0, so every sample is at an integer position and the top row / left column
-  of taps sit exactly on -1 (spec P8: torchvision's rule gives v(0, x) there, DCNv2's 0);
+  of taps sit exactly on -1 (torchvision's rule gives v(0, x) there, DCNv2's CUDA code 0);
   `int`: offsets integers and halves in [-3, 3]; `frac_s1`, `frac_s2`: random offsets in
   [-3, 3) with some of +-12 (outside the image).
 * interp.<case>.{x, r, gx}: F.interpolate(x, size, mode='bilinear', align_corners=False) at the

@@ -4,7 +4,7 @@
 //!
 //! Every layer runs in one of three [`Mode`]s. Inference uses the banded im2col conv, which has no
 //! backward; the training modes use candle's conv2d, which has one, so gradients reach the weights.
-//! Training passes also take PyTorch's gradient rules where candle's differ (spec P6): ReLU passes
+//! Training passes also take PyTorch's gradient rules where candle's differ: ReLU passes
 //! no gradient at exactly 0 ([`relu_t`]) and max pools send it to the first maximum only
 //! ([`global_max_pool_t`], `resnet::max_pool_3x3_s2_train`); the eval path keeps candle's ops.
 
@@ -510,7 +510,7 @@ pub fn global_max_pool(x: &Tensor) -> Result<Tensor> {
 }
 
 /// [`global_max_pool`] as `mode` needs it: in training the gradient goes to the first maximum
-/// only, as PyTorch's `max_pool2d` (spec P6; whole 3x3 maps of exact zeros are common there).
+/// only, as PyTorch's `max_pool2d` (whole 3x3 maps of exact zeros are common there).
 pub fn global_max_pool_t(x: &Tensor, mode: Mode) -> Result<Tensor> {
     if mode.is_train() {
         crate::ops::pool::global_max_pool(x)
@@ -520,7 +520,7 @@ pub fn global_max_pool_t(x: &Tensor, mode: Mode) -> Result<Tensor> {
 }
 
 /// ReLU as `mode` needs it: candle's (no graph) at inference, PyTorch's gradient rule (none at
-/// exactly 0, spec P6) in training, with bit-identical values.
+/// exactly 0) in training, with bit-identical values.
 pub fn relu_t(x: &Tensor, mode: Mode) -> Result<Tensor> {
     if mode.is_train() {
         crate::ops::relu::relu(x)

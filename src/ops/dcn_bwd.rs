@@ -10,7 +10,7 @@
 //! that follow the im2col in [`super::dcn::modulated_deform_conv2d`].
 //!
 //! Gradient rules (torchvision's `deform_conv2d` CPU/CUDA backward, which our training reference
-//! uses; spec P8):
+//! uses):
 //!
 //! * mask: Σ_c G·v_c, with v_c the forward's bilinear value (0 for samples with y ≤ −1, x ≤ −1,
 //!   y ≥ H or x ≥ W).
@@ -34,7 +34,7 @@
 use candle_core::{backend::BackendStorage, bail, CpuStorage, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use super::dcn::{build_samples, contig, Geometry, CH_BLOCK, K, PAD, TAPS};
+use super::dcn_sample::{build_samples, contig, Geometry, CH_BLOCK, K, PAD, TAPS};
 use super::Acc;
 
 /// Gradient of the input from the columns' gradient: (grad_cols, offset, mask) -> (N, C, H, W).

@@ -3,6 +3,7 @@
 
 pub mod dcn;
 pub mod dcn_bwd;
+mod dcn_sample;
 pub mod im2col;
 pub mod interp;
 pub mod pool;

@@ -1,5 +1,5 @@
 //! Max pools for training whose backward sends each output's gradient to ONE input, the first
-//! maximum in PyTorch's scan order (window rows top to bottom, each left to right; spec P6).
+//! maximum in PyTorch's scan order (window rows top to bottom, each left to right).
 //! candle's own rules differ: a max reduction gives every tied element the full gradient and
 //! `maximum` splits it between ties. Built from candle ops (views, comparisons, `where_cond`,
 //! `gather`), so they run and differentiate on every device; the inference pools stay the plain

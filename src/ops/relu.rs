@@ -1,4 +1,4 @@
-//! ReLU with PyTorch's gradient (spec P6): the gradient passes where the output is > 0 and is 0 at
+//! ReLU with PyTorch's gradient: the gradient passes where the output is > 0 and is 0 at
 //! exactly 0, where candle's own ReLU backward (mask x >= 0) passes it. Exact zeros are common in
 //! training (cropped-out mask-IoU inputs, zero-initialised biases), so the rule matters.
 
