@@ -77,3 +77,122 @@ DEFORM(deform_im2col_f32, float)
 DEFORM(deform_im2col_f64, double)
 DEFORM(deform_im2col_f16, f16_t)
 DEFORM(deform_im2col_bf16, bf16_t)
+
+// ---- Backward (training): the device twin of src/ops/dcn_bwd.rs, which states the gradient
+// rules (torchvision's). f32 and f64 only.
+
+// Input gradient: the forward's thread layout and sample rule; each corner of each sample adds
+// (m * w_q) * g into gx, which the caller zero-fills. The adds are atomic, so the f32 rounding of
+// gx depends on the order the threads run in (nondeterministic on a GPU).
+template <typename T>
+__device__ void deform_col2im(const T* gcol, const T* offset, const T* mask, T* gx, int n, int c,
+                              int h, int w, int ho, int wo, int stride) {
+  const long long p = (long long)ho * wo;
+  const int nblk = (c + DCN_CB - 1) / DCN_CB;
+  const long long total = (long long)n * nblk * 9 * p;
+  for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+       t += (long long)gridDim.x * blockDim.x) {
+    const long long pix = t % p;
+    long long r = t / p;
+    const int k = (int)(r % 9);
+    r /= 9;
+    const int cb = (int)(r % nblk);
+    const int b = (int)(r / nblk);
+    const int i = k / 3, j = k % 3;
+    const int oy = (int)(pix / wo), ox = (int)(pix % wo);
+    const T dy = offset[((long long)b * 18 + 2 * k) * p + pix];
+    const T dx = offset[((long long)b * 18 + 2 * k + 1) * p + pix];
+    const T m = mask[((long long)b * 9 + k) * p + pix];
+    const T y = (T)(oy * stride + i - 1) + dy;
+    const T xx = (T)(ox * stride + j - 1) + dx;
+    // Samples outside (-1, H) x (-1, W), NaN included, read nothing and receive nothing.
+    if (!(y > (T)-1 && xx > (T)-1 && y < (T)h && xx < (T)w)) continue;
+    const int y0 = (int)floor(y), x0 = (int)floor(xx);
+    const T ly = y - (T)y0, lx = xx - (T)x0;
+    const T hy = (T)1 - ly, hx = (T)1 - lx;
+    const int cy[4] = {y0, y0, y0 + 1, y0 + 1};
+    const int cx[4] = {x0, x0 + 1, x0, x0 + 1};
+    const T cw[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
+    const int c_end = min(c, (cb + 1) * DCN_CB);
+    for (int ch = cb * DCN_CB; ch < c_end; ++ch) {
+      const T g = gcol[(((long long)b * c + ch) * 9 + k) * p + pix];
+      T* plane = gx + ((long long)b * c + ch) * h * w;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        if (cy[q] >= 0 && cx[q] >= 0 && cy[q] < h && cx[q] < w) {
+          atomicAdd(plane + cy[q] * w + cx[q], m * cw[q] * g);
+        }
+      }
+    }
+  }
+}
+
+// Offset and mask gradients: one thread per (image, tap, output pixel), summing over the channels
+// in order (deterministic). offmask is (N, 27, Ho, Wo) = [offset (18) | mask (9)]; out has the
+// same layout with the gradients.
+template <typename T>
+__device__ void deform_col2im_coord(const T* x, const T* offmask, const T* gcol, T* out, int n,
+                                    int c, int h, int w, int ho, int wo, int stride) {
+  const long long p = (long long)ho * wo;
+  const long long total = (long long)n * 9 * p;
+  for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+       t += (long long)gridDim.x * blockDim.x) {
+    const long long pix = t % p;
+    const long long r = t / p;
+    const int k = (int)(r % 9);
+    const int b = (int)(r / 9);
+    const int i = k / 3, j = k % 3;
+    const int oy = (int)(pix / wo), ox = (int)(pix % wo);
+    const T* om = offmask + (long long)b * 27 * p;
+    const T dy = om[(2 * k) * p + pix];
+    const T dx = om[(2 * k + 1) * p + pix];
+    const T m = om[(18 + k) * p + pix];
+    const T y = (T)(oy * stride + i - 1) + dy;
+    const T xx = (T)(ox * stride + j - 1) + dx;
+    T gdy = (T)0, gdx = (T)0, gm = (T)0;
+    // Outside [-1, H) x [-1, W) every corner is outside: all three gradients are 0 (NaN too).
+    if (y >= (T)-1 && xx >= (T)-1 && y < (T)h && xx < (T)w) {
+      // The forward's value rule: a sample exactly on -1 reads nothing.
+      const bool inside = y > (T)-1 && xx > (T)-1;
+      const int y0 = (int)floor(y), x0 = (int)floor(xx);
+      const T ly = y - (T)y0, lx = xx - (T)x0;
+      const T hy = (T)1 - ly, hx = (T)1 - lx;
+      const bool r0 = y0 >= 0, r1 = y0 + 1 < h, c0 = x0 >= 0, c1 = x0 + 1 < w;
+      for (int ch = 0; ch < c; ++ch) {
+        const T* plane = x + ((long long)b * c + ch) * h * w;
+        const T v00 = (r0 && c0) ? plane[y0 * w + x0] : (T)0;
+        const T v01 = (r0 && c1) ? plane[y0 * w + x0 + 1] : (T)0;
+        const T v10 = (r1 && c0) ? plane[(y0 + 1) * w + x0] : (T)0;
+        const T v11 = (r1 && c1) ? plane[(y0 + 1) * w + x0 + 1] : (T)0;
+        const T g = gcol[(((long long)b * c + ch) * 9 + k) * p + pix];
+        if (inside) {
+          const T v = ((hy * hx * v00 + hy * lx * v01) + ly * hx * v10) + ly * lx * v11;
+          gm = gm + g * v;
+        }
+        const T wy = lx * (v11 - v01) + hx * (v10 - v00);
+        const T wx = ly * (v11 - v10) + hy * (v01 - v00);
+        gdy = gdy + m * wy * g;
+        gdx = gdx + m * wx * g;
+      }
+    }
+    T* o = out + (long long)b * 27 * p;
+    o[(2 * k) * p + pix] = gdy;
+    o[(2 * k + 1) * p + pix] = gdx;
+    o[(18 + k) * p + pix] = gm;
+  }
+}
+
+#define DEFORM_COL2IM(NAME, T)                                                                \
+  extern "C" __global__ void NAME(const T* gcol, const T* offset, const T* mask, T* gx, int n, \
+                                  int c, int h, int w, int ho, int wo, int stride) {           \
+    deform_col2im<T>(gcol, offset, mask, gx, n, c, h, w, ho, wo, stride);                      \
+  }
+#define DEFORM_COORD(NAME, T)                                                                  \
+  extern "C" __global__ void NAME(const T* x, const T* offmask, const T* gcol, T* out, int n,  \
+                                  int c, int h, int w, int ho, int wo, int stride) {           \
+    deform_col2im_coord<T>(x, offmask, gcol, out, n, c, h, w, ho, wo, stride);                 \
+  }
+DEFORM_COL2IM(deform_col2im_f32, float)
+DEFORM_COL2IM(deform_col2im_f64, double)
+DEFORM_COORD(deform_col2im_coord_f32, float)
+DEFORM_COORD(deform_col2im_coord_f64, double)

@@ -1,7 +1,7 @@
 //! Launchers behind the `cuda_fwd` of the custom ops in [`crate::ops`].
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use candle_core::cuda_backend::CudaStorageSlice;
 use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result};
 
@@ -160,5 +160,117 @@ fn resize_t<T: DeviceRepr>(
     let mut host = CudaHost::new(dev);
     let ptrs = (host.ptr_of(&src), host.ptr_of(&out));
     plan::resize_bilinear(&mut host, entry, ptrs, planes, (h, w), (oh, ow)).map_err(to_candle)?;
+    Ok(out)
+}
+
+/// Which plan a deformable backward launch uses.
+#[derive(Clone, Copy)]
+enum DeformBwd {
+    /// ∂x, (n, c, h, w), accumulated into a zeroed buffer.
+    Input,
+    /// ∂offset‖∂mask, (n, 27, ho, wo), every element written.
+    Coord,
+}
+
+/// Input gradient of the deformable im2col on the device: (grad_cols, offset, mask) -> ∂x.
+pub(crate) fn deform_col2im(
+    d: DeformDims,
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    c: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    deform_bwd(DeformBwd::Input, d, a, b, c)
+}
+
+/// Offset and mask gradients on the device: (x, offset‖mask, grad_cols) -> (n, 27, ho, wo).
+pub(crate) fn deform_col2im_coord(
+    d: DeformDims,
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    c: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    deform_bwd(DeformBwd::Coord, d, a, b, c)
+}
+
+fn deform_bwd(
+    kind: DeformBwd,
+    d: DeformDims,
+    (s1, l1): (&CudaStorage, &Layout),
+    (s2, l2): (&CudaStorage, &Layout),
+    (s3, l3): (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    let dev = s1.device.clone();
+    let slice = match (&s1.slice, &s2.slice, &s3.slice) {
+        (CudaStorageSlice::F32(a), CudaStorageSlice::F32(b), CudaStorageSlice::F32(c)) => {
+            let entry = match kind {
+                DeformBwd::Input => "deform_col2im_f32",
+                DeformBwd::Coord => "deform_col2im_coord_f32",
+            };
+            CudaStorageSlice::F32(deform_bwd_t(
+                &dev,
+                kind,
+                entry,
+                d,
+                (a, l1),
+                (b, l2),
+                (c, l3),
+            )?)
+        }
+        (CudaStorageSlice::F64(a), CudaStorageSlice::F64(b), CudaStorageSlice::F64(c)) => {
+            let entry = match kind {
+                DeformBwd::Input => "deform_col2im_f64",
+                DeformBwd::Coord => "deform_col2im_coord_f64",
+            };
+            CudaStorageSlice::F64(deform_bwd_t(
+                &dev,
+                kind,
+                entry,
+                d,
+                (a, l1),
+                (b, l2),
+                (c, l3),
+            )?)
+        }
+        _ => bail!(
+            "deform conv backward: operands must all be f32 or all f64 (training dtypes), got \
+             {:?}, {:?}, {:?}",
+            s1.dtype(),
+            s2.dtype(),
+            s3.dtype()
+        ),
+    };
+    Ok(CudaStorage { slice, device: dev })
+}
+
+fn deform_bwd_t<T: DeviceRepr + ValidAsZeroBits>(
+    dev: &CudaDevice,
+    kind: DeformBwd,
+    entry: &str,
+    d: DeformDims,
+    (a, al): (&CudaSlice<T>, &Layout),
+    (b, bl): (&CudaSlice<T>, &Layout),
+    (c, cl): (&CudaSlice<T>, &Layout),
+) -> Result<CudaSlice<T>> {
+    let a = contiguous_view(a, al, "deform conv backward operand 1")?;
+    let b = contiguous_view(b, bl, "deform conv backward operand 2")?;
+    let c = contiguous_view(c, cl, "deform conv backward operand 3")?;
+    let mut host = CudaHost::new(dev);
+    let ptrs = (host.ptr_of(&a), host.ptr_of(&b), host.ptr_of(&c));
+    let out = match kind {
+        DeformBwd::Input => {
+            // Atomic adds accumulate into it; at least one element, as in deform_t.
+            let out = dev.alloc_zeros::<T>((d.n * d.c * d.h * d.w).max(1))?;
+            let out_ptr = host.ptr_of(&out);
+            plan::deform_col2im(&mut host, entry, d, ptrs, out_ptr).map_err(to_candle)?;
+            out
+        }
+        DeformBwd::Coord => {
+            // SAFETY: the kernel writes every one of the n·27·ho·wo elements.
+            let out = unsafe { dev.alloc::<T>((d.n * 27 * d.ho * d.wo).max(1))? };
+            let out_ptr = host.ptr_of(&out);
+            plan::deform_col2im_coord(&mut host, entry, d, ptrs, out_ptr).map_err(to_candle)?;
+            out
+        }
+    };
     Ok(out)
 }

@@ -426,6 +426,61 @@ pub fn deform_im2col<H: KernelHost>(
     )
 }
 
+/// The eleven arguments shared by the deformable kernels: three inputs, one output, the sizes.
+fn deform_args(d: DeformDims, ins: (DevPtr, DevPtr, DevPtr), out: DevPtr) -> Result<[Arg; 11]> {
+    // Plane offsets inside the kernels are int.
+    as_i32(d.h * d.w, "plane size")?;
+    Ok([
+        Arg::Ptr(ins.0),
+        Arg::Ptr(ins.1),
+        Arg::Ptr(ins.2),
+        Arg::Ptr(out),
+        Arg::I32(as_i32(d.n, "batch")?),
+        Arg::I32(as_i32(d.c, "channels")?),
+        Arg::I32(as_i32(d.h, "height")?),
+        Arg::I32(as_i32(d.w, "width")?),
+        Arg::I32(as_i32(d.ho, "output height")?),
+        Arg::I32(as_i32(d.wo, "output width")?),
+        Arg::I32(as_i32(d.stride, "stride")?),
+    ])
+}
+
+/// Input gradient of the deformable im2col (kernels/dcn.cu `deform_col2im_*`): grad_cols
+/// (n, c·9, ho·wo), offset (n, 18, ho, wo), mask (n, 9, ho, wo), all contiguous, added into `gx`
+/// (n, c, h, w), which must be zero-filled. Atomic adds: the f32 sums' order is not fixed.
+pub fn deform_col2im<H: KernelHost>(
+    h: &mut H,
+    entry: &str,
+    d: DeformDims,
+    (gcol, offset, mask): (DevPtr, DevPtr, DevPtr),
+    gx: DevPtr,
+) -> Result<()> {
+    if d.cols_len() == 0 {
+        return Ok(());
+    }
+    let threads = d.n * d.c.div_ceil(DCN_CHANNEL_BLOCK) * 9 * d.ho * d.wo;
+    let args = deform_args(d, (gcol, offset, mask), gx)?;
+    h.launch(&DCN, entry, Launch::covering(threads), &args)
+}
+
+/// Offset and mask gradients of the deformable im2col (kernels/dcn.cu `deform_col2im_coord_*`):
+/// x (n, c, h, w), offset‖mask (n, 27, ho, wo), grad_cols (n, c·9, ho·wo), all contiguous, into
+/// `out` (n, 27, ho, wo) = [∂offset | ∂mask], every element written. Deterministic.
+pub fn deform_col2im_coord<H: KernelHost>(
+    h: &mut H,
+    entry: &str,
+    d: DeformDims,
+    (x, offmask, gcol): (DevPtr, DevPtr, DevPtr),
+    out: DevPtr,
+) -> Result<()> {
+    let threads = d.n * 9 * d.ho * d.wo;
+    if threads == 0 {
+        return Ok(());
+    }
+    let args = deform_args(d, (x, offmask, gcol), out)?;
+    h.launch(&DCN, entry, Launch::covering(threads), &args)
+}
+
 /// Bilinear resize (align_corners=False) of contiguous (planes, h, w) `src` into (planes, oh, ow)
 /// `dst`. `entry` is the dtype's kernel, e.g. `resize_bilinear_f32`.
 pub fn resize_bilinear<H: KernelHost>(

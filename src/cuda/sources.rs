@@ -54,6 +54,10 @@ pub const DCN: KernelSource = KernelSource {
         "deform_im2col_f64",
         "deform_im2col_f16",
         "deform_im2col_bf16",
+        "deform_col2im_f32",
+        "deform_col2im_f64",
+        "deform_col2im_coord_f32",
+        "deform_col2im_coord_f64",
     ],
 };
 

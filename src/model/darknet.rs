@@ -35,8 +35,13 @@ impl DarkConv {
     }
 
     pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        // max(y, 0.1 y) equals LeakyReLU for a slope below 1, in one fused binary op.
         let y = self.0.forward_t(x, mode)?;
+        if mode.is_train() {
+            // PyTorch's rule: slope 1 where y > 0, LEAKY_SLOPE elsewhere (0 included); `maximum`
+            // would split the gradient at y == 0. The values equal the inference form's.
+            return y.gt(0.0)?.where_cond(&y, &(&y * LEAKY_SLOPE)?);
+        }
+        // max(y, 0.1 y) equals LeakyReLU for a slope below 1, in one fused binary op.
         y.maximum(&(&y * LEAKY_SLOPE)?)
     }
 

@@ -4,7 +4,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{Conv2d, Mode};
+use super::layers::{relu_t, Conv2d, Mode};
 use crate::ops::interp::resize_bilinear;
 
 #[derive(Debug, Clone)]
@@ -72,7 +72,7 @@ impl Fpn {
         let mut p: Vec<Tensor> = laterals
             .iter()
             .zip(&self.pred)
-            .map(|(l, conv)| conv.forward_t(l, mode)?.relu())
+            .map(|(l, conv)| relu_t(&conv.forward_t(l, mode)?, mode))
             .collect::<Result<Vec<_>>>()?;
         p.reverse(); // [P3, P4, P5]
         let mut x = p[2].clone();

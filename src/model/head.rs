@@ -8,7 +8,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{Conv2d, Mode};
+use super::layers::{relu_t, Conv2d, Mode};
 
 /// The three output convs of the head.
 #[derive(Debug, Clone)]
@@ -121,7 +121,7 @@ impl PredictionHead {
     /// One level: (N, F, H, W) -> (loc (N, HWA, 4), conf logits (N, HWA, C), coefficients before
     /// tanh (N, HWA, mask_dim)).
     pub fn forward_level(&self, p: &Tensor, mode: Mode) -> Result<(Tensor, Tensor, Tensor)> {
-        let y = self.upfeature.forward_t(p, mode)?.relu()?;
+        let y = relu_t(&self.upfeature.forward_t(p, mode)?, mode)?;
         let a = self.anchors;
         // Channel a·k + component, after NCHW -> NHWC, is exactly a (HWA, k) row-major view.
         let rows = |z: &Tensor, start: usize, k: usize| -> Result<Tensor> {

@@ -4,6 +4,9 @@
 //!
 //! Every layer runs in one of three [`Mode`]s. Inference uses the banded im2col conv, which has no
 //! backward; the training modes use candle's conv2d, which has one, so gradients reach the weights.
+//! Training passes also take PyTorch's gradient rules where candle's differ: ReLU passes
+//! no gradient at exactly 0 ([`relu_t`]) and max pools send it to the first maximum only
+//! ([`global_max_pool_t`], `resnet::max_pool_3x3_s2_train`); the eval path keeps candle's ops.
 
 use candle_core::{DType, Module, Result, Tensor, Var, D};
 use candle_nn::{init, VarBuilder};
@@ -389,7 +392,8 @@ impl Module for ConvBn {
 /// logits from the input, then the deformable conv samples with them; batch norm follows, as a
 /// layer until [`DeformConv2d::absorb_bn`] folds it into the main weight and its (learned) bias.
 ///
-/// The DCN op has no backward yet (issue 12): in training no gradient passes through it.
+/// Gradients reach the input, the offset conv (through offsets and modulation) and the main
+/// weight and bias ([`crate::ops::dcn_bwd`] gives the rules).
 #[derive(Debug, Clone)]
 pub struct DeformConv2d {
     offset_mask: Conv2d,
@@ -503,6 +507,26 @@ pub fn conv_out(size: usize, k: usize, stride: usize, padding: usize) -> usize {
 /// Global max over the spatial axes: (N, C, H, W) -> (N, C).
 pub fn global_max_pool(x: &Tensor) -> Result<Tensor> {
     x.flatten_from(2)?.max(D::Minus1)
+}
+
+/// [`global_max_pool`] as `mode` needs it: in training the gradient goes to the first maximum
+/// only, as PyTorch's `max_pool2d` (whole 3x3 maps of exact zeros are common there).
+pub fn global_max_pool_t(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    if mode.is_train() {
+        crate::ops::pool::global_max_pool(x)
+    } else {
+        global_max_pool(x)
+    }
+}
+
+/// ReLU as `mode` needs it: candle's (no graph) at inference, PyTorch's gradient rule (none at
+/// exactly 0) in training, with bit-identical values.
+pub fn relu_t(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    if mode.is_train() {
+        crate::ops::relu::relu(x)
+    } else {
+        x.relu()
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{ConvBn, DeformConv2d, Mode};
+use super::layers::{relu_t, ConvBn, DeformConv2d, Mode};
 use crate::config::YolactConfig;
 
 /// Channels of stage `s` outputs: 256, 512, 1024, 2048.
@@ -99,14 +99,14 @@ impl Bottleneck {
     }
 
     pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = self.conv1.forward_t(x, mode)?.relu()?;
-        let y = self.conv2.forward_t(&y, mode)?.relu()?;
+        let y = relu_t(&self.conv1.forward_t(x, mode)?, mode)?;
+        let y = relu_t(&self.conv2.forward_t(&y, mode)?, mode)?;
         let y = self.conv3.forward_t(&y, mode)?;
         let shortcut = match &self.downsample {
             Some(ds) => ds.forward_t(x, mode)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        relu_t(&(y + shortcut)?, mode)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -166,7 +166,7 @@ impl ResNet {
     /// Runs the stem and stages up to the highest index in `keep`, returning the outputs of the
     /// stages listed in `keep` (in stage order).
     pub fn forward_t(&self, x: &Tensor, keep: &[usize], mode: Mode) -> Result<Vec<Tensor>> {
-        let x = self.stem.forward_t(x, mode)?.relu()?;
+        let x = relu_t(&self.stem.forward_t(x, mode)?, mode)?;
         // MaxPool 3x3 / 2 / pad 1. Its input is post-ReLU (>= 0) and every window holds at least one
         // real pixel, so zero padding gives the same maxima as the reference's -inf padding.
         let mut x = if mode.is_train() {
@@ -218,35 +218,11 @@ impl ResNet {
     }
 }
 
-/// The stem's max pool (3x3, stride 2, zero padding 1 on a non-negative input) as the maximum of
-/// nine strided views, because candle's max-pool backward needs the kernel to equal the stride.
-/// The maxima are the pooling op's; the gradient goes to the maximum of each window (to every
-/// tied element, which for a post-ReLU map only happens among zeros, whose ReLU passes none).
+/// The stem's max pool (3x3, stride 2, padding 1) for training: the pooling op's maxima, and each
+/// window's gradient to its first maximum in PyTorch's scan order ([`crate::ops::pool`]), where
+/// candle's own pool backward needs kernel == stride and `maximum` splits ties.
 pub fn max_pool_3x3_s2_train(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let (ho, wo) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
-    // One extra zero row and column at the far side, so every view spans 2·ho (2·wo) entries.
-    let xp = x.pad_with_zeros(2, 1, 2)?.pad_with_zeros(3, 1, 2)?;
-    let mut out: Option<Tensor> = None;
-    for dy in 0..3 {
-        let rows = xp
-            .narrow(2, dy, 2 * ho)?
-            .reshape((n, c, ho, 2, w + 3))?
-            .narrow(3, 0, 1)?
-            .squeeze(3)?;
-        for dx in 0..3 {
-            let v = rows
-                .narrow(3, dx, 2 * wo)?
-                .reshape((n, c, ho, wo, 2))?
-                .narrow(4, 0, 1)?
-                .squeeze(4)?;
-            out = Some(match out {
-                Some(m) => m.maximum(&v)?,
-                None => v,
-            });
-        }
-    }
-    out.ok_or_else(|| candle_core::Error::Msg("empty pooling window".into()))
+    crate::ops::pool::max_pool2d(x, 3, 2, 1)
 }
 
 #[cfg(test)]

@@ -9,15 +9,9 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::{copy_contiguous, Acc};
-
-/// Kernel size, padding and number of taps of the only DCN variant YOLACT++ uses.
-const K: usize = 3;
-const PAD: usize = 1;
-const TAPS: usize = K * K;
-/// Channels per parallel task, and samples per cache block (36 B each: 9 KiB).
-const CH_BLOCK: usize = 8;
-const SAMPLE_BLOCK: usize = 256;
+use super::dcn_bwd::{DeformCol2im, DeformCol2imCoord};
+use super::dcn_sample::{build_samples, contig, Geometry, CH_BLOCK, K, SAMPLE_BLOCK, TAPS};
+use super::Acc;
 
 /// out = bias + weight · deform_im2col(x, offset, mask)
 ///
@@ -25,6 +19,8 @@ const SAMPLE_BLOCK: usize = 256;
 ///   already passed through a sigmoid; `weight`: (O, C, 3, 3); `bias`: (O,).
 /// * kernel 3x3, padding 1, dilation 1, `stride` >= 1; Ho = (H - 1) / stride + 1.
 /// * f32 or f64 on the CPU (x, offset and mask of one dtype); other devices need a `cuda_fwd`.
+/// * differentiable in x, offset, mask, weight and bias (backward rules: [`super::dcn_bwd`]);
+///   operands that track no gradient (inference) record nothing.
 ///
 /// Out-of-image samples are computed as 0 · x[0], so a non-finite x[0] (a broken input anyway)
 /// leaks NaN where the reference kernels give 0.
@@ -63,7 +59,7 @@ pub fn modulated_deform_conv2d(
     } else {
         (x.contiguous()?, offset.contiguous()?, mask.contiguous()?)
     };
-    let cols = x.apply_op3_no_bwd(&offset, &mask, &DeformIm2col { stride })?;
+    let cols = x.apply_op3(&offset, &mask, DeformIm2col { stride })?;
     let wmat = weight.reshape((o, geo.c * TAPS))?;
     // One GEMM per image keeps the weight un-broadcast (N is 1 in practice).
     let per_image = (0..geo.n)
@@ -82,117 +78,6 @@ pub fn modulated_deform_conv2d(
 #[derive(Debug, Clone, Copy)]
 pub struct DeformIm2col {
     pub stride: usize,
-}
-
-/// Validated sizes shared by the wrapper and the custom op.
-#[derive(Debug, Clone, Copy)]
-struct Geometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    ho: usize,
-    wo: usize,
-    stride: usize,
-}
-
-impl Geometry {
-    fn new(x: &[usize], offset: &[usize], mask: &[usize], stride: usize) -> Result<Self> {
-        let (n, c, h, w) = match *x {
-            [n, c, h, w] => (n, c, h, w),
-            _ => bail!("deform conv: x must be (N, C, H, W), got {x:?}"),
-        };
-        if stride == 0 {
-            bail!("deform conv: stride must be >= 1");
-        }
-        if h == 0 || w == 0 {
-            bail!("deform conv: empty spatial size {h}x{w}");
-        }
-        let ho = (h + 2 * PAD - K) / stride + 1;
-        let wo = (w + 2 * PAD - K) / stride + 1;
-        if offset != [n, 2 * TAPS, ho, wo] {
-            bail!(
-                "deform conv: offset must be ({n}, {}, {ho}, {wo}) for x {x:?} and stride {stride}, got {offset:?}",
-                2 * TAPS
-            );
-        }
-        if mask != [n, TAPS, ho, wo] {
-            bail!(
-                "deform conv: mask must be ({n}, {TAPS}, {ho}, {wo}) for x {x:?} and stride {stride}, got {mask:?}"
-            );
-        }
-        Ok(Self {
-            n,
-            c,
-            h,
-            w,
-            ho,
-            wo,
-            stride,
-        })
-    }
-}
-
-/// One bilinear sample, shared by every channel: four plane offsets and their weights (zero for
-/// corners outside the image), plus the modulation scalar.
-#[derive(Debug, Clone, Copy)]
-struct Sample<A> {
-    idx: [u32; 4],
-    wt: [A; 4],
-    m: A,
-}
-
-/// Sampling positions and weights for all (tap, output pixel) pairs of image `b`, in row-major
-/// (k, ho, wo) order, i.e. the column order within one channel.
-fn build_samples<A: Acc>(off: &[A], mask: &[A], g: &Geometry, b: usize) -> Vec<Sample<A>> {
-    let p = g.ho * g.wo;
-    let (h, w) = (g.h as isize, g.w as isize);
-    let off = &off[b * 2 * TAPS * p..(b + 1) * 2 * TAPS * p];
-    let mask = &mask[b * TAPS * p..(b + 1) * TAPS * p];
-    (0..TAPS * p)
-        .into_par_iter()
-        .map(|kp| {
-            let (k, pix) = (kp / p, kp % p);
-            let (i, j) = (k / K, k % K);
-            let (oy, ox) = (pix / g.wo, pix % g.wo);
-            let dy = off[2 * k * p + pix];
-            let dx = off[(2 * k + 1) * p + pix];
-            let m = mask[k * p + pix];
-            // Integer part first, then the offset, as the reference kernels do.
-            let y = A::from_isize((oy * g.stride + i) as isize - PAD as isize) + dy;
-            let x = A::from_isize((ox * g.stride + j) as isize - PAD as isize) + dx;
-            let mut s = Sample {
-                idx: [0; 4],
-                wt: [A::ZERO; 4],
-                m,
-            };
-            let neg_one = A::ZERO - A::ONE;
-            // Written so that NaN coordinates fall through to the zero sample too.
-            let inside = y > neg_one && x > neg_one && y < A::from_isize(h) && x < A::from_isize(w);
-            if !inside {
-                return s;
-            }
-            let y0 = y.floor_isize();
-            let x0 = x.floor_isize();
-            let ly = y - A::from_isize(y0);
-            let lx = x - A::from_isize(x0);
-            let (hy, hx) = (A::ONE - ly, A::ONE - lx);
-            let corners = [
-                (y0, x0, hy * hx),
-                (y0, x0 + 1, hy * lx),
-                (y0 + 1, x0, ly * hx),
-                (y0 + 1, x0 + 1, ly * lx),
-            ];
-            for (q, &(cy, cx, cw)) in corners.iter().enumerate() {
-                if cy >= 0 && cx >= 0 && cy < h && cx < w {
-                    // The plane is at most u32::MAX elements (checked by the caller).
-                    s.idx[q] = (cy * w + cx) as u32;
-                    s.wt[q] = cw;
-                }
-            }
-            s
-        })
-        .collect()
 }
 
 /// Columns for one dtype whose storage type is also its arithmetic type.
@@ -234,6 +119,32 @@ fn im2col<A: Acc + Default>(x: &[A], off: &[A], mask: &[A], g: &Geometry) -> Vec
 impl CustomOp3 for DeformIm2col {
     fn name(&self) -> &'static str {
         "deform-im2col-3x3"
+    }
+
+    /// Gradients of x, offset and mask (rules in [`super::dcn_bwd`]).
+    fn bwd(
+        &self,
+        x: &Tensor,
+        offset: &Tensor,
+        mask: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (_, _, h, w) = x.dims4()?;
+        let stride = self.stride;
+        let grad = grad.contiguous()?;
+        let (offset, mask) = (offset.contiguous()?, mask.contiguous()?);
+        let gx = grad.apply_op3_no_bwd(&offset, &mask, &DeformCol2im { stride, h, w })?;
+        // The offset/mask gradient needs four operands; offset and mask travel as one.
+        let offmask = Tensor::cat(&[&offset, &mask], 1)?;
+        let gom =
+            x.contiguous()?
+                .apply_op3_no_bwd(&offmask, &grad, &DeformCol2imCoord { stride })?;
+        Ok((
+            Some(gx),
+            Some(gom.narrow(1, 0, 2 * TAPS)?),
+            Some(gom.narrow(1, 2 * TAPS, TAPS)?),
+        ))
     }
 
     fn cpu_fwd(
@@ -290,13 +201,5 @@ impl CustomOp3 for DeformIm2col {
         };
         let out = crate::cuda::ops::deform_im2col(dims, (s1, l1), (s2, l2), (s3, l3))?;
         Ok((out, Shape::from((g.n, g.c * TAPS, g.ho * g.wo))))
-    }
-}
-
-/// A contiguous version of a CPU operand and the start offset of its data.
-fn contig<'a>(s: &'a CpuStorage, l: &Layout) -> Result<(std::borrow::Cow<'a, CpuStorage>, usize)> {
-    match l.contiguous_offsets() {
-        Some((start, _)) => Ok((std::borrow::Cow::Borrowed(s), start)),
-        None => Ok((std::borrow::Cow::Owned(copy_contiguous(s, l)?.0), 0)),
     }
 }

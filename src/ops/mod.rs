@@ -2,8 +2,12 @@
 //! without touching callers).
 
 pub mod dcn;
+pub mod dcn_bwd;
+mod dcn_sample;
 pub mod im2col;
 pub mod interp;
+pub mod pool;
+pub mod relu;
 
 use candle_core::{backend::BackendStorage, bail, CpuStorage, DType, Layout, Result};
 

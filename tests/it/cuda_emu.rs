@@ -18,6 +18,7 @@ use yolact_ros2::cuda::plan::{self, Arg, DeformDims, DevPtr, KernelHost, Launch}
 use yolact_ros2::cuda::sources::{KernelSource, FAST_NMS};
 use yolact_ros2::engine::preprocess::preprocess;
 use yolact_ros2::ops::dcn::DeformIm2col;
+use yolact_ros2::ops::dcn_bwd::{DeformCol2im, DeformCol2imCoord};
 use yolact_ros2::ops::interp::{resize_bilinear, resize_threshold_planes};
 use yolact_ros2::post::fast_nms::{self, detect, Kept, NmsKind, NmsOptions};
 use yolact_ros2::post::masks::crop_masks;
@@ -939,4 +940,146 @@ fn device_nms_indices_out_of_range_are_errors_not_gathers() {
         e.contains("candidate index") && e.contains("not in 0.."),
         "{e}"
     );
+}
+
+/// The CPU backward ops' gradients for the same inputs, in `dt`: (∂x, ∂offset‖∂mask).
+fn cpu_dcn_grads(
+    d: DeformDims,
+    (x, off, mask, gcol): (&[f32], &[f32], &[f32], &[f32]),
+    dt: DType,
+) -> (Vec<f64>, Vec<f64>) {
+    let cpu = Device::Cpu;
+    let t = |v: &[f32], shape: &[usize]| {
+        Tensor::from_vec(v.to_vec(), shape, &cpu)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap()
+    };
+    let (p, c9) = (d.ho * d.wo, d.c * 9);
+    let gcol = t(gcol, &[d.n, c9, p]);
+    let offset = t(off, &[d.n, 18, d.ho, d.wo]);
+    let mask = t(mask, &[d.n, 9, d.ho, d.wo]);
+    let col2im = DeformCol2im {
+        stride: d.stride,
+        h: d.h,
+        w: d.w,
+    };
+    let gx = gcol.apply_op3_no_bwd(&offset, &mask, &col2im).unwrap();
+    let offmask = Tensor::cat(&[&offset, &mask], 1).unwrap();
+    let coord = DeformCol2imCoord { stride: d.stride };
+    let gom = t(x, &[d.n, d.c, d.h, d.w])
+        .apply_op3_no_bwd(&offmask, &gcol, &coord)
+        .unwrap();
+    let v = |t: Tensor| {
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    };
+    (v(gx), v(gom))
+}
+
+/// Runs both backward kernels on `h` in f32 or f64 (`wide`) and returns (∂x, ∂offset‖∂mask).
+fn emu_dcn_grads(
+    mut h: EmuHost,
+    d: DeformDims,
+    (x, off, mask, gcol): (&[f32], &[f32], &[f32], &[f32]),
+    wide: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let offmask: Vec<f32> = (0..d.n)
+        .flat_map(|b| {
+            let p = d.ho * d.wo;
+            off[b * 18 * p..(b + 1) * 18 * p]
+                .iter()
+                .chain(&mask[b * 9 * p..(b + 1) * 9 * p])
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let (gx_len, gom_len) = (d.n * d.c * d.h * d.w, d.n * 27 * d.ho * d.wo);
+    let f64s = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+    if wide {
+        let (pg, po, pm) = (
+            h.upload(&f64s(gcol)),
+            h.upload(&f64s(off)),
+            h.upload(&f64s(mask)),
+        );
+        let gx = h.alloc(gx_len * 8, true).unwrap();
+        plan::deform_col2im(&mut h, "deform_col2im_f64", d, (pg, po, pm), gx).unwrap();
+        let (px, pom) = (h.upload(&f64s(x)), h.upload(&f64s(&offmask)));
+        let gom = h.alloc(gom_len * 8, false).unwrap();
+        plan::deform_col2im_coord(&mut h, "deform_col2im_coord_f64", d, (px, pom, pg), gom)
+            .unwrap();
+        (h.read_vec(gx, gx_len), h.read_vec(gom, gom_len))
+    } else {
+        let (pg, po, pm) = (h.upload(gcol), h.upload(off), h.upload(mask));
+        let gx = h.alloc(gx_len * 4, true).unwrap();
+        plan::deform_col2im(&mut h, "deform_col2im_f32", d, (pg, po, pm), gx).unwrap();
+        let (px, pom) = (h.upload(x), h.upload(&offmask));
+        let gom = h.alloc(gom_len * 4, false).unwrap();
+        plan::deform_col2im_coord(&mut h, "deform_col2im_coord_f32", d, (px, pom, pg), gom)
+            .unwrap();
+        let up = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+        (up(h.read_vec(gx, gx_len)), up(h.read_vec(gom, gom_len)))
+    }
+}
+
+const DCN_BWD_ENTRIES: [&str; 4] = [
+    "deform_col2im_f32",
+    "deform_col2im_f64",
+    "deform_col2im_coord_f32",
+    "deform_col2im_coord_f64",
+];
+
+/// The DCN backward kernels against the CPU backward ops. The offset/mask kernel sums in the CPU's
+/// order: bit for bit. The input gradient uses atomic adds: bit for bit when the threads run in
+/// index order (the CPU's order per channel), within rounding under a shuffled schedule.
+#[test]
+fn deformable_backward_kernels_match_the_cpu_ops() {
+    for (n, c, h, w, stride, seed, snap) in [
+        (1usize, 16usize, 9usize, 11usize, 1usize, 1u64, false),
+        (2, 20, 7, 6, 2, 2, false),
+        (1, 3, 5, 5, 1, 3, true),
+        (1, 33, 5, 8, 1, 4, true),
+    ] {
+        let d = dims(n, c, h, w, stride);
+        let (x, mut off, mask) = dcn_inputs(d, seed);
+        if snap {
+            // Integers and halves: samples exactly on -1, on H - 1 and on integer positions.
+            for v in off.iter_mut() {
+                *v = (*v * 2.0 / d.h as f32 * 3.0).round() / 2.0;
+            }
+        }
+        let gcol = uniform(d.cols_len(), seed + 9, -1.0, 1.0);
+        let ins = (&x[..], &off[..], &mask[..], &gcol[..]);
+        for wide in [false, true] {
+            let dt = if wide { DType::F64 } else { DType::F32 };
+            let (want_gx, want_gom) = cpu_dcn_grads(d, ins, dt);
+            let (gx, gom) = emu_dcn_grads(EmuHost::ordered(), d, ins, wide);
+            assert_eq!(gom, want_gom, "offset/mask {d:?} {dt:?}");
+            assert_eq!(gx, want_gx, "input, ordered schedule {d:?} {dt:?}");
+            // A single block strides over all items: the grid-stride loops must cover them.
+            let mut one_block = EmuHost::new();
+            one_block.max_grid = Some((1, &DCN_BWD_ENTRIES));
+            for (sched, host) in [("shuffled", EmuHost::new()), ("one block", one_block)] {
+                let (gx, gom) = emu_dcn_grads(host, d, ins, wide);
+                assert_eq!(gom, want_gom, "offset/mask, {sched} {d:?} {dt:?}");
+                let scale = want_gx.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let err = gx
+                    .iter()
+                    .zip(&want_gx)
+                    .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
+                    / scale;
+                let tol = if wide { 1e-13 } else { 1e-5 };
+                assert!(
+                    err < tol,
+                    "input, {sched} {d:?} {dt:?}: relative error {err}"
+                );
+                assert!(gom.iter().any(|&v| v != 0.0) && scale > 0.0);
+            }
+        }
+        eprintln!("deform backward {d:?}: offset/mask identical, input identical in index order");
+    }
 }

@@ -40,5 +40,6 @@ mod store;
 mod synth_scenes;
 mod tracking;
 mod train_data;
+mod train_grad;
 mod train_loss;
 mod weights;

@@ -50,6 +50,16 @@ static inline int atomicAdd(int* p, int v) {
   *p = o + v;
   return o;
 }
+static inline float atomicAdd(float* p, float v) {
+  float o = *p;
+  *p = o + v;
+  return o;
+}
+static inline double atomicAdd(double* p, double v) {
+  double o = *p;
+  *p = o + v;
+  return o;
+}
 static inline int atomicOr(int* p, int v) {
   int o = *p;
   *p = o | v;
