@@ -120,13 +120,14 @@ fn fast_nms_on_the_device_keeps_exactly_what_the_host_keeps() {
                 };
                 let host = cpu.detect(&boxes, &conf, &coefs, &opts).unwrap();
                 let t = std::time::Instant::now();
-                let on_dev = cuda.detect(
-                    &boxes.to_device(&dev).unwrap(),
-                    &conf.to_device(&dev).unwrap(),
-                    &coefs.to_device(&dev).unwrap(),
-                    &opts,
-                )
-                .unwrap();
+                let on_dev = cuda
+                    .detect(
+                        &boxes.to_device(&dev).unwrap(),
+                        &conf.to_device(&dev).unwrap(),
+                        &coefs.to_device(&dev).unwrap(),
+                        &opts,
+                    )
+                    .unwrap();
                 let el = t.elapsed();
                 let what = format!(
                     "p={p} c1={c1} {kind:?} thresh={conf_thresh} top_k={top_k} max={max_det}"
@@ -168,13 +169,14 @@ fn fast_nms_on_the_device_keeps_exactly_what_the_host_keeps() {
         let rows = Tensor::from_vec(cands.priors.clone(), n, &Device::Cpu).unwrap();
         let cb = boxes.index_select(&rows, 0).unwrap();
         let host = cpu.fast_nms_keep(&scores, &cb, 200, 0.5).unwrap();
-        let on_dev = cuda.fast_nms_keep(
-            &scores.to_device(&dev).unwrap(),
-            &cb.to_device(&dev).unwrap(),
-            200,
-            0.5,
-        )
-        .unwrap();
+        let on_dev = cuda
+            .fast_nms_keep(
+                &scores.to_device(&dev).unwrap(),
+                &cb.to_device(&dev).unwrap(),
+                200,
+                0.5,
+            )
+            .unwrap();
         assert_eq!(host, on_dev, "fast_nms_keep_tensor p={p}");
     }
 }
@@ -341,7 +343,7 @@ fn fused_mask_stages_on_the_device_match_the_cpu() {
     let Some(dev) = gpu("fused_mask_stages_on_the_device_match_the_cpu") else {
         return;
     };
-    let (cpu, cuda) = backends(&dev);
+    let (host, cuda) = backends(&dev);
     let (hp, wp, d, n) = (138usize, 138usize, 32usize, 20usize);
     let cpu = Device::Cpu;
     let proto = Tensor::from_vec(uniform(hp * wp * d, 1, -1.0, 1.0), (hp, wp, d), &cpu).unwrap();
@@ -350,7 +352,7 @@ fn fused_mask_stages_on_the_device_match_the_cpu() {
     b[0] = f32::NAN; // the crop of a NaN box must agree too
     let boxes = Tensor::from_vec(b, (n, 4), &cpu).unwrap();
     for crop in [true, false] {
-        let want = cpu.assemble_crop(&proto, &coefs, &boxes, crop).unwrap();
+        let want = host.assemble_crop(&proto, &coefs, &boxes, crop).unwrap();
         let on = |t: &Tensor| t.to_device(&dev).unwrap();
         let got = cuda
             .assemble_crop(&on(&proto), &on(&coefs), &on(&boxes), crop)
@@ -366,7 +368,7 @@ fn fused_mask_stages_on_the_device_match_the_cpu() {
         );
         assert!(dm <= 1e-5 + expf_part, "crop={crop}: {dm}");
         let (ih, iw) = (480usize, 640usize);
-        let want_m = cpu.upsample_threshold(&want, ih, iw).unwrap();
+        let want_m = host.upsample_threshold(&want, ih, iw).unwrap();
         // The device's bytes from the CPU's soft masks: the resize itself must be exact.
         let got_m = cuda.upsample_threshold(&on(&want), ih, iw).unwrap();
         assert_eq!(got_m.len(), want_m.len());
@@ -396,14 +398,14 @@ fn decode_on_the_device_matches_the_cpu_within_the_expf_tolerance() {
         .unwrap();
     let got = cuda
         .decode_boxes(
-        &loc.to_device(&dev).unwrap(),
-        &priors.to_device(&dev).unwrap(),
-    )
-    .unwrap()
-    .to_device(&Device::Cpu)
-    .unwrap()
-    .to_vec2::<f32>()
-    .unwrap();
+            &loc.to_device(&dev).unwrap(),
+            &priors.to_device(&dev).unwrap(),
+        )
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     // w and h carry expf's error (EXPF_ULP against the host's 1, one more rounding in the
     // product); x1 = cx - w/2 and x2 = x1 + w add at most that again plus their own rounding.
     let allowed_ulp = 2.0 * (EXPF_ULP + 2.0);
@@ -484,7 +486,10 @@ fn frames_without_detections_never_allocate_zero_bytes_on_the_device() {
                 .assemble_crop(&proto, &dets.coefs, &dets.boxes, true)
                 .unwrap_or_else(|e| panic!("{what}: assemble_crop: {e}"));
             assert_eq!(masks.dims(), [0, 138, 138], "{what}");
-            assert!(cuda.upsample_threshold(&masks, 480, 640).unwrap().is_empty());
+            assert!(cuda
+                .upsample_threshold(&masks, 480, 640)
+                .unwrap()
+                .is_empty());
             assert!(dets.select(&[]).unwrap().is_empty());
         }
     }

@@ -403,7 +403,15 @@ mod tests {
             .collect();
         assert_eq!(
             stages,
-            ["backbone", "fpn", "heads", "masks", "nms", "preprocess", "protonet"]
+            [
+                "backbone",
+                "fpn",
+                "heads",
+                "masks",
+                "nms",
+                "preprocess",
+                "protonet"
+            ]
         );
     }
 

@@ -103,7 +103,10 @@ pub fn dcn_shapes(cfg: &YolactConfig, size: usize) -> Result<Vec<DcnShape>> {
             let stride = if stage > 0 && block == 0 { 2 } else { 1 };
             let input = if stride == 2 { stage - 1 } else { stage };
             let Some(&(height, width)) = stages.get(input) else {
-                bail!("config `{}`: no geometry for backbone stage {input}", cfg.name);
+                bail!(
+                    "config `{}`: no geometry for backbone stage {input}",
+                    cfg.name
+                );
             };
             if cfg.is_dcn_block(stage, block) {
                 let s = DcnShape {
@@ -411,7 +414,11 @@ impl OpsReport {
                     out_height,
                     out_width,
                     count: s.count,
-                    ops: Op::ALL.iter().map(|op| op.name()).zip(t.ops.iter().copied()).collect(),
+                    ops: Op::ALL
+                        .iter()
+                        .map(|op| op.name())
+                        .zip(t.ops.iter().copied())
+                        .collect(),
                     ratio_dcn_conv: t.median(Op::Dcn) / t.median(Op::Conv),
                     ratio_dcn_layer_conv: t.median(Op::DcnLayer) / t.median(Op::Conv),
                 }

@@ -30,6 +30,11 @@ impl Cuda {
             device: device.clone(),
         }
     }
+
+    /// The device these stages run on.
+    pub fn device(&self) -> &CudaDevice {
+        &self.device
+    }
 }
 
 impl Backend for Cuda {
@@ -113,12 +118,5 @@ impl Backend for Cuda {
         }
         let bin = fused::upsample_threshold(m, h, w)?;
         Ok(bin.chunks(h * w).map(|p| masks::tight(h, w, p)).collect())
-    }
-}
-
-impl Cuda {
-    /// The device these stages run on.
-    pub fn device(&self) -> &CudaDevice {
-        &self.device
     }
 }

@@ -11,9 +11,9 @@ use candle_core::Tensor;
 
 #[cfg(feature = "cuda")]
 use super::f32_of;
+use super::timing::StageTimes;
 #[cfg(feature = "cuda")]
 use super::timing::{Clock, ClockKind};
-use super::timing::StageTimes;
 use super::{Engine, InferOptions, RawFrame};
 use crate::error::{Error, Result};
 use crate::output::detection::Detections;
