@@ -15,10 +15,11 @@
 
 use candle_core::{DType, Device, Tensor};
 use yolact_ros2::cuda::{select_device, DeviceChoice};
-use yolact_ros2::engine::{Engine, InferOptions};
+use yolact_ros2::engine::backend::Backend;
+use yolact_ros2::engine::{backend_for, Engine, InferOptions};
 use yolact_ros2::ops::dcn::modulated_deform_conv2d;
 use yolact_ros2::ops::interp::resize_bilinear;
-use yolact_ros2::post::fast_nms::{detect, fast_nms_keep_tensor, NmsKind, NmsOptions};
+use yolact_ros2::post::fast_nms::{NmsKind, NmsOptions};
 
 #[path = "kernel_emu/scenes.rs"]
 mod scenes;
@@ -35,6 +36,13 @@ fn gpu(test: &str) -> Option<Device> {
             None
         }
     }
+}
+
+/// The host stages and the device's, each through the backend the engine would choose.
+fn backends(dev: &Device) -> (Box<dyn Backend>, Box<dyn Backend>) {
+    let (cpu, cuda) = (backend_for(&Device::Cpu), backend_for(dev));
+    assert_eq!((cpu.name(), cuda.name()), ("cpu", "cuda"));
+    (cpu, cuda)
 }
 
 /// CUDA's documented maximum error of `expf`, in ulp.
@@ -89,6 +97,7 @@ fn fast_nms_on_the_device_keeps_exactly_what_the_host_keeps() {
     let Some(dev) = gpu("fast_nms_on_the_device_keeps_exactly_what_the_host_keeps") else {
         return;
     };
+    let (cpu, cuda) = backends(&dev);
     for (p, c1, seed) in [
         (19248usize, 81usize, 1u64),
         (5000, 81, 2),
@@ -109,15 +118,16 @@ fn fast_nms_on_the_device_keeps_exactly_what_the_host_keeps() {
                     max_num_detections: max_det,
                     ..NmsOptions::default()
                 };
-                let host = detect(&boxes, &conf, &coefs, &opts).unwrap();
+                let host = cpu.detect(&boxes, &conf, &coefs, &opts).unwrap();
                 let t = std::time::Instant::now();
-                let on_dev = detect(
-                    &boxes.to_device(&dev).unwrap(),
-                    &conf.to_device(&dev).unwrap(),
-                    &coefs.to_device(&dev).unwrap(),
-                    &opts,
-                )
-                .unwrap();
+                let on_dev = cuda
+                    .detect(
+                        &boxes.to_device(&dev).unwrap(),
+                        &conf.to_device(&dev).unwrap(),
+                        &coefs.to_device(&dev).unwrap(),
+                        &opts,
+                    )
+                    .unwrap();
                 let el = t.elapsed();
                 let what = format!(
                     "p={p} c1={c1} {kind:?} thresh={conf_thresh} top_k={top_k} max={max_det}"
@@ -158,14 +168,15 @@ fn fast_nms_on_the_device_keeps_exactly_what_the_host_keeps() {
             Tensor::from_vec(cands.scores.clone(), (cands.num_classes, n), &Device::Cpu).unwrap();
         let rows = Tensor::from_vec(cands.priors.clone(), n, &Device::Cpu).unwrap();
         let cb = boxes.index_select(&rows, 0).unwrap();
-        let host = fast_nms_keep_tensor(&scores, &cb, 200, 0.5).unwrap();
-        let on_dev = fast_nms_keep_tensor(
-            &scores.to_device(&dev).unwrap(),
-            &cb.to_device(&dev).unwrap(),
-            200,
-            0.5,
-        )
-        .unwrap();
+        let host = cpu.fast_nms_keep(&scores, &cb, 200, 0.5).unwrap();
+        let on_dev = cuda
+            .fast_nms_keep(
+                &scores.to_device(&dev).unwrap(),
+                &cb.to_device(&dev).unwrap(),
+                200,
+                0.5,
+            )
+            .unwrap();
         assert_eq!(host, on_dev, "fast_nms_keep_tensor p={p}");
     }
 }
@@ -309,12 +320,15 @@ fn fused_preprocess_on_the_device_is_the_cpu_transform() {
     let Some(dev) = gpu("fused_preprocess_on_the_device_is_the_cpu_transform") else {
         return;
     };
+    let (cpu, cuda) = backends(&dev);
     let img = test_image();
     for name in ["yolact_plus_resnet50", "yolact_darknet53"] {
         let cfg = yolact_ros2::YolactConfig::by_name(name).unwrap();
-        let want = yolact_ros2::engine::preprocess::preprocess(&img, &cfg, &Device::Cpu).unwrap();
+        let want = cpu
+            .preprocess(&img, &cfg, &Device::Cpu, DType::F32)
+            .unwrap();
         for dt in [DType::F32, DType::F16] {
-            let got = yolact_ros2::cuda::fused::preprocess(&img, &cfg, &dev, dt).unwrap();
+            let got = cuda.preprocess(&img, &cfg, &dev, dt).unwrap();
             assert_eq!(got.dtype(), dt);
             let d = max_abs_diff(&got, &want.to_dtype(dt).unwrap());
             eprintln!("fused preprocess {name} {dt:?}: max |diff| {d:.2e} against the CPU");
@@ -329,7 +343,7 @@ fn fused_mask_stages_on_the_device_match_the_cpu() {
     let Some(dev) = gpu("fused_mask_stages_on_the_device_match_the_cpu") else {
         return;
     };
-    use yolact_ros2::post::masks::{assemble_crop, upsample_threshold};
+    let (host, cuda) = backends(&dev);
     let (hp, wp, d, n) = (138usize, 138usize, 32usize, 20usize);
     let cpu = Device::Cpu;
     let proto = Tensor::from_vec(uniform(hp * wp * d, 1, -1.0, 1.0), (hp, wp, d), &cpu).unwrap();
@@ -338,9 +352,11 @@ fn fused_mask_stages_on_the_device_match_the_cpu() {
     b[0] = f32::NAN; // the crop of a NaN box must agree too
     let boxes = Tensor::from_vec(b, (n, 4), &cpu).unwrap();
     for crop in [true, false] {
-        let want = assemble_crop(&proto, &coefs, &boxes, crop).unwrap();
+        let want = host.assemble_crop(&proto, &coefs, &boxes, crop).unwrap();
         let on = |t: &Tensor| t.to_device(&dev).unwrap();
-        let got = assemble_crop(&on(&proto), &on(&coefs), &on(&boxes), crop).unwrap();
+        let got = cuda
+            .assemble_crop(&on(&proto), &on(&coefs), &on(&boxes), crop)
+            .unwrap();
         // Two sources of difference: cuBLAS and the CPU GEMM sum the 32 products in different
         // orders (the logits differ by ~1e-6 here, and sigmoid's slope is at most 1/4), and the
         // device's expf is within EXPF_ULP ulp where the host's is within 1, which moves a
@@ -352,9 +368,9 @@ fn fused_mask_stages_on_the_device_match_the_cpu() {
         );
         assert!(dm <= 1e-5 + expf_part, "crop={crop}: {dm}");
         let (ih, iw) = (480usize, 640usize);
-        let want_m = upsample_threshold(&want, ih, iw).unwrap();
+        let want_m = host.upsample_threshold(&want, ih, iw).unwrap();
         // The device's bytes from the CPU's soft masks: the resize itself must be exact.
-        let got_m = upsample_threshold(&on(&want), ih, iw).unwrap();
+        let got_m = cuda.upsample_threshold(&on(&want), ih, iw).unwrap();
         assert_eq!(got_m.len(), want_m.len());
         for (g, w) in got_m.iter().zip(&want_m) {
             assert_eq!(g, w, "upsample crop={crop}");
@@ -367,27 +383,29 @@ fn decode_on_the_device_matches_the_cpu_within_the_expf_tolerance() {
     let Some(dev) = gpu("decode_on_the_device_matches_the_cpu_within_the_expf_tolerance") else {
         return;
     };
-    use yolact_ros2::post::decode::decode_boxes;
+    let (cpu, cuda) = backends(&dev);
     let cfg = yolact_ros2::YolactConfig::by_name("yolact_plus_resnet50").unwrap();
-    let sizes = yolact_ros2::engine::priors::conv_sizes(&cfg);
+    let sizes = yolact_ros2::model::conv_sizes(&cfg, cfg.max_size, cfg.max_size);
     let priors = yolact_ros2::engine::priors::priors_tensor(&cfg, &sizes, &Device::Cpu).unwrap();
     let p = priors.dim(0).unwrap();
     let mut loc = uniform(p * 4, 5, -4.0, 4.0);
     loc[7] = f32::NAN;
     let loc = Tensor::from_vec(loc, (p, 4), &Device::Cpu).unwrap();
-    let want = decode_boxes(&loc, &priors)
+    let want = cpu
+        .decode_boxes(&loc, &priors)
         .unwrap()
         .to_vec2::<f32>()
         .unwrap();
-    let got = decode_boxes(
-        &loc.to_device(&dev).unwrap(),
-        &priors.to_device(&dev).unwrap(),
-    )
-    .unwrap()
-    .to_device(&Device::Cpu)
-    .unwrap()
-    .to_vec2::<f32>()
-    .unwrap();
+    let got = cuda
+        .decode_boxes(
+            &loc.to_device(&dev).unwrap(),
+            &priors.to_device(&dev).unwrap(),
+        )
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     // w and h carry expf's error (EXPF_ULP against the host's 1, one more rounding in the
     // product); x1 = cx - w/2 and x2 = x1 + w add at most that again plus their own rounding.
     let allowed_ulp = 2.0 * (EXPF_ULP + 2.0);
@@ -421,8 +439,8 @@ fn frames_without_detections_never_allocate_zero_bytes_on_the_device() {
     let Some(dev) = gpu("frames_without_detections_never_allocate_zero_bytes_on_the_device") else {
         return;
     };
-    use yolact_ros2::post::masks::PostprocessOptions;
-    use yolact_ros2::post::masks::{assemble_crop, postprocess, upsample_threshold};
+    use yolact_ros2::post::masks::{postprocess, PostprocessOptions};
+    let (_, cuda) = backends(&dev);
     let (boxes, conf, coefs) = nms_inputs(5000, 81, 7);
     let on = |t: &Tensor| t.to_device(&dev).unwrap();
     let proto = on(&Tensor::from_vec(
@@ -440,7 +458,8 @@ fn frames_without_detections_never_allocate_zero_bytes_on_the_device() {
                 ..NmsOptions::default()
             };
             let what = format!("{kind:?} thresh={conf_thresh} top_k={top_k}");
-            let dets = detect(&on(&boxes), &on(&conf), &on(&coefs), &opts)
+            let dets = cuda
+                .detect(&on(&boxes), &on(&conf), &on(&coefs), &opts)
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             if kind == NmsKind::Traditional && top_k == 0 {
                 continue; // traditional NMS has no top-k: it keeps detections here
@@ -451,6 +470,7 @@ fn frames_without_detections_never_allocate_zero_bytes_on_the_device() {
                 "{what}"
             );
             let out = postprocess(
+                cuda.as_ref(),
                 &dets,
                 &proto,
                 None,
@@ -462,10 +482,14 @@ fn frames_without_detections_never_allocate_zero_bytes_on_the_device() {
             assert!(out.is_empty(), "{what}");
             // The mask stages on their own, with the (host) empty coefficients and the device's
             // prototypes, as a caller without postprocess's early return would run them.
-            let masks = assemble_crop(&proto, &dets.coefs, &dets.boxes, true)
+            let masks = cuda
+                .assemble_crop(&proto, &dets.coefs, &dets.boxes, true)
                 .unwrap_or_else(|e| panic!("{what}: assemble_crop: {e}"));
             assert_eq!(masks.dims(), [0, 138, 138], "{what}");
-            assert!(upsample_threshold(&masks, 480, 640).unwrap().is_empty());
+            assert!(cuda
+                .upsample_threshold(&masks, 480, 640)
+                .unwrap()
+                .is_empty());
             assert!(dets.select(&[]).unwrap().is_empty());
         }
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use image::{Rgb, RgbImage};
-use serde_json::json;
+use serde::Serialize;
 use yolact_ros2::cuda::timing::{mib, GpuMemMeter, MemReport};
 use yolact_ros2::engine::preprocess::load_image;
 use yolact_ros2::engine::{ClockKind, StageTimes};
@@ -41,7 +41,7 @@ pub struct BenchArgs {
 }
 
 /// Median, min and max of a sample, in ms.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct Spread {
     pub median: f64,
     pub min: f64,
@@ -65,10 +65,6 @@ impl Spread {
             min: ms.first().copied().unwrap_or(f64::NAN),
             max: ms.last().copied().unwrap_or(f64::NAN),
         }
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        json!({"median": self.median, "min": self.min, "max": self.max})
     }
 }
 
@@ -133,7 +129,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         memory,
     };
     if a.json {
-        println!("{}", r.json());
+        println!("{}", r.json()?);
     } else {
         print!("{}", r.table());
     }
@@ -155,6 +151,33 @@ pub fn stage_spreads(stages: &[StageTimes], graph: bool) -> Vec<(&'static str, S
             (name, Spread::of(&samples))
         })
         .collect()
+}
+
+/// The JSON form of a [`Report`].
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    config: &'a str,
+    device: &'a str,
+    dtype: &'a str,
+    image: ImageSize,
+    iters: usize,
+    warmup: usize,
+    detections: usize,
+    clock: &'static str,
+    cuda_graph: bool,
+    cuda_graph_error: Option<&'a str>,
+    frame_ms: Spread,
+    stages: std::collections::BTreeMap<&'static str, Spread>,
+    fps: f64,
+    peak_gpu_mem_mib: Option<f64>,
+    gpu_mem_source: Option<&'static str>,
+    device_used_max_mib: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct ImageSize {
+    width: u32,
+    height: u32,
 }
 
 /// Everything one `yolact bench` run reports.
@@ -182,30 +205,31 @@ impl Report {
         1000.0 / self.frame.median
     }
 
-    pub fn json(&self) -> serde_json::Value {
-        let stages: serde_json::Map<String, serde_json::Value> = self
-            .stages
-            .iter()
-            .map(|(n, s)| (n.to_string(), s.json()))
-            .collect();
-        json!({
-            "config": self.config,
-            "device": self.device,
-            "dtype": self.dtype,
-            "image": {"width": self.image.0, "height": self.image.1},
-            "iters": self.iters,
-            "warmup": self.warmup,
-            "detections": self.detections,
-            "clock": self.clock.as_str(),
-            "cuda_graph": self.cuda_graph,
-            "cuda_graph_error": self.cuda_graph_error,
-            "frame_ms": self.frame.json(),
-            "stages": stages,
-            "fps": self.fps(),
-            "peak_gpu_mem_mib": self.memory.map(|m| mib(m.peak_bytes)),
-            "gpu_mem_source": self.memory.map(|m| m.source.as_str()),
-            "device_used_max_mib": self.memory.map(|m| mib(m.device_used_max_bytes)),
-        })
+    /// The `--json` document. Through a `Value`, whose object keys are sorted, so the key order
+    /// is the one the tools reading it have always seen.
+    pub fn json(&self) -> Result<serde_json::Value> {
+        let doc = ReportJson {
+            config: &self.config,
+            device: &self.device,
+            dtype: &self.dtype,
+            image: ImageSize {
+                width: self.image.0,
+                height: self.image.1,
+            },
+            iters: self.iters,
+            warmup: self.warmup,
+            detections: self.detections,
+            clock: self.clock.as_str(),
+            cuda_graph: self.cuda_graph,
+            cuda_graph_error: self.cuda_graph_error.as_deref(),
+            frame_ms: self.frame,
+            stages: self.stages.iter().copied().collect(),
+            fps: self.fps(),
+            peak_gpu_mem_mib: self.memory.map(|m| mib(m.peak_bytes)),
+            gpu_mem_source: self.memory.map(|m| m.source.as_str()),
+            device_used_max_mib: self.memory.map(|m| mib(m.device_used_max_bytes)),
+        };
+        Ok(serde_json::to_value(doc)?)
     }
 
     pub fn table(&self) -> String {
@@ -285,7 +309,7 @@ mod tests {
         assert_eq!(s.median, 3.0);
         let s = Spread::of(&[]);
         assert!(s.median.is_nan() && s.min.is_nan() && s.max.is_nan());
-        let v = Spread::of(&[d(7)]).json();
+        let v = serde_json::to_value(Spread::of(&[d(7)])).unwrap();
         assert_eq!(
             (v["median"].as_f64(), v["min"].as_f64(), v["max"].as_f64()),
             (Some(7.0), Some(7.0), Some(7.0))
@@ -339,9 +363,61 @@ mod tests {
         }
     }
 
+    /// The document's keys and a spread's bytes, as `yolact bench --json` has always printed them
+    /// (sorted keys; written out by hand).
+    #[test]
+    fn json_keeps_its_keys_and_bytes() {
+        let v = report(None, ClockKind::Wall).json().unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "clock",
+                "config",
+                "cuda_graph",
+                "cuda_graph_error",
+                "detections",
+                "device",
+                "device_used_max_mib",
+                "dtype",
+                "fps",
+                "frame_ms",
+                "gpu_mem_source",
+                "image",
+                "iters",
+                "peak_gpu_mem_mib",
+                "stages",
+                "warmup"
+            ]
+        );
+        assert_eq!(v["image"].to_string(), r#"{"height":480,"width":640}"#);
+        assert_eq!(
+            v["stages"]["nms"].to_string(),
+            r#"{"max":6.0,"median":6.0,"min":6.0}"#
+        );
+        let stages: Vec<&str> = v["stages"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                "backbone",
+                "fpn",
+                "heads",
+                "masks",
+                "nms",
+                "preprocess",
+                "protonet"
+            ]
+        );
+    }
+
     #[test]
     fn json_names_the_clock_and_the_memory_source() {
-        let v = report(None, ClockKind::Wall).json();
+        let v = report(None, ClockKind::Wall).json().unwrap();
         assert_eq!(v["clock"], "wall");
         assert_eq!(v["cuda_graph"], false);
         assert_eq!(v["cuda_graph_error"], "no GPU");
@@ -352,7 +428,7 @@ mod tests {
 
         let m = MemReport::from_readings(Some(512 << 20), 0, 3 << 30);
         let r = report(Some(m), ClockKind::CudaEvents);
-        let v = r.json();
+        let v = r.json().unwrap();
         assert_eq!(v["clock"], "cuda_events");
         assert_eq!(v["peak_gpu_mem_mib"].as_f64(), Some(512.0));
         assert_eq!(v["gpu_mem_source"], "mempool_used_high");

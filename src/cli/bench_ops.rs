@@ -6,17 +6,18 @@
 //! `tools/bench_reference.py --ops --shapes` reads them back from our `--json` output, so the
 //! PyTorch side times exactly the same list.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use serde_json::json;
+use serde::Serialize;
 use yolact_ros2::config::{BackboneKind, YolactConfig, CONFIG_NAMES};
 use yolact_ros2::engine::ClockKind;
 use yolact_ros2::model::layers::{conv_out, Conv2d, DeformConv2d};
+use yolact_ros2::model::stage_sizes;
 
 use super::bench::Spread;
 
@@ -92,18 +93,26 @@ pub fn dcn_shapes(cfg: &YolactConfig, size: usize) -> Result<Vec<DcnShape>> {
     if size == 0 {
         bail!("--size must be at least 1");
     }
-    // Stem: 7x7 / 2 pad 3, then max pool 3x3 / 2 pad 1.
-    let mut hw = conv_out(conv_out(size, 7, 2, 3), 3, 2, 1);
+    // The network's geometry: each stage's output size (the first keeps the stem's).
+    let stages = stage_sizes(cfg, size, size);
     let mut shapes: Vec<DcnShape> = Vec::new();
     for (stage, &n) in blocks.iter().enumerate() {
         for block in 0..n {
-            // torchvision v1.5: the stride sits on the 3x3 of a stage's first block.
+            // torchvision v1.5: the stride sits on the 3x3 of a stage's first block, whose input
+            // is the previous stage's output; every later block runs at the stage's own size.
             let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+            let input = if stride == 2 { stage - 1 } else { stage };
+            let Some(&(height, width)) = stages.get(input) else {
+                bail!(
+                    "config `{}`: no geometry for backbone stage {input}",
+                    cfg.name
+                );
+            };
             if cfg.is_dcn_block(stage, block) {
                 let s = DcnShape {
                     channels: 64 << stage,
-                    height: hw,
-                    width: hw,
+                    height,
+                    width,
                     stride,
                     count: 1,
                 };
@@ -115,7 +124,6 @@ pub fn dcn_shapes(cfg: &YolactConfig, size: usize) -> Result<Vec<DcnShape>> {
                     None => shapes.push(s),
                 }
             }
-            hw = conv_out(hw, 3, stride, 1);
         }
     }
     if shapes.is_empty() {
@@ -335,6 +343,38 @@ impl ShapeTimes {
     }
 }
 
+/// The JSON form of an [`OpsReport`].
+#[derive(Serialize)]
+struct OpsReportJson<'a> {
+    tool: &'static str,
+    config: &'a str,
+    size: usize,
+    device: &'a str,
+    dtype: &'a str,
+    clock: &'static str,
+    iters: usize,
+    warmup: usize,
+    shapes: Vec<ShapeJson>,
+    total_ms: BTreeMap<&'static str, f64>,
+    ratio_dcn_conv: f64,
+    ratio_dcn_layer_conv: f64,
+}
+
+/// One shape of [`OpsReportJson`].
+#[derive(Serialize)]
+struct ShapeJson {
+    channels: usize,
+    height: usize,
+    width: usize,
+    stride: usize,
+    out_height: usize,
+    out_width: usize,
+    count: usize,
+    ops: BTreeMap<&'static str, Spread>,
+    ratio_dcn_conv: f64,
+    ratio_dcn_layer_conv: f64,
+}
+
 /// Everything one `yolact bench-ops` run reports.
 #[derive(Debug, Clone)]
 pub struct OpsReport {
@@ -357,51 +397,52 @@ impl OpsReport {
             .sum()
     }
 
-    pub fn json(&self) -> serde_json::Value {
-        let shapes: Vec<serde_json::Value> = self
+    /// The `--json` document (through a `Value`, whose sorted keys are the order
+    /// tools/bench_reference.py has always read).
+    pub fn json(&self) -> Result<serde_json::Value> {
+        let shapes: Vec<ShapeJson> = self
             .shapes
             .iter()
             .map(|t| {
                 let s = t.shape;
-                let (ho, wo) = s.out_hw();
-                let ops: serde_json::Map<String, serde_json::Value> = Op::ALL
-                    .iter()
-                    .zip(&t.ops)
-                    .map(|(op, sp)| (op.name().to_string(), sp.json()))
-                    .collect();
-                json!({
-                    "channels": s.channels,
-                    "height": s.height,
-                    "width": s.width,
-                    "stride": s.stride,
-                    "out_height": ho,
-                    "out_width": wo,
-                    "count": s.count,
-                    "ops": ops,
-                    "ratio_dcn_conv": t.median(Op::Dcn) / t.median(Op::Conv),
-                    "ratio_dcn_layer_conv": t.median(Op::DcnLayer) / t.median(Op::Conv),
-                })
+                let (out_height, out_width) = s.out_hw();
+                ShapeJson {
+                    channels: s.channels,
+                    height: s.height,
+                    width: s.width,
+                    stride: s.stride,
+                    out_height,
+                    out_width,
+                    count: s.count,
+                    ops: Op::ALL
+                        .iter()
+                        .map(|op| op.name())
+                        .zip(t.ops.iter().copied())
+                        .collect(),
+                    ratio_dcn_conv: t.median(Op::Dcn) / t.median(Op::Conv),
+                    ratio_dcn_layer_conv: t.median(Op::DcnLayer) / t.median(Op::Conv),
+                }
             })
             .collect();
-        let totals: serde_json::Map<String, serde_json::Value> = Op::ALL
-            .iter()
-            .map(|op| (op.name().to_string(), json!(self.weighted_total(*op))))
-            .collect();
         let conv = self.weighted_total(Op::Conv);
-        json!({
-            "tool": "yolact bench-ops",
-            "config": self.config,
-            "size": self.size,
-            "device": self.device,
-            "dtype": self.dtype,
-            "clock": self.clock.as_str(),
-            "iters": self.iters,
-            "warmup": self.warmup,
-            "shapes": shapes,
-            "total_ms": totals,
-            "ratio_dcn_conv": self.weighted_total(Op::Dcn) / conv,
-            "ratio_dcn_layer_conv": self.weighted_total(Op::DcnLayer) / conv,
-        })
+        let doc = OpsReportJson {
+            tool: "yolact bench-ops",
+            config: &self.config,
+            size: self.size,
+            device: &self.device,
+            dtype: &self.dtype,
+            clock: self.clock.as_str(),
+            iters: self.iters,
+            warmup: self.warmup,
+            shapes,
+            total_ms: Op::ALL
+                .iter()
+                .map(|op| (op.name(), self.weighted_total(*op)))
+                .collect(),
+            ratio_dcn_conv: self.weighted_total(Op::Dcn) / conv,
+            ratio_dcn_layer_conv: self.weighted_total(Op::DcnLayer) / conv,
+        };
+        Ok(serde_json::to_value(doc)?)
     }
 
     pub fn table(&self) -> String {
@@ -487,7 +528,7 @@ pub fn run(a: BenchOpsArgs) -> Result<ExitCode> {
         shapes: times,
     };
     if a.json {
-        println!("{}", r.json());
+        println!("{}", r.json()?);
     } else {
         print!("{}", r.table());
     }
@@ -585,7 +626,7 @@ mod tests {
         };
         assert_eq!(r.weighted_total(Op::Conv), 7.0);
         assert_eq!(r.weighted_total(Op::Dcn), 9.0);
-        let v = r.json();
+        let v = r.json().unwrap();
         assert_eq!(v["total_ms"]["dcn_layer"].as_f64(), Some(19.0));
         assert_eq!(v["ratio_dcn_conv"].as_f64(), Some(9.0 / 7.0));
         assert_eq!(v["shapes"][0]["ratio_dcn_conv"].as_f64(), Some(3.0));

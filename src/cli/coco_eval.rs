@@ -26,7 +26,7 @@ pub fn run(a: CocoEvalArgs) -> Result<ExitCode> {
         )
     })?;
     if a.json {
-        println!("{}", stats_json(&bbox, segm.as_ref()));
+        println!("{}", stats_json(&bbox, segm.as_ref())?);
         return Ok(ExitCode::SUCCESS);
     }
     print_table("bbox", &bbox);

@@ -114,7 +114,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     let bbox = evaluate(&gt, &box_results, IouType::Bbox)?;
     let segm = evaluate(&gt, &mask_results, IouType::Segm)?;
     if a.json {
-        println!("{}", stats_json(&bbox, Some(&segm)));
+        println!("{}", stats_json(&bbox, Some(&segm))?);
     } else {
         super::coco_eval::print_table("bbox", &bbox);
         super::coco_eval::print_table("segm", &segm);

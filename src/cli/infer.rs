@@ -3,11 +3,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
 use yolact_ros2::engine::preprocess::load_image;
 use yolact_ros2::engine::{Engine, InferOptions};
 use yolact_ros2::output::detection::Detections;
-use yolact_ros2::output::{labels, overlay, rle};
+use yolact_ros2::output::json::{self, DetectionsJson};
+use yolact_ros2::output::{labels, overlay};
 
 use super::{DetectArgs, ModelArgs};
 
@@ -89,7 +89,7 @@ fn infer_one(engine: &Engine, path: &Path, opts: &InferOptions, out: &Outputs) -
         );
     }
     if let Some(p) = out.path(&out.json, path, "json") {
-        let v = detections_json(path, &dets);
+        let v = detections_json(path, &dets)?;
         std::fs::write(&p, serde_json::to_vec_pretty(&v)?)
             .with_context(|| format!("writing {}", p.display()))?;
     }
@@ -117,28 +117,11 @@ fn infer_one(engine: &Engine, path: &Path, opts: &InferOptions, out: &Outputs) -
 }
 
 /// The `--json` document of one image.
-pub fn detections_json(path: &Path, dets: &Detections) -> serde_json::Value {
-    let items: Vec<_> = dets
-        .items
-        .iter()
-        .map(|d| {
-            let r = rle::encode(&d.mask);
-            json!({
-                "class_id": d.class_id,
-                "label": labels::class_name(d.class_id),
-                "score": d.score,
-                "class_score": d.class_score,
-                "mask_iou": d.mask_iou,
-                "box": d.bbox,
-                "mask": {"size": [d.mask.height, d.mask.width], "counts": rle::to_string(&r.counts)},
-            })
-        })
-        .collect();
-    json!({
-        "image": {"path": path.display().to_string(), "width": dets.width, "height": dets.height},
-        "config": dets.config,
-        "detections": items,
-    })
+pub fn detections_json(path: &Path, dets: &Detections) -> Result<serde_json::Value> {
+    Ok(json::to_value(&DetectionsJson::new(
+        &path.display().to_string(),
+        dets,
+    ))?)
 }
 
 /// Expands directories (keeping broken links with an image extension, reported by [`run`]);

@@ -284,7 +284,7 @@ fn coco_evaluate(c: &Coco, rec: &CocoCollector) -> Result<serde_json::Value> {
     if let Some(s) = &segm {
         super::coco_eval::print_table("segm", s);
     }
-    Ok(stats_json(&bbox, segm.as_ref()))
+    Ok(stats_json(&bbox, segm.as_ref())?)
 }
 
 fn print_summary(report: &Report) {

@@ -1,7 +1,8 @@
 //! The CUDA path: device selection (always compiled) and, with the `cuda` feature, our own
-//! kernels (`kernels/*.cu`, NVRTC-compiled on first use and cached per device) behind the seams
-//! the CPU code already has: `cuda_fwd` of the custom ops in [`crate::ops`], the Fast NMS stages
-//! of [`crate::post::fast_nms`], and the fused pre/post-processing stages ([`fused`]).
+//! kernels (`kernels/*.cu`, NVRTC-compiled on first use and cached per device) behind the two
+//! seams: `cuda_fwd` of the custom ops in [`crate::ops`], and [`backend`] (the CUDA
+//! implementation of [`crate::engine::backend::Backend`]: the fused pre/post-processing stages of
+//! [`fused`] and the Fast NMS of [`nms`]), which the engine chooses once for a CUDA device.
 //!
 //! Every launch goes through a plan in [`plan`] (always compiled), which tests/it/cuda_emu.rs runs
 //! against a CPU emulator of the kernels; [`host`] runs the same plans on the GPU.
@@ -13,6 +14,8 @@ pub mod plan;
 pub mod sources;
 pub mod timing;
 
+#[cfg(feature = "cuda")]
+pub mod backend;
 #[cfg(feature = "cuda")]
 pub mod fused;
 #[cfg(feature = "cuda")]

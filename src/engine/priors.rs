@@ -1,30 +1,9 @@
 //! Anchor boxes (docs/model.md §4): per level P3..P7, per cell, scale-major, aspect-ratio-minor.
+//! The levels' sizes come from the network's geometry, [`crate::model::conv_sizes`].
 
 use candle_core::{Device, Tensor};
 
 use crate::config::YolactConfig;
-
-/// Output size of a 3x3 / stride-2 / pad-1 conv (and of ResNet's stride-2 stages).
-fn down(n: usize) -> usize {
-    (n + 2 - 3) / 2 + 1
-}
-
-/// Feature-map sizes (H, W) of P3..P7 for a square `max_size` input.
-///
-/// C1 = conv7x7/s2/p3, then maxpool3x3/s2/p1, then stages at /1, /2, /2, /2: every step follows
-/// `floor((n + 2p - k) / s) + 1`, which here always equals `down`. P6 and P7 are further stride-2
-/// convs. 550 -> 69, 35, 18, 9, 5; 700 -> 88, 44, 22, 11, 6.
-pub fn conv_sizes(cfg: &YolactConfig) -> [(usize, usize); 5] {
-    // conv1 (k7 s2 p3), maxpool (k3 s2 p1), layer2 (s2) -> C3 = P3.
-    let c1 = (cfg.max_size + 2 * 3 - 7) / 2 + 1;
-    let pool = down(c1);
-    let p3 = down(pool);
-    let p4 = down(p3);
-    let p5 = down(p4);
-    let p6 = down(p5);
-    let p7 = down(p6);
-    [p3, p4, p5, p6, p7].map(|s| (s, s))
-}
 
 /// All priors as (cx, cy, w, h), relative to the image, in the head's flattening order.
 ///

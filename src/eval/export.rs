@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::output::detection::Detections;
+use crate::output::json::{to_value, RleJson};
 use crate::output::labels::CATEGORY_IDS;
-use crate::output::rle;
 
 /// Which score a record carries. For YOLACT++ the reference ranks boxes by the class score and
 /// masks by class score x mask IoU; for YOLACT both are the class score.
@@ -19,8 +20,10 @@ pub enum RecordScore {
     Mask,
 }
 
-/// The records of one image. Each holds `bbox` and `segmentation`, so one file serves both
-/// evaluations where the two scores agree.
+/// The records of one image, as JSON values ([`ResultRecord`]s through
+/// [`crate::output::json::to_value`], so the bytes are those the export always wrote). Each
+/// holds `bbox` and `segmentation`, so one file serves both evaluations where the two scores
+/// agree.
 pub fn result_records(image_id: i64, dets: &Detections, score: RecordScore) -> Result<Vec<Value>> {
     let mut out = Vec::with_capacity(dets.items.len());
     for d in &dets.items {
@@ -35,20 +38,30 @@ pub fn result_records(image_id: i64, dets: &Detections, score: RecordScore) -> R
                 d.class_id
             )));
         };
-        let r = rle::encode(&d.mask);
-        let s = match score {
+        let score = match score {
             RecordScore::Box => d.class_score,
             RecordScore::Mask => d.score,
         };
-        out.push(json!({
-            "image_id": image_id,
-            "category_id": category_id,
-            "bbox": [x1, y1, w, h],
-            "score": s,
-            "segmentation": {"size": [d.mask.height, d.mask.width], "counts": rle::to_string(&r.counts)},
-        }));
+        out.push(to_value(&ResultRecord {
+            image_id,
+            category_id,
+            bbox: [x1, y1, w, h],
+            score,
+            segmentation: RleJson::new(&d.mask),
+        })?);
     }
     Ok(out)
+}
+
+/// One COCO result record, as the reference's `--output_coco_json` writes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResultRecord {
+    pub image_id: i64,
+    pub category_id: u32,
+    /// [x, y, w, h], integer-valued.
+    pub bbox: [f32; 4],
+    pub score: f32,
+    pub segmentation: RleJson,
 }
 
 /// `file_name -> id` of a COCO annotation file's images (the name without folders).
@@ -77,6 +90,8 @@ pub fn image_ids_by_file_name(gt: &Value) -> Result<HashMap<String, i64>> {
 mod tests {
     use super::*;
     use crate::output::detection::{Detection, Mask};
+    use crate::output::rle;
+    use serde_json::json;
 
     fn det(class_id: usize, bbox: [f32; 4], score: f32, class_score: f32) -> Detection {
         let mut data = vec![0u8; 20 * 10];
@@ -118,6 +133,25 @@ mod tests {
         assert_eq!(
             rle::from_string(masks[0]["segmentation"]["counts"].as_str().unwrap()).unwrap(),
             vec![43, 1, 156]
+        );
+    }
+
+    /// The bytes of results.json (written out by hand): sorted keys, the f32 score widened to
+    /// f64. The RLE string by pycocotools' `rleToString` by hand: counts [43, 1, 156] -> 43 is
+    /// (11 | 0x20) + 48 = '[' then 1 + 48 = '1'; 1 -> '1'; 156 is (28 | 0x20) + 48 = 'l' then
+    /// 4 + 48 = '4'.
+    #[test]
+    fn a_record_keeps_its_bytes() {
+        let dets = Detections {
+            width: 20,
+            height: 10,
+            config: "yolact_plus_resnet50".into(),
+            items: vec![det(11, [1.7, 2.2, 9.9, 8.5], 0.4, 0.5)],
+        };
+        let r = result_records(7, &dets, RecordScore::Mask).unwrap();
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"[{"bbox":[1.0,2.0,8.0,6.0],"category_id":13,"image_id":7,"score":0.4000000059604645,"segmentation":{"counts":"[11l4","size":[10,20]}}]"#
         );
     }
 

@@ -355,9 +355,24 @@ fn select_channels<const K: usize>(ch: &[usize; K], sel: [usize; 3]) -> Result<[
 }
 
 /// P3..P7 feature sizes for an (h, w) input, following the strided convs of the backbone and FPN.
+/// The one source of the network's feature-map geometry: the priors, the heads' tests and
+/// `yolact bench-ops` all come here. 550 -> 69, 35, 18, 9, 5; 700 -> 88, 44, 22, 11, 6.
 pub fn conv_sizes(cfg: &YolactConfig, h: usize, w: usize) -> [(usize, usize); 5] {
     let half = |s: usize| conv_out(s, 3, 2, 1);
-    // Backbone stage outputs, down to the deepest selected stage.
+    let stages = stage_sizes(cfg, h, w);
+    let at = |i: usize| stages.get(i).copied().unwrap_or((0, 0));
+    let [s3, s4, s5] = cfg.selected_layers;
+    let (p3, p4, p5) = (at(s3), at(s4), at(s5));
+    let p6 = (half(p5.0), half(p5.1));
+    let p7 = (half(p6.0), half(p6.1));
+    [p3, p4, p5, p6, p7]
+}
+
+/// (H, W) of each backbone stage's output for an (h, w) input: ResNet's four stages after the
+/// stem (conv 7x7/2 pad 3, max pool 3x3/2 pad 1; the first stage keeps the stem's size, each
+/// later one halves it in its first block), DarkNet's five stride-2 stages.
+pub fn stage_sizes(cfg: &YolactConfig, h: usize, w: usize) -> Vec<(usize, usize)> {
+    let half = |s: usize| conv_out(s, 3, 2, 1);
     let mut stages = Vec::new();
     let (mut sh, mut sw) = (h, w);
     match &cfg.backbone {
@@ -381,12 +396,7 @@ pub fn conv_sizes(cfg: &YolactConfig, h: usize, w: usize) -> [(usize, usize); 5]
             }
         }
     }
-    let at = |i: usize| stages.get(i).copied().unwrap_or((0, 0));
-    let [s3, s4, s5] = cfg.selected_layers;
-    let (p3, p4, p5) = (at(s3), at(s4), at(s5));
-    let p6 = (half(p5.0), half(p5.1));
-    let p7 = (half(p6.0), half(p6.1));
-    [p3, p4, p5, p6, p7]
+    stages
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
-//! The pipeline's output: one instance per detection, in input-image pixels.
-
-use serde::Serialize;
+//! The pipeline's output: one instance per detection, in input-image pixels. Their JSON forms are
+//! in [`crate::output::json`].
 
 /// A binary mask of the full `width` x `height` input image, stored as the window
 /// [x0, x0 + cols) x [y0, y0 + rows) that can hold foreground (0/1 bytes, row-major); every
@@ -125,23 +124,4 @@ pub struct Detections {
     pub config: String,
     /// Sorted by `score`, descending.
     pub items: Vec<Detection>,
-}
-
-/// JSON form of one detection (the `yolact infer --json` contract).
-#[derive(Debug, Serialize)]
-pub struct DetectionJson {
-    pub class_id: usize,
-    pub label: String,
-    pub score: f32,
-    pub class_score: f32,
-    pub mask_iou: Option<f32>,
-    #[serde(rename = "box")]
-    pub bbox: [f32; 4],
-    pub mask: RleJson,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RleJson {
-    pub size: [usize; 2],
-    pub counts: String,
 }

@@ -8,20 +8,10 @@ use crate::error::{Error, Result};
 /// (x1, y1, x2, y2), relative to the image and unclipped.
 ///
 /// The operation order follows the reference so rounding matches: the variances are multiplied
-/// into `loc` first, and x2 = x1 + w rather than cx + w / 2. On CUDA one kernel
-/// (kernels/decode.cu) does it all.
+/// into `loc` first, and x2 = x1 + w rather than cx + w / 2. This is the host stage; the CUDA
+/// backend's one kernel (kernels/decode.cu) does the same after the same [`check_shapes`].
 pub fn decode_boxes(loc: &Tensor, priors: &Tensor) -> Result<Tensor> {
-    if loc.dims() != priors.dims() || loc.rank() != 2 || loc.dim(1)? != 4 {
-        return Err(Error::Invalid(format!(
-            "decode: loc {:?} and priors {:?} must both be (P, 4)",
-            loc.dims(),
-            priors.dims()
-        )));
-    }
-    #[cfg(feature = "cuda")]
-    if loc.device().is_cuda() && priors.device().is_cuda() {
-        return crate::cuda::fused::decode_boxes(loc, priors);
-    }
+    check_shapes(loc, priors)?;
     let loc = loc.to_dtype(DType::F32)?;
     let priors = priors.to_dtype(DType::F32)?;
     let p_xy = priors.narrow(D::Minus1, 0, 2)?;
@@ -38,4 +28,16 @@ pub fn decode_boxes(loc: &Tensor, priors: &Tensor) -> Result<Tensor> {
     let xy1 = cxy.sub(&wh.broadcast_div(&half)?)?;
     let xy2 = xy1.add(&wh)?;
     Ok(Tensor::cat(&[&xy1, &xy2], D::Minus1)?)
+}
+
+/// `loc` and `priors` must both be (P, 4).
+pub fn check_shapes(loc: &Tensor, priors: &Tensor) -> Result<()> {
+    if loc.dims() != priors.dims() || loc.rank() != 2 || loc.dim(1)? != 4 {
+        return Err(Error::Invalid(format!(
+            "decode: loc {:?} and priors {:?} must both be (P, 4)",
+            loc.dims(),
+            priors.dims()
+        )));
+    }
+    Ok(())
 }

@@ -114,7 +114,7 @@ pub fn fast_nms_keep(
 }
 
 /// [`fast_nms_keep`] on tensors: `scores` (C, P'), `boxes` (P', 4). This is the contract a device
-/// kernel replaces.
+/// kernel replaces (the CUDA backend's `fast_nms_keep`).
 pub fn fast_nms_keep_tensor(
     scores: &Tensor,
     boxes: &Tensor,
@@ -128,12 +128,6 @@ pub fn fast_nms_keep_tensor(
             scores.dims(),
             boxes.dims()
         )));
-    }
-    #[cfg(feature = "cuda")]
-    if scores.device().is_cuda() {
-        if let Some(kept) = crate::cuda::nms::fast_nms_keep(scores, boxes, top_k, iou_thresh)? {
-            return Ok(kept);
-        }
     }
     let s = scores
         .to_dtype(DType::F32)?
@@ -186,11 +180,9 @@ pub(crate) fn boxes_to_host(boxes: &Tensor) -> candle_core::Result<Vec<[f32; 4]>
         .collect())
 }
 
-/// Runs the candidate filter and the selected NMS on one image.
-///
-/// `boxes` (P, 4) decoded relative boxes, `conf` (P, 1 + classes) softmax scores, `coefs`
-/// (P, mask_dim). Returns detections sorted by score descending.
-pub fn detect(boxes: &Tensor, conf: &Tensor, coefs: &Tensor, opts: &NmsOptions) -> Result<Dets> {
+/// The (P, mask_dim) of one image's [`detect`] inputs: `boxes` (P, 4), `conf` (P, 1 + classes),
+/// `coefs` (P, mask_dim); an error when they disagree.
+pub fn detect_dims(boxes: &Tensor, conf: &Tensor, coefs: &Tensor) -> Result<(usize, usize)> {
     let (p, four) = boxes.dims2()?;
     let (pc, _) = conf.dims2()?;
     let (pm, mask_dim) = coefs.dims2()?;
@@ -202,28 +194,20 @@ pub fn detect(boxes: &Tensor, conf: &Tensor, coefs: &Tensor, opts: &NmsOptions) 
             coefs.dims()
         )));
     }
+    Ok((p, mask_dim))
+}
+
+/// Runs the candidate filter and the selected NMS on one image, on the host (the tensors may
+/// live on any device; the scores and boxes are copied once).
+///
+/// `boxes` (P, 4) decoded relative boxes, `conf` (P, 1 + classes) softmax scores, `coefs`
+/// (P, mask_dim). Returns detections sorted by score descending.
+pub fn detect(boxes: &Tensor, conf: &Tensor, coefs: &Tensor, opts: &NmsOptions) -> Result<Dets> {
+    let (p, mask_dim) = detect_dims(boxes, conf, coefs)?;
     if p == 0 {
         return Ok(Dets::empty(mask_dim)?);
     }
     let device = boxes.device();
-    // On CUDA the whole filter + NMS + cap runs on the device; only the kept rows come back.
-    #[cfg(feature = "cuda")]
-    if device.is_cuda() {
-        if let Some(kept) = crate::cuda::nms::detect_keep(boxes, conf, opts)? {
-            if kept.is_empty() {
-                return Ok(Dets::empty(mask_dim)?);
-            }
-            let rows: Vec<u32> = kept.iter().map(|k| k.cand as u32).collect();
-            let n = rows.len();
-            let rows_t = Tensor::from_vec(rows, n, device)?;
-            return Ok(Dets {
-                boxes: boxes.to_dtype(DType::F32)?.index_select(&rows_t, 0)?,
-                coefs: coefs.index_select(&rows_t, 0)?,
-                classes: kept.iter().map(|k| k.class).collect(),
-                scores: kept.iter().map(|k| k.score).collect(),
-            });
-        }
-    }
     let cands = candidates(conf, opts.conf_thresh)?;
     if cands.is_empty() {
         return Ok(Dets::empty(mask_dim)?);

@@ -3,14 +3,17 @@
 //!
 //! The stages are separate pub fns so a benchmark or a device kernel can take over one at a time:
 //! [`assemble_masks`] -> [`crop_masks`] (together: [`assemble_crop`]) -> mask-IoU rescoring ->
-//! [`rank_and_cut`] -> [`upsample_threshold`], plus [`boxes_to_pixels`]. On CUDA, `assemble_crop`
-//! and `upsample_threshold` run fused kernels (src/cuda/fused.rs).
+//! [`rank_and_cut`] -> [`upsample_threshold`], plus [`boxes_to_pixels`]. These are the host
+//! stages; [`postprocess`] runs the device-specific ones (`assemble_crop`, `upsample_threshold`)
+//! through the engine's [`Backend`], whose CUDA implementation runs fused kernels
+//! (src/cuda/fused.rs).
 
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
+use crate::engine::backend::Backend;
 use crate::ops::interp::resize_threshold_window;
 use crate::output::detection::{Detection, Mask};
 use crate::post::fast_nms::{boxes_to_host, stable_desc_order, Dets};
@@ -97,13 +100,9 @@ pub fn crop_masks(masks: &Tensor, boxes: &Tensor) -> candle_core::Result<Tensor>
     masks.to_dtype(DType::F32)?.mul(&keep)
 }
 
-/// [`assemble_masks`] then, when `crop`, [`crop_masks`]; on CUDA one kernel after the GEMM
-/// (src/cuda/fused.rs), with the boxes staying on the device.
+/// [`assemble_masks`] then, when `crop`, [`crop_masks`]; on CUDA the backend runs one kernel after
+/// the GEMM (src/cuda/fused.rs), with the boxes staying on the device.
 pub fn assemble_crop(proto: &Tensor, coefs: &Tensor, boxes: &Tensor, crop: bool) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if proto.device().is_cuda() {
-        return crate::cuda::fused::assemble_crop(proto, coefs, boxes, crop);
-    }
     let masks = assemble_masks(proto, coefs)?;
     Ok(if crop {
         crop_masks(&masks, boxes)?
@@ -114,19 +113,14 @@ pub fn assemble_crop(proto: &Tensor, coefs: &Tensor, boxes: &Tensor, crop: bool)
 
 /// Bilinear (align_corners=False) upsample of soft masks (n, Hp, Wp) to (h, w), then > 0.5. Each
 /// mask keeps only the window that can hold foreground (about its box when cropped), so n masks
-/// never exist at full size at once on the CPU. On CUDA the resize and threshold run on the
-/// device and the bytes come back as full planes, one at a time cut to their foreground.
+/// never exist at full size at once on the CPU. On CUDA the backend resizes and thresholds on the
+/// device and the bytes come back as full planes, one at a time cut to their foreground
+/// ([`tight`]).
 pub fn upsample_threshold(masks: &Tensor, h: usize, w: usize) -> Result<Vec<Mask>> {
-    let (n, hp, wp) = masks.dims3()?;
-    if n == 0 {
+    if !upsample_has_work(masks, h, w)? {
         return Ok(Vec::new());
     }
-    if h == 0 || w == 0 {
-        return Err(Error::Invalid(format!("upsample masks to {w}x{h}")));
-    }
-    if let Some(bin) = upsample_threshold_on_device(masks, h, w)? {
-        return Ok(bin.chunks(h * w).map(|p| tight(h, w, p)).collect());
-    }
+    let (_, hp, wp) = masks.dims3()?;
     let planes = masks.flatten_all()?.to_vec1::<f32>()?;
     planes
         .par_chunks(hp * wp)
@@ -137,8 +131,21 @@ pub fn upsample_threshold(masks: &Tensor, h: usize, w: usize) -> Result<Vec<Mask
         .collect()
 }
 
+/// Whether [`upsample_threshold`] of `masks` (n, Hp, Wp) to (h, w) has anything to do: false for
+/// no masks, an error for an empty target. Every backend checks this first.
+pub fn upsample_has_work(masks: &Tensor, h: usize, w: usize) -> Result<bool> {
+    let (n, _, _) = masks.dims3()?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if h == 0 || w == 0 {
+        return Err(Error::Invalid(format!("upsample masks to {w}x{h}")));
+    }
+    Ok(true)
+}
+
 /// A full (h, w) plane cut to the bounding box of its foreground.
-fn tight(h: usize, w: usize, plane: &[u8]) -> Mask {
+pub fn tight(h: usize, w: usize, plane: &[u8]) -> Mask {
     let rows: Vec<usize> = (0..h)
         .filter(|&y| plane[y * w..(y + 1) * w].iter().any(|&v| v != 0))
         .collect();
@@ -176,16 +183,6 @@ fn tight(h: usize, w: usize, plane: &[u8]) -> Mask {
         rows: y1 + 1 - y0,
         data,
     }
-}
-
-/// The device's version of the resize + threshold, where there is one for the masks' device.
-fn upsample_threshold_on_device(masks: &Tensor, h: usize, w: usize) -> Result<Option<Vec<u8>>> {
-    #[cfg(feature = "cuda")]
-    if masks.device().is_cuda() {
-        return crate::cuda::fused::upsample_threshold(masks, h, w).map(Some);
-    }
-    let _ = (masks, h, w);
-    Ok(None)
 }
 
 /// Relative boxes to image pixels: sorted per axis and clamped to [0, size], kept as floats
@@ -237,11 +234,12 @@ pub fn rank_and_cut(scores: &[f32], top_k: usize, score_threshold: f32) -> Vec<u
         .collect()
 }
 
-/// Full `--image` post-processing of one image's NMS output.
+/// Full `--image` post-processing of one image's NMS output, the mask stages on `backend`.
 ///
 /// `proto` is (Hp, Wp, D); `maskiou`, for YOLACT++, maps (n, 1, Hp, Wp) soft cropped masks to
 /// (n, classes) predicted IoUs and turns the final score into class_score x IoU.
 pub fn postprocess(
+    backend: &dyn Backend,
     dets: &Dets,
     proto: &Tensor,
     maskiou: Option<MaskIouFn<'_>>,
@@ -272,7 +270,7 @@ pub fn postprocess(
         dets.select(&pre)?
     };
     let (hp, wp, _) = proto.dims3()?;
-    let masks = assemble_crop(proto, &dets.coefs, &dets.boxes, opts.crop)?;
+    let masks = backend.assemble_crop(proto, &dets.coefs, &dets.boxes, opts.crop)?;
     let ious = match maskiou {
         Some(f) => {
             let pred = f(&masks.reshape((dets.len(), 1, hp, wp))?)?;
@@ -293,7 +291,7 @@ pub fn postprocess(
         order.len(),
         masks.device(),
     )?;
-    let full = upsample_threshold(&masks.index_select(&rows, 0)?, img_h, img_w)?;
+    let full = backend.upsample_threshold(&masks.index_select(&rows, 0)?, img_h, img_w)?;
     let rel = boxes_to_host(&dets.boxes)?;
     // Checked before the clamp to the image, which turns NaN into the image's edges.
     if order.iter().any(|&i| rel[i].iter().any(|v| !v.is_finite())) {

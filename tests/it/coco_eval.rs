@@ -119,13 +119,13 @@ fn external_fixture_dir_matches_pycocotools() {
 fn segm_reported_only_for_results_with_masks() {
     let (bbox, segm) = evaluate_files(fixture("gt.json"), fixture("results_bbox.json")).unwrap();
     assert!(segm.is_none());
-    let v = stats_json(&bbox, segm.as_ref());
+    let v = stats_json(&bbox, segm.as_ref()).unwrap();
     assert!(v.get("segm").is_none());
     assert_eq!(v["bbox"].as_object().unwrap().len(), 12);
 
     let (bbox, segm) = evaluate_files(fixture("gt.json"), fixture("results_both.json")).unwrap();
     let segm = segm.expect("masks present");
-    let v = stats_json(&bbox, Some(&segm));
+    let v = stats_json(&bbox, Some(&segm)).unwrap();
     let exp = expected();
     for name in STAT_NAMES {
         assert_eq!(

@@ -16,11 +16,12 @@ use kernel_emu::EmuHost;
 use scenes::{nms_inputs, uniform};
 use yolact_ros2::cuda::plan::{self, Arg, DeformDims, DevPtr, KernelHost, Launch};
 use yolact_ros2::cuda::sources::{KernelSource, FAST_NMS};
-use yolact_ros2::engine::preprocess::preprocess;
+use yolact_ros2::engine::backend::Backend;
+use yolact_ros2::engine::cpu::Cpu;
 use yolact_ros2::ops::dcn::DeformIm2col;
 use yolact_ros2::ops::dcn_bwd::{DeformCol2im, DeformCol2imCoord};
 use yolact_ros2::ops::interp::{resize_bilinear, resize_threshold_planes};
-use yolact_ros2::post::fast_nms::{self, detect, Kept, NmsKind, NmsOptions};
+use yolact_ros2::post::fast_nms::{self, Kept, NmsKind, NmsOptions};
 use yolact_ros2::post::masks::crop_masks;
 
 fn host_vec(t: &Tensor) -> Vec<f32> {
@@ -84,7 +85,7 @@ fn fast_nms_kernels_keep_exactly_what_the_host_keeps() {
                 let what = format!(
                     "p={p} c1={c1} {kind:?} thresh={conf_thresh} top_k={top_k} max={max_det}"
                 );
-                let host = detect(&boxes, &conf, &coefs, &opts).unwrap();
+                let host = Cpu.detect(&boxes, &conf, &coefs, &opts).unwrap();
                 let emu = emulated_detect(&boxes, &conf, &opts)
                     .unwrap_or_else(|| panic!("{what}: the kernels declined"));
                 let host_priors: Vec<usize> =
@@ -133,7 +134,7 @@ fn fast_nms_results_do_not_depend_on_how_the_gpu_schedules_threads() {
         assert!(!base.is_empty());
         let ids: Vec<f32> = (0..1500).map(|i| i as f32).collect();
         let coefs = Tensor::from_vec(ids, (1500, 1), &Device::Cpu).unwrap();
-        let host = detect(&boxes, &conf, &coefs, &opts).unwrap();
+        let host = Cpu.detect(&boxes, &conf, &coefs, &opts).unwrap();
         let host_priors: Vec<usize> = host_vec(&host.coefs).iter().map(|&v| v as usize).collect();
         assert_eq!(
             base.iter().map(|k| k.cand).collect::<Vec<_>>(),
@@ -160,7 +161,7 @@ fn fast_nms_kernels_reject_nan_scores_and_decline_what_they_cannot_hold() {
             kind,
             ..NmsOptions::default()
         };
-        assert!(detect(&boxes, &nan_conf, &coefs, &opts).is_err());
+        assert!(Cpu.detect(&boxes, &nan_conf, &coefs, &opts).is_err());
         let mut h = EmuHost::new();
         let (c, b) = (h.upload(&host_vec(&nan_conf)), h.upload(&host_vec(&boxes)));
         let e = plan::fast_nms_detect(&mut h, c, b, 300, 5, &opts).unwrap_err();
@@ -438,7 +439,9 @@ fn preprocess_kernel_is_bitwise_the_cpu_transform() {
         let mut cfg = yolact_ros2::YolactConfig::by_name(name).unwrap();
         cfg.max_size = size;
         let img = test_image(w, h);
-        let want = preprocess(&img, &cfg, &Device::Cpu).unwrap();
+        let want = Cpu
+            .preprocess(&img, &cfg, &Device::Cpu, DType::F32)
+            .unwrap();
         let norm = plan::Normalize::for_transform(cfg.transform);
         for (entry, dt, bytes) in [
             ("preprocess_rgb_f32", DType::F32, 4usize),
@@ -568,14 +571,14 @@ fn mask_assembly_kernel_matches_sigmoid_and_crop_on_the_cpu() {
 #[test]
 fn decode_kernel_is_bitwise_the_cpu_decode() {
     let cfg = yolact_ros2::YolactConfig::by_name("yolact_resnet50").unwrap();
-    let sizes = yolact_ros2::engine::priors::conv_sizes(&cfg);
+    let sizes = yolact_ros2::model::conv_sizes(&cfg, cfg.max_size, cfg.max_size);
     let priors = yolact_ros2::engine::priors::priors_tensor(&cfg, &sizes, &Device::Cpu).unwrap();
     let p = priors.dim(0).unwrap();
     let mut loc = uniform(p * 4, 5, -4.0, 4.0);
     loc[7] = f32::NAN;
     loc[9] = 80.0; // exp overflows to inf
     let loc_t = Tensor::from_vec(loc.clone(), (p, 4), &Device::Cpu).unwrap();
-    let want = host_vec(&yolact_ros2::post::decode::decode_boxes(&loc_t, &priors).unwrap());
+    let want = host_vec(&Cpu.decode_boxes(&loc_t, &priors).unwrap());
     let mut h = EmuHost::new();
     let ptrs = (
         h.upload(&loc),
@@ -800,7 +803,7 @@ fn a_frame_without_candidates_allocates_only_non_empty_buffers_and_keeps_nothing
         assert_eq!(kept, Some(Vec::new()), "{kind:?}");
         assert!(h.launched.len() >= 2, "{kind:?}: {:?}", h.launched);
         // The host stage's empty result lives on the host, whatever the frame's device.
-        let host = detect(&boxes, &conf, &coefs, &opts).unwrap();
+        let host = Cpu.detect(&boxes, &conf, &coefs, &opts).unwrap();
         assert!(host.is_empty() && host.boxes.device().is_cpu());
         assert_eq!(host.coefs.dims(), [0, 8]);
     }
@@ -809,7 +812,7 @@ fn a_frame_without_candidates_allocates_only_non_empty_buffers_and_keeps_nothing
         top_k: 0,
         ..NmsOptions::default()
     };
-    let none = detect(&boxes, &conf, &coefs, &opts).unwrap();
+    let none = Cpu.detect(&boxes, &conf, &coefs, &opts).unwrap();
     assert!(none.is_empty());
     assert!(none.select(&[]).unwrap().is_empty());
 }
@@ -826,7 +829,7 @@ fn grid_stride_kernels_cover_inputs_larger_than_their_grid() {
             kind,
             ..NmsOptions::default()
         };
-        let host = detect(&boxes, &conf, &coefs, &opts).unwrap();
+        let host = Cpu.detect(&boxes, &conf, &coefs, &opts).unwrap();
         let host_priors: Vec<usize> = host_vec(&host.coefs).iter().map(|&v| v as usize).collect();
         assert!(host_priors.iter().any(|&i| i >= 256), "{host_priors:?}");
         let mut one_block = EmuHost::new();

@@ -3,13 +3,19 @@
 
 use candle_core::{Device, Tensor};
 use serde_json::Value;
-use yolact_ros2::engine::priors::{conv_sizes, make_priors, priors_tensor};
+use yolact_ros2::engine::cpu::Cpu;
+use yolact_ros2::engine::priors::{make_priors, priors_tensor};
 use yolact_ros2::output::detection::Mask;
 use yolact_ros2::output::rle;
 use yolact_ros2::post::decode::decode_boxes;
 use yolact_ros2::post::fast_nms::{detect, Dets, NmsKind, NmsOptions};
 use yolact_ros2::post::masks::{crop_masks, postprocess, MaskIouFn, PostprocessOptions};
 use yolact_ros2::YolactConfig;
+
+/// P3..P7 sizes for the config's square input (the network's geometry).
+fn conv_sizes(cfg: &YolactConfig) -> [(usize, usize); 5] {
+    yolact_ros2::model::conv_sizes(cfg, cfg.max_size, cfg.max_size)
+}
 
 fn fixture(name: &str) -> Value {
     let p = format!(
@@ -664,7 +670,7 @@ fn postprocess_matches_torch_reference() {
         } else {
             None
         };
-        let got = postprocess(&dets, &proto, f, w, h, &opts).unwrap();
+        let got = postprocess(&Cpu, &dets, &proto, f, w, h, &opts).unwrap();
         let want = case["expected"].as_array().unwrap();
         assert_eq!(got.len(), want.len(), "{name}");
         assert!(!got.is_empty(), "{name}");
@@ -708,7 +714,7 @@ fn postprocess_edge_cases() {
     let proto = Tensor::ones((6, 5, 4), candle_core::DType::F32, &dev).unwrap();
     let empty = Dets::empty(4).unwrap();
     let opts = PostprocessOptions::default();
-    assert!(postprocess(&empty, &proto, None, 10, 8, &opts)
+    assert!(postprocess(&Cpu, &empty, &proto, None, 10, 8, &opts)
         .unwrap()
         .is_empty());
     let dets = Dets {
@@ -719,22 +725,22 @@ fn postprocess_edge_cases() {
     };
     // A mask-IoU head with too few classes, or the wrong row count, is an error, not a panic.
     let narrow = |m: &Tensor| Tensor::ones((m.dim(0)?, 10), candle_core::DType::F32, &dev);
-    assert!(postprocess(&dets, &proto, Some(&narrow), 10, 8, &opts).is_err());
+    assert!(postprocess(&Cpu, &dets, &proto, Some(&narrow), 10, 8, &opts).is_err());
     let rows = |_: &Tensor| Tensor::ones((3, 80), candle_core::DType::F32, &dev);
-    assert!(postprocess(&dets, &proto, Some(&rows), 10, 8, &opts).is_err());
+    assert!(postprocess(&Cpu, &dets, &proto, Some(&rows), 10, 8, &opts).is_err());
     // Mismatched prototype depth and a zero-sized image are errors too.
     let proto3 = Tensor::ones((6, 5, 3), candle_core::DType::F32, &dev).unwrap();
-    assert!(postprocess(&dets, &proto3, None, 10, 8, &opts).is_err());
-    assert!(postprocess(&dets, &proto, None, 0, 8, &opts).is_err());
+    assert!(postprocess(&Cpu, &dets, &proto3, None, 10, 8, &opts).is_err());
+    assert!(postprocess(&Cpu, &dets, &proto, None, 0, 8, &opts).is_err());
     // A score exactly at the threshold is dropped before masks (strict >).
     let at = PostprocessOptions {
         score_threshold: 0.7,
         ..opts
     };
-    assert!(postprocess(&dets, &proto, None, 10, 8, &at)
+    assert!(postprocess(&Cpu, &dets, &proto, None, 10, 8, &at)
         .unwrap()
         .is_empty());
-    let out = postprocess(&dets, &proto, None, 10, 8, &opts).unwrap();
+    let out = postprocess(&Cpu, &dets, &proto, None, 10, 8, &opts).unwrap();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].bbox, [1.0, 1.6, 6.0, 7.2]);
     assert_eq!(out[0].class_id, 79);

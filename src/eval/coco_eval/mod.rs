@@ -18,7 +18,9 @@ pub mod matching;
 use std::collections::{BTreeSet, HashMap};
 
 use rayon::prelude::*;
-use serde_json::{json, Value};
+use serde::ser::SerializeMap;
+use serde::Serialize;
+use serde_json::Value;
 
 pub use dataset::{
     load_results, results_from_json_str, results_have_masks, CocoAnnotation, CocoCategory, CocoGt,
@@ -74,24 +76,39 @@ impl CocoStats {
         ]
     }
 
-    pub fn to_json(&self) -> Value {
-        let map: serde_json::Map<String, Value> = STAT_NAMES
-            .iter()
-            .zip(self.as_array())
-            .map(|(n, v)| (n.to_string(), json!(v)))
-            .collect();
-        Value::Object(map)
+    /// `{"AP": .., "AP50": .., ...}`, named by [`STAT_NAMES`].
+    pub fn to_json(&self) -> Result<Value> {
+        stats_value(self)
     }
 }
 
-/// `{"bbox": {...}, "segm": {...}}`, segm only when given.
-pub fn stats_json(bbox: &CocoStats, segm: Option<&CocoStats>) -> Value {
-    let mut map = serde_json::Map::new();
-    map.insert("bbox".into(), bbox.to_json());
-    if let Some(s) = segm {
-        map.insert("segm".into(), s.to_json());
+/// The twelve numbers as a map keyed by [`STAT_NAMES`] (the names' one source).
+impl Serialize for CocoStats {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(STAT_NAMES.len()))?;
+        for (name, v) in STAT_NAMES.iter().zip(self.as_array()) {
+            map.serialize_entry(name, &v)?;
+        }
+        map.end()
     }
-    Value::Object(map)
+}
+
+/// What `yolact coco-eval --json` prints.
+#[derive(Serialize)]
+struct StatsJson<'a> {
+    bbox: &'a CocoStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segm: Option<&'a CocoStats>,
+}
+
+/// `{"bbox": {...}, "segm": {...}}`, segm only when given. A `Value` (sorted keys), as it has
+/// always been printed.
+pub fn stats_json(bbox: &CocoStats, segm: Option<&CocoStats>) -> Result<Value> {
+    stats_value(&StatsJson { bbox, segm })
+}
+
+fn stats_value<T: Serialize>(doc: &T) -> Result<Value> {
+    serde_json::to_value(doc).map_err(|e| Error::Invalid(format!("COCO stats as JSON: {e}")))
 }
 
 const AREA_RANGES: [(f64, f64); 4] = [(0.0, 1e10), (0.0, 1024.0), (1024.0, 9216.0), (9216.0, 1e10)];
@@ -372,4 +389,38 @@ pub fn evaluate_files(
         None
     };
     Ok((bbox, segm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes `yolact coco-eval --json` prints (written out by hand): the names of
+    /// [`STAT_NAMES`] in sorted order, `segm` left out when absent.
+    #[test]
+    fn the_stats_document_keeps_its_bytes() {
+        let s = CocoStats {
+            ap: 0.5,
+            ap50: 0.75,
+            ap75: 0.25,
+            ap_small: -1.0,
+            ap_medium: 0.125,
+            ap_large: 1.0,
+            ar1: 0.0625,
+            ar10: 0.375,
+            ar100: 0.625,
+            ar_small: -1.0,
+            ar_medium: 0.875,
+            ar_large: 0.1,
+        };
+        let body = r#"{"AP":0.5,"AP50":0.75,"AP75":0.25,"APl":1.0,"APm":0.125,"APs":-1.0,"AR1":0.0625,"AR10":0.375,"AR100":0.625,"ARl":0.1,"ARm":0.875,"ARs":-1.0}"#;
+        assert_eq!(
+            stats_json(&s, None).unwrap().to_string(),
+            format!(r#"{{"bbox":{body}}}"#)
+        );
+        assert_eq!(
+            stats_json(&s, Some(&s)).unwrap().to_string(),
+            format!(r#"{{"bbox":{body},"segm":{body}}}"#)
+        );
+    }
 }
