@@ -9,7 +9,8 @@
 use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use yolact_ros2::config::{LossConfig, YolactConfig};
-use yolact_ros2::engine::priors::{conv_sizes, make_priors};
+use yolact_ros2::engine::priors::make_priors;
+use yolact_ros2::model::conv_sizes;
 use yolact_ros2::model::{Logits, Yolact};
 use yolact_ros2::train::loss::multibox_loss;
 use yolact_ros2::weights::{synth, WeightStore};
@@ -53,7 +54,7 @@ fn loss_parity(name: &str) {
 
     // Our priors at the fixture's size must be the reference's, bit for bit.
     cfg.max_size = fx.max_size();
-    let ours: Vec<f32> = make_priors(&cfg, &conv_sizes(&cfg))
+    let ours: Vec<f32> = make_priors(&cfg, &conv_sizes(&cfg, cfg.max_size, cfg.max_size))
         .into_iter()
         .flatten()
         .collect();
@@ -231,7 +232,7 @@ fn yolact_resnet50_train_step_matches_the_reference() {
         .collect();
     let x = normalize(&Tensor::cat(&images, 0).unwrap(), cfg.transform).unwrap();
     let out = model.forward_t(&x, true).unwrap();
-    let priors = yolact_ros2::engine::priors::priors_tensor(&cfg, &conv_sizes(&cfg), &dev).unwrap();
+    let priors = yolact_ros2::engine::priors::priors_tensor(&cfg, &conv_sizes(&cfg, cfg.max_size, cfg.max_size), &dev).unwrap();
     let truths = ground_truth(&dev);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let lcfg = LossConfig::for_config(&cfg);
