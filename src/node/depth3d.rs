@@ -143,7 +143,7 @@ fn one_pair(
                 located += 1;
                 detections.push(Detection3D {
                     id: id.to_string(),
-                    class_name: crate::output::labels::class_name(d.class_id),
+                    class_name: colour.dets.label(d.class_id),
                     score: f64::from(d.score),
                     centroid: x.stats.centroid,
                     center: x.stats.obb.center,
