@@ -419,4 +419,35 @@ mod tests {
         assert!((plus.pred_scales[4][2] - 609.5620).abs() < 1e-3);
         assert_eq!(plus.priors_per_cell(), 9);
     }
+
+    #[test]
+    fn a_custom_config_round_trips_through_json_and_is_checked() {
+        let mut c = YolactConfig::by_name("yolact_resnet50")
+            .unwrap()
+            .with_classes("cups", vec!["cup".into(), "mug".into()]);
+        c.max_size = 128;
+        c.backbone = BackboneKind::ResNet {
+            blocks: [1, 1, 2, 1],
+            dcn_interval: None,
+        };
+        c.pred_scales[0] = vec![7.5];
+        let back = YolactConfig::from_json(&c.to_json().unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!((back.num_classes, back.class_name(1)), (3, "mug".to_string()));
+        assert_eq!(back.class_name(2), "class_2");
+        assert_eq!(YolactConfig::by_name("yolact_base").unwrap().class_name(0), "person");
+
+        let mut bad = c.clone();
+        bad.num_classes = 5;
+        assert!(bad.validate().unwrap_err().to_string().contains("2 class names"));
+        let mut bad = c.clone();
+        bad.selected_layers = [0, 1, 2];
+        assert!(bad.validate().is_err());
+        let mut bad = c;
+        bad.pred_scales[1] = vec![];
+        assert!(YolactConfig::from_json(&bad.to_json().unwrap()).is_err());
+        for n in CONFIG_NAMES {
+            YolactConfig::by_name(n).unwrap().validate().unwrap();
+        }
+    }
 }
