@@ -349,7 +349,7 @@ fn fine_tuning_for_other_classes_redraws_only_the_class_dependent_tensors() {
     );
     let sd = store.to_state_dict().unwrap();
     for (k, t) in &file {
-        if !redrawn.contains(&k.as_str()) {
+        if !redrawn.contains(k) {
             assert!(bits(&sd[k]) == bits(t), "{k} not loaded as is");
         }
     }
