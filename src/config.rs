@@ -55,12 +55,12 @@ pub struct YolactConfig {
     /// ([`crate::output::labels::CLASS_NAMES`]).
     #[serde(default)]
     pub class_names: Option<Vec<String>>,
-    /// Optimiser and learning-rate schedule (spec §6).
+    /// Optimiser and learning-rate schedule (the reference's train.py).
     #[serde(default)]
     pub solver: Solver,
 }
 
-/// The reference's SGD and learning-rate schedule settings (training spec §1, §6), the same for
+/// The reference's SGD and learning-rate schedule settings (`coco_base_config` and train.py), the same for
 /// all six released configs. Iteration counts are for batch 8; `train::optim::schedule` scales
 /// them for other batch sizes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -278,7 +278,9 @@ impl YolactConfig {
             BackboneKind::DarkNet { blocks } => (blocks, [2, 3, 4]),
         };
         if blocks.contains(&0) {
-            return bad(format!("every backbone stage needs a block, got {blocks:?}"));
+            return bad(format!(
+                "every backbone stage needs a block, got {blocks:?}"
+            ));
         }
         if self.selected_layers != sel {
             return bad(format!(
@@ -306,8 +308,8 @@ impl YolactConfig {
 
     /// A config from [`YolactConfig::to_json`]'s JSON, checked with [`YolactConfig::validate`].
     pub fn from_json(json: &str) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(json)
-            .map_err(|e| Error::Config(format!("config JSON: {e}")))?;
+        let cfg: Self =
+            serde_json::from_str(json).map_err(|e| Error::Config(format!("config JSON: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -433,13 +435,23 @@ mod tests {
         c.pred_scales[0] = vec![7.5];
         let back = YolactConfig::from_json(&c.to_json().unwrap()).unwrap();
         assert_eq!(back, c);
-        assert_eq!((back.num_classes, back.class_name(1)), (3, "mug".to_string()));
+        assert_eq!(
+            (back.num_classes, back.class_name(1)),
+            (3, "mug".to_string())
+        );
         assert_eq!(back.class_name(2), "class_2");
-        assert_eq!(YolactConfig::by_name("yolact_base").unwrap().class_name(0), "person");
+        assert_eq!(
+            YolactConfig::by_name("yolact_base").unwrap().class_name(0),
+            "person"
+        );
 
         let mut bad = c.clone();
         bad.num_classes = 5;
-        assert!(bad.validate().unwrap_err().to_string().contains("2 class names"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("2 class names"));
         let mut bad = c.clone();
         bad.selected_layers = [0, 1, 2];
         assert!(bad.validate().is_err());

@@ -1,13 +1,13 @@
-//! Where a training run's weights start (training spec §7), and which of them it may change.
+//! Where a training run's weights start (the reference's `Yolact.init_weights` and `backbone.init_backbone`), and which of them it may change.
 //!
 //! * [`Init::Checkpoint`] (fine-tuning): a released or trained YOLACT checkpoint, loaded as strictly
 //!   as the reference's resume. The tensors whose shape follows the class count
 //!   (`prediction_layers.0.conf_layer`, `semantic_seg_conv`, `maskiou_net.maskiou_net.10`) are
 //!   re-initialised when the count differs, with PyTorch's `Conv2d` constructor defaults, as they
-//!   are after the reference's resume-and-ignore-the-error recipe (spec §7.2): weight
+//!   are after the reference's resume-and-ignore-the-error recipe (no `init_weights` on resume): weight
 //!   kaiming_uniform(a = √5), i.e. U(±1/√fan_in), bias U(±1/√fan_in).
 //! * [`Init::Backbone`]: an ImageNet backbone file as the reference's `init_weights` uses it
-//!   (spec §7.1): ResNet keys `layerN.` renamed `layers.(N-1).` (DarkNet keys taken as they are),
+//!   (`backbone.init_backbone`): ResNet keys `layerN.` renamed `layers.(N-1).` (DarkNet keys taken as they are),
 //!   loaded non-strictly (keys the backbone lacks, like `fc.*`, ignored; a shape mismatch is an
 //!   error, as in PyTorch). Backbone tensors the file lacks keep their constructor values: the
 //!   DCN extras (`conv2.bias`, `conv_offset_mask`) zero, other convs U(±1/√fan_in), batch norms
@@ -15,7 +15,7 @@
 //! * [`Init::Scratch`]: the same with no backbone file.
 //!
 //! Random draws come from a ChaCha8 stream seeded by the run's seed, in key order (the reference's
-//! torch RNG order is not reproduced; parity with it is not a goal here, spec §7.1 point 4).
+//! torch RNG order is not reproduced; parity with it is not a goal here).
 //!
 //! [`Freeze`] excludes the backbone, or its stem and first N stages, from the optimiser: those
 //! tensors are never updated nor decayed (candle still computes their gradients).
@@ -35,7 +35,7 @@ use crate::weights::{
     expected_shapes, load_checkpoint, StateDict, WeightStore, TRAIN_STATE_PREFIX,
 };
 
-/// The tensors whose shape depends on the class count (spec §7.2).
+/// The tensors whose shape depends on the class count (the ones a strict resume on other classes reports as mismatched).
 const CLASS_DEPENDENT: [&str; 3] = [
     "prediction_layers.0.conf_layer.",
     "semantic_seg_conv.",
@@ -99,7 +99,10 @@ pub fn initialise(
     let (sd, fresh) = match init {
         Init::Checkpoint(path) => checkpoint_tensors(path, cfg, &expected, &mut report)?,
         Init::Backbone(path) => backbone_tensors(path, cfg, &expected, &mut report)?,
-        Init::Scratch => (StateDict::new(), expected.iter().map(|(k, _)| k.clone()).collect()),
+        Init::Scratch => (
+            StateDict::new(),
+            expected.iter().map(|(k, _)| k.clone()).collect(),
+        ),
     };
     let store = WeightStore::from_partial(sd, device)?;
     let model = Yolact::load_train(store.vb(), cfg)?;
@@ -226,7 +229,10 @@ fn backbone_tensors(
     let resnet = matches!(cfg.backbone, BackboneKind::ResNet { .. });
     let mut out = StateDict::new();
     for (k, t) in sd {
-        let key = format!("backbone.{}", if resnet { rename_resnet(&k) } else { k.clone() });
+        let key = format!(
+            "backbone.{}",
+            if resnet { rename_resnet(&k) } else { k.clone() }
+        );
         match expected.iter().find(|(e, _)| *e == key) {
             Some((_, shape)) if t.dims() == shape.as_slice() => {
                 out.insert(key, t);
@@ -297,9 +303,9 @@ fn torch_default(key: &str, shapes: &BTreeMap<String, Vec<usize>>) -> Result<Rul
     } else {
         format!("{base}.weight")
     };
-    let dims = shapes
-        .get(&weight)
-        .ok_or_else(|| Error::Invalid(format!("`{key}`: no weight `{weight}` to take fan_in from")))?;
+    let dims = shapes.get(&weight).ok_or_else(|| {
+        Error::Invalid(format!("`{key}`: no weight `{weight}` to take fan_in from"))
+    })?;
     let fan_in: usize = dims.iter().skip(1).product();
     Ok(Rule::Uniform(1.0 / (fan_in.max(1) as f64).sqrt()))
 }
@@ -333,7 +339,9 @@ fn constructor_rule(
     let rf: usize = dims.iter().skip(2).product();
     let fan_out = dims.first().copied().unwrap_or(1) * rf;
     let fan_in = dims.get(1).copied().unwrap_or(1) * rf;
-    Ok(Rule::Uniform((6.0 / (fan_in + fan_out).max(1) as f64).sqrt()))
+    Ok(Rule::Uniform(
+        (6.0 / (fan_in + fan_out).max(1) as f64).sqrt(),
+    ))
 }
 
 fn draw(rule: Rule, var: &Var, rng: &mut ChaCha8Rng) -> Result<Tensor> {
@@ -430,7 +438,10 @@ mod tests {
 
     #[test]
     fn resnet_keys_are_renamed_as_the_reference_does() {
-        assert_eq!(rename_resnet("layer1.0.conv1.weight"), "layers.0.0.conv1.weight");
+        assert_eq!(
+            rename_resnet("layer1.0.conv1.weight"),
+            "layers.0.0.conv1.weight"
+        );
         assert_eq!(rename_resnet("layer4.2.bn3.bias"), "layers.3.2.bn3.bias");
         assert_eq!(rename_resnet("conv1.weight"), "conv1.weight");
         assert_eq!(rename_resnet("fc.weight"), "fc.weight");
@@ -443,7 +454,9 @@ mod tests {
         assert!(f.freezes("backbone.layers.1.0.conv1.weight"));
         assert!(!f.freezes("backbone.layers.2.0.conv1.weight"));
         assert!(!f.freezes("fpn.lat_layers.0.weight"));
-        assert!(Freeze::parse("backbone").unwrap().freezes("backbone.layers.3.0.bn1.bias"));
+        assert!(Freeze::parse("backbone")
+            .unwrap()
+            .freezes("backbone.layers.3.0.bn1.bias"));
         assert_eq!(Freeze::parse("0").unwrap(), Freeze::None);
         assert!(Freeze::parse("all").is_err());
     }

@@ -53,8 +53,14 @@ fn raw(t: &Tensor) -> Result<Raw> {
     let (dtype, bytes): (D, Vec<u8>) = match t.dtype() {
         DType::F32 => (D::F32, le(flat.to_vec1::<f32>()?, f32::to_le_bytes)),
         DType::F64 => (D::F64, le(flat.to_vec1::<f64>()?, f64::to_le_bytes)),
-        DType::F16 => (D::F16, le(flat.to_vec1::<half::f16>()?, half::f16::to_le_bytes)),
-        DType::BF16 => (D::BF16, le(flat.to_vec1::<half::bf16>()?, half::bf16::to_le_bytes)),
+        DType::F16 => (
+            D::F16,
+            le(flat.to_vec1::<half::f16>()?, half::f16::to_le_bytes),
+        ),
+        DType::BF16 => (
+            D::BF16,
+            le(flat.to_vec1::<half::bf16>()?, half::bf16::to_le_bytes),
+        ),
         DType::I64 => (D::I64, le(flat.to_vec1::<i64>()?, i64::to_le_bytes)),
         DType::U32 => (D::U32, le(flat.to_vec1::<u32>()?, u32::to_le_bytes)),
         DType::U8 => (D::U8, flat.to_vec1::<u8>()?),

@@ -34,6 +34,6 @@ mod replay_interrupt;
 mod replay_recovery;
 mod ros_packaging;
 mod store;
-mod train_optim;
 mod tracking;
+mod train_optim;
 mod weights;

@@ -13,8 +13,7 @@ use yolact_ros2::config::{BackboneKind, YolactConfig};
 use yolact_ros2::train::init::{initialise, trainable_params, Freeze, Init};
 use yolact_ros2::train::optim::{checkpoint, Sgd, TrainState};
 use yolact_ros2::weights::{
-    load_checkpoint, load_checkpoint_with_metadata, save_torch, synth, CheckpointFormat,
-    StateDict,
+    load_checkpoint, load_checkpoint_with_metadata, save_torch, synth, CheckpointFormat, StateDict,
 };
 
 use crate::support::{fixture, text, yolact};
@@ -123,7 +122,10 @@ fn sgd_matches_torch_optim_sgd_and_the_formula() {
         let ours = vec_of(&sgd.state()[k]);
         let torch = vec_of(&sd[&format!("momentum.{k}")]);
         for (o, t) in ours.iter().zip(&torch) {
-            assert!((o - t).abs() <= 1e-5 * (1.0 + t.abs()), "momentum `{k}`: {o} vs {t}");
+            assert!(
+                (o - t).abs() <= 1e-5 * (1.0 + t.abs()),
+                "momentum `{k}`: {o} vs {t}"
+            );
         }
     }
 }
@@ -209,9 +211,11 @@ fn a_custom_config_loads_through_infer_with_no_flags_and_labels_with_its_own_nam
     assert_eq!(engine.config(), &cfg);
 
     let img = dir.path().join("img.png");
-    image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 90]))
-        .save(&img)
-        .unwrap();
+    image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+    })
+    .save(&img)
+    .unwrap();
     let json = dir.path().join("out.json");
     let o = yolact(&[
         "infer",
@@ -222,8 +226,7 @@ fn a_custom_config_loads_through_infer_with_no_flags_and_labels_with_its_own_nam
         img.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["config"], "tiny_cups");
     let dets = v["detections"].as_array().cloned();
     let dets = dets.unwrap_or_else(|| panic!("no detections array in {v}"));
@@ -233,7 +236,10 @@ fn a_custom_config_loads_through_infer_with_no_flags_and_labels_with_its_own_nam
         assert_eq!(d["label"], "mug", "{d}");
     }
     // A released-config checkpoint still labels with COCO's names: the default is unchanged.
-    assert_eq!(YolactConfig::by_name("yolact_base").unwrap().class_name(1), "bicycle");
+    assert_eq!(
+        YolactConfig::by_name("yolact_base").unwrap().class_name(1),
+        "bicycle"
+    );
 }
 
 /// A torchvision-named ResNet state dict for `cfg`'s backbone (random values), with `fc.*`.
@@ -264,14 +270,19 @@ fn imagenet_like(cfg: &YolactConfig) -> StateDict {
         sd.insert(key, t);
     }
     let dev = Device::Cpu;
-    sd.insert("fc.weight".into(), Tensor::zeros((10, 2048), DType::F32, &dev).unwrap());
-    sd.insert("fc.bias".into(), Tensor::zeros(10, DType::F32, &dev).unwrap());
+    sd.insert(
+        "fc.weight".into(),
+        Tensor::zeros((10, 2048), DType::F32, &dev).unwrap(),
+    );
+    sd.insert(
+        "fc.bias".into(),
+        Tensor::zeros(10, DType::F32, &dev).unwrap(),
+    );
     sd
 }
 
 #[test]
-fn init_from_an_imagenet_backbone_file_loads_renamed_keys_zeroes_dcn_extras_and_xaviers_the_rest()
-{
+fn init_from_an_imagenet_backbone_file_loads_renamed_keys_zeroes_dcn_extras_and_xaviers_the_rest() {
     let cfg = tiny(&["cup", "mug"], true);
     let file = imagenet_like(&cfg);
     let dir = tempfile::tempdir().unwrap();
@@ -282,10 +293,19 @@ fn init_from_an_imagenet_backbone_file_loads_renamed_keys_zeroes_dcn_extras_and_
     let (store, _model, report) = initialise(&cfg, &init, 1, &Device::Cpu).unwrap();
     let sd = store.to_state_dict().unwrap();
 
-    assert_eq!(report.ignored, vec!["fc.bias".to_string(), "fc.weight".to_string()]);
+    assert_eq!(
+        report.ignored,
+        vec!["fc.bias".to_string(), "fc.weight".to_string()]
+    );
     let t = |k: &str| vec_of(&sd[k]);
-    assert_eq!(t("backbone.layers.2.0.conv2.weight"), vec_of(&file["layer3.0.conv2.weight"]));
-    assert_eq!(t("backbone.bn1.running_var"), vec_of(&file["bn1.running_var"]));
+    assert_eq!(
+        t("backbone.layers.2.0.conv2.weight"),
+        vec_of(&file["layer3.0.conv2.weight"])
+    );
+    assert_eq!(
+        t("backbone.bn1.running_var"),
+        vec_of(&file["bn1.running_var"])
+    );
     assert_eq!(t("backbone.conv1.weight"), vec_of(&file["conv1.weight"]));
     // DCN extras are absent from the file and stay zero, as the reference's Bottleneck makes them.
     for k in [
@@ -306,7 +326,10 @@ fn init_from_an_imagenet_backbone_file_loads_renamed_keys_zeroes_dcn_extras_and_
         let bound = (6.0 / ((o + i) * kk * kk) as f64).sqrt() as f32;
         let v = t(k);
         let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-        assert!(max <= bound && max > 0.5 * bound, "{k}: max {max}, bound {bound}");
+        assert!(
+            max <= bound && max > 0.5 * bound,
+            "{k}: max {max}, bound {bound}"
+        );
         let bias = k.replace(".weight", ".bias");
         assert!(t(&bias).iter().all(|&b| b == 0.0), "{bias}");
     }
@@ -325,7 +348,10 @@ fn fine_tuning_for_other_classes_redraws_only_the_class_dependent_tensors() {
         "semantic_seg_conv.weight".into(),
         Tensor::randn(0f32, 0.1, (80, 32, 1, 1), &dev).unwrap(),
     );
-    file.insert("semantic_seg_conv.bias".into(), Tensor::zeros(80, DType::F32, &dev).unwrap());
+    file.insert(
+        "semantic_seg_conv.bias".into(),
+        Tensor::zeros(80, DType::F32, &dev).unwrap(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let pth = dir.path().join("released_like.pth");
     save_torch(&file, &pth, CheckpointFormat::TorchZip).unwrap();
@@ -368,13 +394,21 @@ fn fine_tuning_for_other_classes_redraws_only_the_class_dependent_tensors() {
 
     // Another config's checkpoint is refused, naming the key.
     let other = tiny(&["cup"], false);
-    let e = initialise(&other, &init, 9, &dev).err().unwrap().to_string();
-    assert!(e.contains("unexpected key") || e.contains("expected shape"), "{e}");
+    let e = initialise(&other, &init, 9, &dev)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("unexpected key") || e.contains("expected shape"),
+        "{e}"
+    );
 
     // --freeze 2: stem and stages 0-1 are not handed to the optimiser.
     let p = trainable_params(&store, &cfg, false, Freeze::Stages(2)).unwrap();
     let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
-    assert!(!keys.iter().any(|k| k.starts_with("backbone.layers.1.") || *k == "backbone.conv1.weight"));
+    assert!(!keys
+        .iter()
+        .any(|k| k.starts_with("backbone.layers.1.") || *k == "backbone.conv1.weight"));
     assert!(keys.contains(&"backbone.layers.2.0.conv1.weight"));
     assert!(keys.contains(&"backbone.layers.2.0.bn1.weight"));
     assert!(trainable_params(&store, &cfg, false, Freeze::Stages(5)).is_err());

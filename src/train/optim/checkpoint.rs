@@ -103,9 +103,8 @@ pub fn load(path: &Path) -> Result<TrainCheckpoint> {
     let state = meta
         .get(META_TRAIN_STATE)
         .map(|json| {
-            serde_json::from_str::<TrainState>(json).map_err(|e| {
-                Error::checkpoint(path, format!("metadata `{META_TRAIN_STATE}`: {e}"))
-            })
+            serde_json::from_str::<TrainState>(json)
+                .map_err(|e| Error::checkpoint(path, format!("metadata `{META_TRAIN_STATE}`: {e}")))
         })
         .transpose()?;
     let prefix = momentum_prefix();

@@ -1,5 +1,5 @@
-//! The reference's learning-rate schedule and its batch-size autoscale (training spec §6.1,
-//! §6.3), as pure functions of the iteration.
+//! The reference's learning-rate schedule and its batch-size autoscale (the
+//! reference's train.py), as pure functions of the iteration.
 //!
 //! Autoscale, for batch b and f = b / 8: the base learning rate times f (a user-given `--lr` is
 //! used as given), `max_iter` and every step floor-divided by f; the warm-up is not scaled. The

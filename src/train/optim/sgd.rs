@@ -1,5 +1,5 @@
 //! SGD as the reference trains with it: `torch.optim.SGD(params, lr, momentum, weight_decay)`,
-//! dampening 0, no Nesterov (training spec §6.2). Per parameter p with gradient g, in this order:
+//! dampening 0, no Nesterov (the reference's train.py). Per parameter p with gradient g, in this order:
 //!
 //! g' = g + decay·p;  buf = g' on the parameter's first step, else momentum·buf + g';  p -= lr·buf.
 //!
@@ -189,20 +189,33 @@ mod tests {
         // Step 1: g' = c + 0.5 p = [3 + 0.5, 1 - 1] = [3.5, 0]; buf = g'; p -= 0.1 buf.
         sgd.step(&grads_of(&p, &[3.0, 1.0]), 0.1, 0).unwrap();
         let v1 = values(&p);
-        assert!((v1[0] - 0.65).abs() < 1e-6 && (v1[1] + 2.0).abs() < 1e-6, "{v1:?}");
+        assert!(
+            (v1[0] - 0.65).abs() < 1e-6 && (v1[1] + 2.0).abs() < 1e-6,
+            "{v1:?}"
+        );
         // Step 2 with lr 0.2: g' = [3 + 0.325, 1 - 1] = [3.325, 0];
         // buf = 0.9 [3.5, 0] + g' = [6.475, 0]; p = [0.65 - 1.295, -2].
         sgd.step(&grads_of(&p, &[3.0, 1.0]), 0.2, 1).unwrap();
         let v2 = values(&p);
-        assert!((v2[0] + 0.645).abs() < 1e-6 && (v2[1] + 2.0).abs() < 1e-6, "{v2:?}");
+        assert!(
+            (v2[0] + 0.645).abs() < 1e-6 && (v2[1] + 2.0).abs() < 1e-6,
+            "{v2:?}"
+        );
         let buf = sgd.state()["w"].to_vec1::<f32>().unwrap();
-        assert!((buf[0] - 6.475).abs() < 1e-5 && buf[1].abs() < 1e-6, "{buf:?}");
+        assert!(
+            (buf[0] - 6.475).abs() < 1e-5 && buf[1].abs() < 1e-6,
+            "{buf:?}"
+        );
     }
 
     #[test]
     fn a_parameter_without_gradient_is_not_touched() {
         let (a, b) = (var(&[1.0]), var(&[2.0]));
-        let mut sgd = Sgd::new(vec![("a".into(), a.clone()), ("b".into(), b.clone())], 0.9, 0.1);
+        let mut sgd = Sgd::new(
+            vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+            0.9,
+            0.1,
+        );
         sgd.step(&grads_of(&b, &[1.0]), 0.5, 0).unwrap();
         let r = sgd.step(&grads_of(&a, &[1.0]), 0.5, 1).unwrap();
         assert_eq!((r.updated, r.skipped), (1, 1));
@@ -214,7 +227,11 @@ mod tests {
     #[test]
     fn a_non_finite_gradient_stops_before_any_update_and_names_the_iteration() {
         let (a, b) = (var(&[1.0]), var(&[2.0]));
-        let mut sgd = Sgd::new(vec![("a".into(), a.clone()), ("b".into(), b.clone())], 0.9, 0.0);
+        let mut sgd = Sgd::new(
+            vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+            0.9,
+            0.0,
+        );
         let loss = ((a.as_tensor() * 1.0).unwrap().sum_all().unwrap()
             + (b.as_tensor().log().unwrap() * f64::NAN)
                 .unwrap()
