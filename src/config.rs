@@ -350,6 +350,52 @@ impl YolactConfig {
     }
 }
 
+/// The training loss's settings (the reference's `MultiBoxLoss` and config fields): the reference
+/// configs' values, which all six share except where [`LossConfig::for_config`] says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossConfig {
+    /// IoU at or above which a prior is positive.
+    pub pos_threshold: f32,
+    /// IoU below which a prior is background (between the two: neutral).
+    pub neg_threshold: f32,
+    /// Intersection over prior area above which a crowd region makes a non-positive prior neutral.
+    pub crowd_iou_threshold: f32,
+    /// Hard negatives per positive (OHEM).
+    pub negpos_ratio: usize,
+    pub bbox_alpha: f32,
+    pub conf_alpha: f32,
+    /// 6.125: the configs override coco_base's 0.4 / 256 * 140^2.
+    pub mask_alpha: f32,
+    pub semantic_alpha: f32,
+    /// The mask-IoU term's weight; `None` when the config has no mask-IoU net (no I term).
+    pub maskiou_alpha: Option<f32>,
+    /// Positives per image whose masks are trained; more are subsampled.
+    pub masks_to_train: usize,
+    /// GT masks with at most this many proto pixels are left out of the mask-IoU term; `None` keeps
+    /// every mask (the reference's -1).
+    pub discard_mask_area: Option<f32>,
+}
+
+impl LossConfig {
+    /// The reference's values for `cfg`: YOLACT++ adds the mask-IoU term (alpha 25, masks of more
+    /// than 25 proto pixels); im700 trains 300 masks per image.
+    pub fn for_config(cfg: &YolactConfig) -> Self {
+        LossConfig {
+            pos_threshold: 0.5,
+            neg_threshold: 0.4,
+            crowd_iou_threshold: 0.7,
+            negpos_ratio: 3,
+            bbox_alpha: 1.5,
+            conf_alpha: 1.0,
+            mask_alpha: 6.125,
+            semantic_alpha: 1.0,
+            maskiou_alpha: cfg.use_maskiou.then_some(25.0),
+            masks_to_train: if cfg.name == "yolact_im700" { 300 } else { 100 },
+            discard_mask_area: cfg.use_maskiou.then_some(25.0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +453,19 @@ mod tests {
             Some("yolact_darknet53")
         );
         assert_eq!(f("my_model.pth"), None);
+    }
+
+    #[test]
+    fn loss_settings_follow_the_reference_configs() {
+        let l = |n: &str| LossConfig::for_config(&YolactConfig::by_name(n).unwrap());
+        let base = l("yolact_base");
+        assert_eq!((base.masks_to_train, base.maskiou_alpha), (100, None));
+        assert_eq!(base.discard_mask_area, None);
+        assert_eq!(l("yolact_im700").masks_to_train, 300);
+        let plus = l("yolact_plus_resnet50");
+        assert_eq!(plus.maskiou_alpha, Some(25.0));
+        assert_eq!(plus.discard_mask_area, Some(25.0));
+        assert_eq!((plus.mask_alpha, plus.bbox_alpha), (6.125, 1.5));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod ops;
 pub mod output;
 pub mod post;
 pub mod replay;
+pub mod scenes;
 pub mod tracking;
 pub mod train;
 pub mod weights;

@@ -15,11 +15,17 @@ Modes (each prints one JSON object per line; the last line is the summary):
              services (Cyclone request/reply mapping)
   node       publish Images to `yolact node`, collect InstanceArray / Detection2DArray /
              DiagnosticArray, flood, call change_state
+  depth      publish CameraInfo + an aligned 16UC1 depth image (a plane at --plane-mm) + a colour
+             Image with the same stamp, frame by frame; collect InstanceArray, Detection3DArray,
+             PointCloud2 (only with --points: a subscriber exists only then; points decoded from
+             the cloud's own fields) and DiagnosticArray. --bad-info zero-fx / wrong-size sends a
+             broken CameraInfo instead.
 """
 
 import argparse
 import json
 import os
+import struct
 import sys
 import time
 
@@ -46,6 +52,11 @@ VISION_MSGS = {
     "vision_msgs/msg/BoundingBox2D": "Pose2D center\nfloat64 size_x\nfloat64 size_y\n",
     "vision_msgs/msg/Pose2D": "Point2D position\nfloat64 theta\n",
     "vision_msgs/msg/Point2D": "float64 x\nfloat64 y\n",
+    "vision_msgs/msg/Detection3DArray": "std_msgs/Header header\nDetection3D[] detections\n",
+    "vision_msgs/msg/Detection3D": (
+        "std_msgs/Header header\nObjectHypothesisWithPose[] results\nBoundingBox3D bbox\nstring id\n"
+    ),
+    "vision_msgs/msg/BoundingBox3D": "geometry_msgs/Pose center\ngeometry_msgs/Vector3 size\n",
 }
 
 # lifecycle_msgs services: not messages, so not in the typestore's message set; the request and
@@ -211,9 +222,10 @@ class Peer:
         cls = self.t.cls(ros_type)
         self.readers[key] = DataReader(self.dp, self.topic(name, cls), qos=qos(reliable, depth))
 
-    def image(self, i, width, height, frame_id):
+    def image(self, i, width, height, frame_id, stamp=None):
         data = bytes(((x * 7 + i * 13) % 256) for x in range(width * height * 3))
-        stamp = self.Time(sec=1000 + i, nanosec=500_000_000 + i)
+        if stamp is None:
+            stamp = self.Time(sec=1000 + i, nanosec=500_000_000 + i)
         return self.Image(
             header=self.Header(stamp=stamp, frame_id=frame_id),
             height=height,
@@ -368,9 +380,100 @@ def run_node(peer):
     emit("summary", images_sent=i, **counts)
 
 
+# sensor_msgs/PointField datatypes -> struct format characters.
+POINT_FIELD_FORMATS = {1: "b", 2: "B", 3: "h", 4: "H", 5: "i", 6: "I", 7: "f", 8: "d"}
+
+
+def cloud_points(c):
+    """The points of a PointCloud2, read through its own fields, offsets and endianness."""
+    data = bytes(c.data)
+    order = ">" if c.is_bigendian else "<"
+    out = []
+    for i in range(c.height * c.width):
+        row, col = divmod(i, c.width)
+        base = row * c.row_step + col * c.point_step
+        out.append({f.name: struct.unpack_from(order + POINT_FIELD_FORMATS[f.datatype], data,
+                                               base + f.offset)[0] for f in c.fields})
+    return out
+
+
+def run_depth(peer):
+    """Colour + aligned depth + CameraInfo in; 3D outputs (and diagnostics) out."""
+    a = peer.args
+    ns = peer.ns
+    Info = peer.t.cls("sensor_msgs/msg/CameraInfo")
+    Roi = peer.t.cls("sensor_msgs/msg/RegionOfInterest")
+    peer.reader("inst", f"{ns}/camera/yolact/instances", "yolact_ros2_msgs/msg/InstanceArray")
+    peer.reader("det3", f"{ns}/camera/yolact/detections_3d", "vision_msgs/msg/Detection3DArray")
+    peer.reader("diag", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")
+    keys = {"inst": "instances", "det3": "detections_3d", "diag": "diagnostics"}
+    if a.points:
+        peer.reader("pts", f"{ns}/camera/yolact/points", "sensor_msgs/msg/PointCloud2")
+        keys["pts"] = "points"
+    w_img = peer.writer(f"{ns}/camera/image_raw", peer.Image, reliable=False, depth=1)
+    w_depth = peer.writer(f"{ns}/camera/depth/image_raw", peer.Image, reliable=False, depth=1)
+    w_info = peer.writer(f"{ns}/camera/depth/camera_info", Info, reliable=False, depth=1)
+    emit("matched", image_writer=peer.wait_matched(w_img, a.timeout),
+         depth_writer=peer.wait_matched(w_depth, a.timeout),
+         info_writer=peer.wait_matched(w_info, a.timeout))
+    counts = {k: 0 for k in keys}
+
+    def collect():
+        for key, kind in keys.items():
+            for m in peer.drain(key):
+                counts[key] += 1
+                if key == "pts":
+                    emit(kind, header=to_dict(m.header), fields=to_dict(m.fields),
+                         points=cloud_points(m))
+                else:
+                    emit(kind, msg=to_dict(m))
+
+    w, h = a.width, a.height
+    fx = 0.0 if a.bad_info == "zero-fx" else a.fx
+    info_w = w + 8 if a.bad_info == "wrong-size" else w
+    end = time.time() + a.timeout
+    for i in range(a.frames):
+        stamp = peer.Time(sec=a.first_sec + i, nanosec=250_000_000)
+        info = Info(
+            header=peer.Header(stamp=stamp, frame_id="cam_depth_optical"),
+            height=h, width=info_w, distortion_model="plumb_bob", d=[0.0] * 5,
+            k=[fx, 0.0, (w - 1) / 2, 0.0, a.fx, (h - 1) / 2, 0.0, 0.0, 1.0],
+            r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            p=[fx, 0.0, (w - 1) / 2, 0.0, 0.0, a.fx, (h - 1) / 2, 0.0, 0.0, 0.0, 1.0, 0.0],
+            binning_x=0, binning_y=0,
+            roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+        )
+        depth = peer.Image(
+            header=peer.Header(stamp=stamp, frame_id="cam_depth_optical"),
+            height=h, width=w, encoding="16UC1", is_bigendian=0, step=w * 2,
+            data=list(struct.pack("<H", a.plane_mm) * (w * h)),
+        )
+        img = peer.image(i, w, h, f"cam_{i}", stamp)
+        # CameraInfo and depth first: the node pairs a colour frame as soon as it is processed.
+        w_info.write(info)
+        time.sleep(0.2)
+        w_depth.write(depth)
+        time.sleep(0.2)
+        w_img.write(img)
+        emit("sent", i=i, frame_id=f"cam_{i}", sec=a.first_sec + i, nanosec=250_000_000)
+        t0 = time.time()
+        before = counts["inst"]
+        while time.time() < end and time.time() - t0 < a.frame_wait:
+            collect()
+            if counts["inst"] > before and (a.bad_info or counts["det3"] > i):
+                break
+            time.sleep(0.05)
+    settle = time.time() + a.settle
+    while time.time() < min(end, settle):
+        collect()
+        time.sleep(0.05)
+    collect()
+    emit("summary", **counts)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["transport", "node"])
+    p.add_argument("mode", choices=["transport", "node", "depth"])
     p.add_argument("--domain", type=int, default=0)
     p.add_argument("--namespace", default="/")
     p.add_argument("--node-name", default="yolact")
@@ -391,9 +494,15 @@ def main():
                    "(automatic when no interface has multicast)")
     p.add_argument("--transition-id", type=int, default=4)
     p.add_argument("--transition-label", default="deactivate")
+    p.add_argument("--points", action="store_true", help="depth mode: subscribe to the cloud")
+    p.add_argument("--plane-mm", type=int, default=1500, help="depth mode: the plane's depth")
+    p.add_argument("--first-sec", type=int, default=2000, help="depth mode: first stamp, s")
+    p.add_argument("--fx", type=float, default=80.0, help="depth mode: focal length, pixels")
+    p.add_argument("--bad-info", choices=["", "zero-fx", "wrong-size"], default="",
+                   help="depth mode: send a broken CameraInfo")
     a = p.parse_args()
     peer = Peer(a)
-    {"transport": run_transport, "node": run_node}[a.mode](peer)
+    {"transport": run_transport, "node": run_node, "depth": run_depth}[a.mode](peer)
 
 
 if __name__ == "__main__":

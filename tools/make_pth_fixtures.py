@@ -7,7 +7,7 @@ checks that our Rust writer's output is readable by real torch.load.
         # values, every key of tests/fixtures/keys/CFG.keys.txt plus the extra keys load_weights drops,
         # legacy format, storages tagged cuda:0) for the ignored test `external_checkpoint`
     python3 tools/make_pth_fixtures.py --verify-writer DIR # check files written by the Rust test
-        # `save_torch_output_is_written_for_python` (run it with YOLACT_WRITER_OUT=DIR)
+        # `save_torch_output_is_what_torch_verified` (run it with YOLACT_WRITER_OUT=DIR)
 
 Malicious fixtures are crafted as raw bytes; nothing in them is ever unpickled here.
 """

@@ -2,6 +2,7 @@
 # The README's test command: installs the independent peers the tests check against, then runs
 # `cargo test --release` requiring them, so that no test skips for want of a tool.
 #   - rosbags (PyPI): reads our output bags back (tests/replay*.rs)
+#   - pycocotools (PyPI): the COCOeval of `replay --coco-gt` (tests/it/replay_coco.rs)
 #   - cyclonedds (PyPI): the DDS peer of the node (tests/dds_*.rs)
 #   - colcon + colcon-ros-cargo (PyPI), cargo-ament-build (crates.io): `colcon list` of our
 #     packages (tests/it/ros_packaging.rs)
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 pip_install() { python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$@"; }
 
 echo "== test peers from PyPI"
-pip_install rosbags==0.11.9 cyclonedds==11.0.1 colcon-core==0.21.3 colcon-ros==0.5.0 \
+pip_install rosbags==0.11.9 cyclonedds==11.0.1 pycocotools==2.0.11 colcon-core==0.21.3 colcon-ros==0.5.0 \
   colcon-cargo==0.2.0 colcon-ros-cargo==0.2.0 colcon-package-information==0.4.1 colcon-metadata==0.3.1
 if ! cargo ament-build --help >/dev/null 2>&1; then
   echo "== cargo-ament-build (colcon-ros-cargo identifies ament_cargo packages through it)"

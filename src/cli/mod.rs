@@ -9,6 +9,7 @@ mod eval;
 mod infer;
 mod node;
 mod replay;
+mod synth_scenes;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,9 @@ pub enum Command {
     BagRecover(bag_recover::BagRecoverArgs),
     /// Run the ROS 2 node (`--params-file config/yolact.yaml`, `--dry-run` to check a config).
     Node(node::NodeArgs),
+    /// Generate RGB-D tabletop scenes with exact ground truth (COCO masks, depth, 3D boxes, bags).
+    #[command(long_about = synth_scenes::LONG_ABOUT)]
+    SynthScenes(synth_scenes::SynthScenesArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -62,14 +66,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Replay(a) => replay::run(a),
         Command::BagRecover(a) => bag_recover::run(a),
         Command::Node(a) => node::run(a),
+        Command::SynthScenes(a) => synth_scenes::run(a),
     }
 }
 
 /// Where the model comes from and where it runs; shared by `infer` and `bench`.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// Checkpoint: a released `.pth` (legacy or zip), or `.safetensors`. `synthetic[:SEED]` builds
-    /// deterministic random weights (yolact_resnet50 unless --config says), for trying the pipeline without a download.
+    /// Checkpoint: a `.pth` (legacy or zip) or `.safetensors` file; or a released config name
+    /// (e.g. yolact_plus_resnet50: downloaded once from Hugging Face into its cache, $HF_HOME);
+    /// or `synthetic[:SEED]`: deterministic random weights (yolact_resnet50 unless --config says),
+    /// for trying the pipeline without a download.
     #[arg(long, value_name = "W")]
     pub weights: String,
     /// Config name; detected from the checkpoint's keys and file name when omitted.

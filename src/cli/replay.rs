@@ -8,10 +8,17 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use yolact_ros2::bag::out_path::{check_writable, refuse_overlap, write_atomic};
+use yolact_ros2::depth::Depth3dOptions;
 use yolact_ros2::eval::coco_eval::{
     evaluate, results_from_json_str, results_have_masks, stats_json, CocoGt, IouType,
 };
-use yolact_ros2::replay::{replay, CocoCollector, CocoMatch, CocoMatcher, ReplayOptions, Report};
+use yolact_ros2::node::params::table as t;
+use yolact_ros2::node::params::DepthParams;
+use yolact_ros2::replay::depth::parse_depth_arg;
+use yolact_ros2::replay::{
+    replay, CocoCollector, CocoMatch, CocoMatcher, DepthOptions, DepthSelection, ReplayOptions,
+    Report,
+};
 
 use super::{DetectArgs, ModelArgs};
 
@@ -79,6 +86,95 @@ pub struct ReplayArgs {
     /// output exactly once. Without an earlier output it starts from the beginning.
     #[arg(long, requires = "out")]
     pub resume: bool,
+    #[command(flatten)]
+    pub depth: DepthArgs,
+}
+
+/// The 3D outputs from aligned depth (docs/replay.md, "3D outputs"); the `--depth-*` values mean
+/// what the node's `depth.*` parameters mean, with the same defaults.
+#[derive(Debug, clap::Args)]
+pub struct DepthArgs {
+    /// Pair a colour topic with its aligned (registered) depth topic, 16UC1 mm or 32FC1 m, and
+    /// the depth's CameraInfo (default: `camera_info` next to DEPTH). Repeatable. Without it,
+    /// the usual driver names are paired where the bag holds them
+    /// (`.../color/image_raw` with `.../aligned_depth_to_color/image_raw`, ...).
+    #[arg(long = "depth", value_name = "COLOUR=DEPTH[=INFO]", value_parser = parse_depth_arg)]
+    pub depth: Vec<yolact_ros2::replay::DepthTopics>,
+    /// No 3D outputs, even where the bag holds depth under a driver's usual name.
+    #[arg(long, conflicts_with = "depth")]
+    pub no_depth: bool,
+    /// Leave the labelled PointCloud2 out of the output bag (the largest 3D output).
+    #[arg(long)]
+    pub no_points: bool,
+    /// Seconds; colour and depth stamps pair when at most this far apart.
+    #[arg(long, value_name = "S", default_value_t = t::DEPTH_SLOP.default_double())]
+    pub depth_slop: f64,
+    /// Depth frames (and colour frames) kept waiting for a partner.
+    #[arg(long, value_name = "N", default_value_t = t::DEPTH_QUEUE_SIZE.default_int() as usize)]
+    pub depth_queue_size: usize,
+    /// Metres per depth unit; default: the encoding's (16UC1 mm, 32FC1 m).
+    #[arg(long, value_name = "M")]
+    pub depth_scale: Option<f64>,
+    /// Mask erosion before sampling depth, colour pixels.
+    #[arg(long, value_name = "PX", default_value_t = t::DEPTH_EROSION_PX.default_int() as usize)]
+    pub depth_erosion_px: usize,
+    /// Metres; readings below are invalid.
+    #[arg(long, value_name = "M", default_value_t = t::DEPTH_MIN_DEPTH.default_double())]
+    pub depth_min: f64,
+    /// Metres; readings above are invalid.
+    #[arg(long, value_name = "M", default_value_t = t::DEPTH_MAX_DEPTH.default_double())]
+    pub depth_max: f64,
+    /// Core band along the ray, median +- k * 1.4826 * MAD (0: no rejection).
+    #[arg(long, value_name = "K", default_value_t = t::DEPTH_OUTLIER_K.default_double())]
+    pub depth_outlier_k: f64,
+    /// Metres; the band grows over sorted depths while consecutive readings are this close.
+    #[arg(long, value_name = "M", default_value_t = t::DEPTH_MAX_GAP.default_double())]
+    pub depth_max_gap: f64,
+    /// Fewer points left: the instance has no 3D box.
+    #[arg(long, value_name = "N", default_value_t = t::DEPTH_MIN_POINTS.default_int() as usize)]
+    pub depth_min_points: usize,
+}
+
+impl DepthArgs {
+    pub fn options(&self) -> Result<DepthOptions> {
+        let options = Depth3dOptions {
+            erosion_px: self.depth_erosion_px,
+            min_depth: self.depth_min,
+            max_depth: self.depth_max,
+            outlier_k: self.depth_outlier_k,
+            max_gap: self.depth_max_gap,
+            min_points: self.depth_min_points,
+        };
+        options.validate().context("--depth-*")?;
+        if !(self.depth_slop.is_finite() && self.depth_slop >= 0.0) {
+            anyhow::bail!("--depth-slop {} must be finite and >= 0", self.depth_slop);
+        }
+        if self.depth_queue_size == 0 {
+            anyhow::bail!("--depth-queue-size must be at least 1");
+        }
+        if let Some(s) = self.depth_scale {
+            if !(s.is_finite() && s > 0.0) {
+                anyhow::bail!("--depth-scale {s} must be finite and > 0");
+            }
+        }
+        let selection = if self.no_depth {
+            DepthSelection::Off
+        } else if self.depth.is_empty() {
+            DepthSelection::Auto
+        } else {
+            DepthSelection::Given(self.depth.clone())
+        };
+        Ok(DepthOptions {
+            selection,
+            params: DepthParams {
+                slop_s: self.depth_slop,
+                queue_size: self.depth_queue_size,
+                scale: self.depth_scale,
+                options,
+            },
+            points: !self.no_points,
+        })
+    }
 }
 
 /// First SIGINT, SIGTERM or SIGHUP (ctrlc's `termination` feature): ask the loop to stop between
@@ -216,6 +312,18 @@ fn print_summary(report: &Report) {
     for e in &report.read_errors {
         println!("  read error: {e}");
     }
+    for (topic, d) in &report.depth {
+        println!(
+            "3D {topic} + {}: {} of {} colour frames paired, {} instances located, {} without \
+             enough depth, {} depth errors",
+            d.depth_topic,
+            d.paired,
+            d.colour_frames,
+            d.instances_located,
+            d.instances_without_enough_depth,
+            d.errors
+        );
+    }
     if let Some(c) = &report.coco {
         println!(
             "COCO: {} frames matched by {}, {} unmatched (not evaluated)",
@@ -250,6 +358,7 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode> {
         }
         None => (None, None),
     };
+    let depth = a.depth.options()?;
     let engine = a.model.load()?;
     let pb = progress_bar();
     let opts = ReplayOptions {
@@ -260,6 +369,7 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode> {
         progress: Some(pb.clone()),
         coco: matcher,
         resume: a.resume,
+        depth: Some(depth),
         ..ReplayOptions::new(a.detect.options()?)
     };
     let result = replay(&engine, &a.bag, &opts);

@@ -6,9 +6,12 @@
 //! [`camera`] (pinhole intrinsics from `CameraInfo`, colour <-> depth pixel mapping), [`image`]
 //! (16UC1 / 32FC1 decoding to metres), [`mask`] (erosion by a margin), [`robust`] (median + MAD
 //! rejection along the ray), [`geometry`] (centroid, boxes, PCA), [`instance`] (one mask to one
-//! [`Instance3d`] or "not enough depth") and [`pairing`] (colour/depth stamp pairing).
+//! [`Instance3d`] or "not enough depth"), [`frame`] (a colour frame's detections and its depth
+//! frame to the 3D outputs, for the node and the replay) and [`pairing`] (colour/depth stamp
+//! pairing).
 
 pub mod camera;
+pub mod frame;
 pub mod geometry;
 pub mod image;
 pub mod instance;
@@ -17,10 +20,20 @@ pub mod pairing;
 pub mod robust;
 
 pub use camera::CameraModel;
+pub use frame::{locate_frame, Frame3d};
 pub use geometry::{Aabb, OrientedBox, PointStats};
 pub use image::{DepthEncoding, DepthImage};
 pub use instance::{instance_3d, Depth3dOptions, Instance3d, Instance3dResult};
 pub use pairing::{Pair, PairerStats, StampPairer};
+
+/// The `CameraInfo` topic a driver publishes next to an image topic: `camera_info` in the same
+/// namespace (`/camera/aligned_depth_to_color/image_raw` -> `/camera/aligned_depth_to_color/camera_info`).
+pub fn camera_info_next_to(image_topic: &str) -> String {
+    match image_topic.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/camera_info"),
+        None => "camera_info".to_string(),
+    }
+}
 
 /// What can be wrong with depth input. Every variant names the offending value, so a diagnostic
 /// can be shown as is.
@@ -62,6 +75,9 @@ pub enum DepthError {
     /// Options that contradict each other (min depth above max depth, ...).
     #[error("depth options: {0}")]
     Options(String),
+    /// A depth message that does not decode (CDR).
+    #[error("depth image: {0}")]
+    Message(String),
     /// A mask whose size is not the colour camera's.
     #[error("mask is {mask_w}x{mask_h} but the colour image is {colour_w}x{colour_h}")]
     MaskSize {

@@ -138,6 +138,37 @@ impl<C, D> StampPairer<C, D> {
         out
     }
 
+    /// The end of both streams (the end of a bag): every queued colour frame takes the nearest
+    /// queued depth within the slop, since no closer one can come any more; the rest are counted
+    /// unpaired, and so are the depth frames left over.
+    pub fn finish(&mut self) -> Vec<Pair<C, D>> {
+        let mut out = self.poll();
+        while let Some((c, colour)) = self.colour.pop_front() {
+            let nearest = self
+                .depth
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (d, _))| (d - c).unsigned_abs())
+                .filter(|(_, (d, _))| (d - c).abs() <= self.slop_ns)
+                .map(|(i, _)| i);
+            match nearest.and_then(|i| self.depth.remove(i)) {
+                Some((ds, depth)) => {
+                    self.stats.paired += 1;
+                    out.push(Pair {
+                        colour_stamp: c,
+                        depth_stamp: ds,
+                        colour,
+                        depth,
+                    });
+                }
+                None => self.stats.colour_unpaired += 1,
+            }
+        }
+        self.stats.depth_unpaired += self.depth.len() as u64;
+        self.depth.clear();
+        out
+    }
+
     fn prune_depth(&mut self) {
         let Some(newest) = self.newest_colour else {
             return;
@@ -208,6 +239,27 @@ mod tests {
         let got = p.poll();
         assert_eq!((got[0].colour, got[0].depth), ("new", "d2"));
         assert_eq!(p.stats().depth_unpaired, 0);
+    }
+
+    #[test]
+    fn finish_pairs_what_waited_for_a_closer_depth_and_counts_the_rest() {
+        let mut p = StampPairer::new(10 * MS, 4, 8);
+        p.push_depth(95 * MS, "d95");
+        p.push_colour(100 * MS, "c100");
+        p.push_colour(300 * MS, "c300");
+        // 95 is within the slop of 100, but a closer depth could still come: undecided.
+        assert!(p.poll().is_empty());
+        let got = p.finish();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].colour, got[0].depth), ("c100", "d95"));
+        let s = p.stats();
+        assert_eq!((s.paired, s.colour_unpaired, s.depth_unpaired), (1, 1, 0));
+        assert_eq!(p.queued(), (0, 0));
+        let mut p = StampPairer::new(MS, 4, 8);
+        p.push_depth(0, ());
+        p.push_depth(500 * MS, ());
+        assert!(p.finish().is_empty());
+        assert_eq!(p.stats().depth_unpaired, 2);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The node's 3D outputs from an aligned depth image: the depth and camera_info sinks, pairing
 //! of processed colour frames with depth frames by stamp ([`crate::depth::pairing`]), and the
-//! `Detection3DArray` / `PointCloud2` of each pair.
+//! `Detection3DArray` / `PointCloud2` of each pair (computed by [`crate::depth::frame`], as in the
+//! replay).
 //!
 //! The sinks only parse a header (or a `CameraInfo`) and queue; the worker pushes each processed
 //! colour frame and polls after every frame and every idle wake-up (at most 200 ms), so a depth
@@ -11,11 +12,10 @@ use std::sync::Mutex;
 use super::lock;
 use super::params::DepthParams;
 use super::transport::RawPublisher;
-use crate::bag::{CdrReader, ImageMsg};
-use crate::depth::{instance_3d, DepthImage, Instance3dResult, PairerStats, StampPairer};
+use crate::bag::CdrReader;
+use crate::depth::{locate_frame, PairerStats, StampPairer};
 use crate::msgs::camera_info::CameraInfo;
-use crate::msgs::detection3d::{Detection3D, Detection3DArray};
-use crate::msgs::point_cloud::{self, LabelledPoint};
+use crate::msgs::point_cloud;
 use crate::output::detection::Detections;
 
 /// A processed colour frame waiting for its depth frame.
@@ -118,60 +118,26 @@ fn one_pair(
     info: Option<&CameraInfo>,
 ) -> Result<(), String> {
     let info = info.ok_or("no camera_info received yet for the depth image")?;
-    let dcam = info.camera_model().map_err(|e| e.to_string())?;
-    let msg = ImageMsg::from_cdr(depth_cdr).map_err(|e| format!("depth image: {e}"))?;
-    let depth = DepthImage::from_msg(&msg, p.scale).map_err(|e| e.to_string())?;
-    // Aligned depth shares the colour camera's optical frame and field of view: the colour
-    // intrinsics are the depth ones at the colour resolution.
-    let (cw, ch) = (colour.dets.width, colour.dets.height);
-    let ccam = dcam
-        .scaled_to(
-            u32::try_from(cw).map_err(|_| "colour width")?,
-            u32::try_from(ch).map_err(|_| "colour height")?,
-        )
-        .map_err(|e| e.to_string())?;
-    let mut detections = Vec::new();
-    let mut points = Vec::new();
-    let (mut located, mut not_enough) = (0u64, 0u64);
     let want_points = pubs
         .points
         .is_some_and(|q| q.subscription_count() != Some(0));
-    for (i, d) in colour.dets.items.iter().enumerate() {
-        let id = colour.track_ids.get(i).copied().unwrap_or(u32::MAX);
-        match instance_3d(&d.mask, &ccam, &dcam, &depth, &p.options).map_err(|e| e.to_string())? {
-            Instance3dResult::Located(x) => {
-                located += 1;
-                detections.push(Detection3D {
-                    id: id.to_string(),
-                    class_name: colour.dets.label(d.class_id),
-                    score: f64::from(d.score),
-                    centroid: x.stats.centroid,
-                    center: x.stats.obb.center,
-                    orientation: x.stats.obb.orientation,
-                    size: x.stats.obb.size,
-                });
-                if want_points {
-                    let class_id = u32::try_from(d.class_id).unwrap_or(u32::MAX);
-                    points.extend(x.points.iter().map(|&xyz| LabelledPoint {
-                        xyz,
-                        instance_id: id,
-                        class_id,
-                    }));
-                }
-            }
-            Instance3dResult::NotEnoughDepth { .. } => not_enough += 1,
-        }
-    }
-    // The points are in the depth camera's optical frame: the depth image's header says which.
-    let header = msg.header.clone();
+    let frame = locate_frame(
+        &colour.dets,
+        &colour.track_ids,
+        info,
+        depth_cdr,
+        p.scale,
+        &p.options,
+        want_points,
+    )
+    .map_err(|e| e.to_string())?;
+    let located = frame.detections.detections.len() as u64;
+    let not_enough = frame.results.len() as u64 - located;
     let mut first_err = None;
     let mut sent = (false, false);
     if let Some(q) = pubs.detections {
-        let arr = Detection3DArray {
-            header: header.clone(),
-            detections,
-        };
-        match arr
+        match frame
+            .detections
             .to_cdr()
             .map_err(|e| e.to_string())
             .and_then(|b| q.publish(&b).map_err(|e| e.to_string()))
@@ -181,7 +147,7 @@ fn one_pair(
         }
     }
     if let (Some(q), true) = (pubs.points, want_points) {
-        match point_cloud::to_cdr(&header, &points)
+        match point_cloud::to_cdr(&frame.header, &frame.points)
             .map_err(|e| e.to_string())
             .and_then(|b| q.publish(&b).map_err(|e| e.to_string()))
         {
@@ -225,6 +191,11 @@ pub(super) fn diagnostic_values(stats: &PairerStats, c: &DepthCounters) -> Vec<(
             c.not_enough_depth.to_string(),
         ),
         ("depth.camera_infos".into(), c.camera_infos.to_string()),
+        ("depth.published".into(), c.published.to_string()),
+        (
+            "depth.clouds_published".into(),
+            c.clouds_published.to_string(),
+        ),
         ("depth.errors".into(), c.errors.to_string()),
     ];
     if let Some(e) = &c.last_error {

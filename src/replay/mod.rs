@@ -2,7 +2,10 @@
 //!
 //! Each image message becomes an `InstanceArray` and a `Detection2DArray` on
 //! `<topic>/yolact/instances` and `<topic>/yolact/detections` of an output MCAP bag, with the
-//! input's header and log time; a final `/diagnostics` message carries the run's metrics. A frame
+//! input's header and log time; a colour topic paired with an aligned depth topic ([`depth`])
+//! also gets a `Detection3DArray` and a `PointCloud2` per paired frame on
+//! `<topic>/yolact/detections_3d` and `<topic>/yolact/points`, at the colour frame's log time;
+//! a final `/diagnostics` message carries the run's metrics. A frame
 //! that cannot be decoded or segmented is skipped and counted with its reason; a storage read
 //! error (a damaged chunk, a cut-off file) is recorded with its kind and reading goes on (as
 //! [`crate::bag::BagReader::messages`] does). The output bag is written as `OUT.partial.mcap`, one
@@ -11,6 +14,7 @@
 //! SIGKILL, `--resume` or `yolact bag-recover` gets them back from `OUT.partial.mcap`).
 
 pub mod coco;
+pub mod depth;
 pub mod plot;
 pub mod report;
 pub mod resume;
@@ -32,6 +36,7 @@ use crate::msgs::{schema, DiagnosticArray, DiagnosticStatus, InstanceArray};
 use crate::tracking::{MetricsConfig, StreamStability, TrackerConfig};
 
 pub use coco::{CocoCollector, CocoMatch, CocoMatcher, CocoSummary};
+pub use depth::{DepthOptions, DepthReport, DepthSelection, DepthTopics};
 pub use report::{FrameSample, Percentiles, Report, Skipped, TopicReport};
 pub use writer::BagWriter;
 
@@ -54,6 +59,8 @@ pub struct ReplayOptions {
     pub coco: Option<CocoMatcher>,
     /// Continue the frames already in `out` (or `OUT.partial.mcap`) instead of starting over.
     pub resume: bool,
+    /// Depth pairing and the 3D outputs; `None`: none.
+    pub depth: Option<DepthOptions>,
 }
 
 impl ReplayOptions {
@@ -67,6 +74,7 @@ impl ReplayOptions {
             progress: None,
             coco: None,
             resume: false,
+            depth: None,
         }
     }
 }
@@ -130,7 +138,7 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
             format!("the bag's image topics: {}", image_topics.join(", "))
         }
     };
-    let selected: Vec<String> = match &opts.topics {
+    let mut selected: Vec<String> = match &opts.topics {
         Some(t) => t.clone(),
         None => image_topics.clone(),
     };
@@ -147,6 +155,48 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
             listing()
         )));
     }
+    let mut depth3d = match &opts.depth {
+        Some(d) => {
+            // A topic given as depth is not also a colour topic (it would be segmented as one).
+            let given: Vec<&str> = match &d.selection {
+                DepthSelection::Given(g) => g.iter().map(|t| t.depth.as_str()).collect(),
+                _ => Vec::new(),
+            };
+            if opts.topics.is_some() {
+                if let Some(t) = given.iter().find(|t| selected.iter().any(|s| s == *t)) {
+                    return Err(Error::Invalid(format!(
+                        "{t} is both in --topics and a --depth topic"
+                    )));
+                }
+            } else {
+                selected.retain(|t| !given.contains(&t.as_str()));
+            }
+            let colour: Vec<String> = selected
+                .iter()
+                .filter(|t| {
+                    all_topics
+                        .iter()
+                        .any(|i| &i.name == *t && is_image_type(&i.msg_type))
+                })
+                .cloned()
+                .collect();
+            let pairings = depth::resolve(&d.selection, &colour, &all_topics)?;
+            if opts.topics.is_none() {
+                // The paired depth streams are inputs of the 3D outputs, not images to segment.
+                selected.retain(|t| !pairings.iter().any(|p| &p.depth == t));
+            }
+            for p in &pairings {
+                log::info!(
+                    "3D outputs: {} paired with {} and {}",
+                    p.colour,
+                    p.depth,
+                    p.info
+                );
+            }
+            (!pairings.is_empty()).then(|| depth::DepthReplay::new(pairings, d))
+        }
+        None => None,
+    };
     if selected.is_empty() {
         return Err(Error::Invalid(format!(
             "{}: nothing to segment: {}",
@@ -154,10 +204,16 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
             listing()
         )));
     }
+    let mut to_read = selected.clone();
+    for t in depth3d.iter().flat_map(depth::DepthReplay::input_topics) {
+        if !to_read.contains(&t) {
+            to_read.push(t);
+        }
+    }
     if let Some(pb) = &opts.progress {
         let total: u64 = all_topics
             .iter()
-            .filter(|t| selected.contains(&t.name))
+            .filter(|t| to_read.contains(&t.name))
             .map(|t| t.count)
             .sum();
         pb.set_length(total);
@@ -207,6 +263,7 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
         coco: None,
         series: Vec::new(),
         coco_records: None,
+        depth: BTreeMap::new(),
     };
     let mut states: BTreeMap<String, TopicState> = BTreeMap::new();
     let mut lat: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
@@ -226,7 +283,7 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
         });
     };
 
-    for item in reader.messages(Some(&selected)) {
+    for item in reader.messages(Some(&to_read)) {
         if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
             report.interrupted = true;
             break;
@@ -253,6 +310,19 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
                 }
                 continue;
             }
+        }
+        if !selected.contains(&msg.topic) {
+            // A depth or camera-info message: it only feeds the pairing.
+            last_log_ns = last_log_ns.max(msg.log_time_ns);
+            let outs = depth3d
+                .as_mut()
+                .and_then(|d| d.input(&msg.topic, &msg.data))
+                .unwrap_or_default();
+            if let Err(e) = write_3d(out.as_mut(), &outs) {
+                write_error = Some(e);
+                break;
+            }
+            continue;
         }
         report.messages += 1;
         last_log_ns = last_log_ns.max(msg.log_time_ns);
@@ -321,13 +391,18 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
             }
         };
         let inst = InstanceArray::from_detections(decoded.header.clone(), &dets, &track_ids);
+        let stamp_ns = decoded.header.stamp.as_nanos();
         if let Some(c) = coco.as_mut() {
-            let st = decoded.header.stamp;
-            let stamp_ns = i64::from(st.sec) * 1_000_000_000 + i64::from(st.nanosec);
             if let Err(e) = c.add(frame_index, stamp_ns, &dets) {
                 log::warn!("{} @ {}: no COCO records: {e}", msg.topic, msg.log_time_ns);
             }
         }
+        let outs_3d = match depth3d.as_mut() {
+            Some(d) if d.pairs_colour(&msg.topic) => {
+                d.colour(&msg.topic, stamp_ns, msg.log_time_ns, dets, track_ids)
+            }
+            _ => Vec::new(),
+        };
 
         state.frames += 1;
         log::debug!(
@@ -389,6 +464,9 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
                     msg.log_time_ns,
                     &inst.to_detection2d_cdr()?,
                 )?;
+                for m in &outs_3d {
+                    w.write(&m.topic, m.msg_type, m.log_time_ns, &m.cdr)?;
+                }
                 w.end_frame()
             })();
             if let Err(e) = r {
@@ -398,6 +476,16 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
         }
     }
 
+    if let Some(d) = depth3d.as_mut() {
+        if write_error.is_none() {
+            // The end of the bag (or of the run): no depth frame will come any more.
+            let outs = d.finish();
+            if let Err(e) = write_3d(out.as_mut(), &outs) {
+                write_error = Some(e);
+            }
+        }
+        report.depth = d.report();
+    }
     if let Some(c) = coco {
         report.coco = Some(c.summary.clone());
         report.coco_records = Some(c);
@@ -454,6 +542,18 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
     Ok(report)
 }
 
+/// Writes the 3D messages of the pairs just decided, as a frame of their own.
+fn write_3d(out: Option<&mut BagWriter>, msgs: &[depth::OutMsg]) -> Result<()> {
+    let Some(w) = out else { return Ok(()) };
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    for m in msgs {
+        w.write(&m.topic, m.msg_type, m.log_time_ns, &m.cdr)?;
+    }
+    w.end_frame()
+}
+
 /// ROS 1 style names (from old bags) map to the ROS 2 type whose schema we embed.
 fn input_type(msg_type: &str) -> String {
     match msg_type {
@@ -461,6 +561,45 @@ fn input_type(msg_type: &str) -> String {
         "sensor_msgs/CompressedImage" => schema::COMPRESSED_IMAGE.into(),
         t => t.into(),
     }
+}
+
+/// The 3D statistics of one colour topic as `/diagnostics` values (the node's `depth.*` names
+/// where the node has the same value).
+fn depth_values(d: &DepthReport) -> Vec<(String, String)> {
+    let opt = |v: Option<f64>| v.map_or_else(|| "nan".to_string(), |x| format!("{x:.4}"));
+    let mut v = vec![
+        (
+            "depth.pairing_rate".to_string(),
+            format!("{:.3}", d.pairing_rate),
+        ),
+        ("depth.paired".into(), d.paired.to_string()),
+        (
+            "depth.colour_unpaired".into(),
+            d.colour_unpaired.to_string(),
+        ),
+        ("depth.depth_unpaired".into(), d.depth_unpaired.to_string()),
+        (
+            "depth.instances_located".into(),
+            d.instances_located.to_string(),
+        ),
+        (
+            "depth.instances_without_enough_depth".into(),
+            d.instances_without_enough_depth.to_string(),
+        ),
+        ("depth.errors".into(), d.errors.to_string()),
+        (
+            "depth.valid_depth_fraction_mean".into(),
+            opt(d.valid_depth_fraction_mean),
+        ),
+        (
+            "depth.jitter_rms_m_median".into(),
+            opt(d.jitter_rms_m_median),
+        ),
+    ];
+    if let Some(e) = &d.last_error {
+        v.push(("depth.last_error".into(), e.clone()));
+    }
+    v
 }
 
 /// The run's metrics as one DiagnosticStatus per segmented topic plus one for the whole run.
@@ -538,6 +677,9 @@ pub fn diagnostics(report: &Report, last_log_ns: u64) -> DiagnosticArray {
             for (k, v) in m {
                 values.push(kv(&format!("stability.run.{k}"), v.to_string()));
             }
+        }
+        if let Some(d) = report.depth.get(t) {
+            values.extend(depth_values(d));
         }
         status.push(DiagnosticStatus {
             level: 0,

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::coco::{CocoCollector, CocoSummary};
+use super::depth::DepthReport;
 use crate::bag::out_path::write_atomic;
 use crate::error::{Error, Result};
 use crate::tracking::metrics::StabilityReport;
@@ -108,6 +109,8 @@ pub struct Report {
     pub interrupted: bool,
     /// Matching and AP when the replay ran with COCO ground truth.
     pub coco: Option<CocoSummary>,
+    /// 3D statistics per colour topic paired with a depth topic (empty without depth).
+    pub depth: BTreeMap<String, DepthReport>,
     #[serde(skip)]
     pub series: Vec<FrameSample>,
     #[serde(skip)]
@@ -197,6 +200,9 @@ impl Report {
                 let _ = writeln!(s);
             }
         }
+        if !self.depth.is_empty() {
+            self.depth_markdown(&mut s);
+        }
         if !self.skipped_by_reason.is_empty() {
             let _ = writeln!(s, "## Skipped frames\n\n| reason | count |\n|---|---:|");
             for (r, n) in &self.skipped_by_reason {
@@ -263,6 +269,68 @@ impl Report {
             );
         }
         s
+    }
+}
+
+impl Report {
+    fn depth_markdown(&self, s: &mut String) {
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.4}"));
+        let _ = writeln!(
+            s,
+            "## 3D (aligned depth)\n\n| colour topic | depth topic | paired | pairing rate | colour unpaired | depth unpaired | errors | located | without enough depth | valid depth (mean / pooled) | centroid jitter RMS, median over tracks (m) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for (t, d) in &self.depth {
+            let _ = writeln!(
+                s,
+                "| `{}` | `{}`{} | {} | {:.3} | {} | {} | {} | {} | {} | {} / {} | {} |",
+                md(t),
+                md(&d.depth_topic),
+                if d.registered {
+                    ""
+                } else {
+                    " (not registered)"
+                },
+                d.paired,
+                d.pairing_rate,
+                d.colour_unpaired,
+                d.depth_unpaired,
+                d.errors,
+                d.instances_located,
+                d.instances_without_enough_depth,
+                opt(d.valid_depth_fraction_mean),
+                opt(d.valid_depth_fraction_pooled),
+                opt(d.jitter_rms_m_median)
+            );
+        }
+        let _ = writeln!(s);
+        for (t, d) in &self.depth {
+            if let Some(e) = &d.last_error {
+                let _ = writeln!(s, "- `{}`: last depth error: {}", md(t), md(e));
+            }
+            let several: Vec<_> = d.tracks.iter().filter(|(_, j)| j.frames > 1).collect();
+            if several.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "\n### Centroid jitter per track, `{}`\n\n| track | frames | mean centroid (m) | RMS about the mean (m) | mean step (m) |\n|---:|---:|---|---:|---:|",
+                md(t)
+            );
+            for (id, j) in several {
+                let c = j.centroid_mean;
+                let _ = writeln!(
+                    s,
+                    "| {id} | {} | ({:.3}, {:.3}, {:.3}) | {} | {} |",
+                    j.frames,
+                    c[0],
+                    c[1],
+                    c[2],
+                    opt(j.jitter_rms_m),
+                    opt(j.step_mean_m)
+                );
+            }
+        }
+        let _ = writeln!(s);
     }
 }
 

@@ -4,7 +4,11 @@
 //! `OUT`) are carried into the new output first; then the replay skips the input messages whose
 //! frames were carried, so every frame ends up in the output exactly once. A frame counts as
 //! written only when all its messages are there (instances and detections, and the input copy
-//! with `--copy-inputs`); the last frame of a cut file may be half there and is redone.
+//! with `--copy-inputs`); the last frame of a cut file may be half there and is redone. The 3D
+//! outputs of a carried frame (written at its log time, possibly later in the file) are carried
+//! with it; they do not decide whether a frame is complete, since a frame may have none (no
+//! depth within the slop), so a frame whose 3D outputs were not yet written when the run was
+//! killed keeps none.
 //!
 //! While resuming, the old file is kept as `OUT.resume.mcap` until the new output is complete;
 //! if the resume itself is killed, the next one takes whichever of `OUT.resume.mcap` and
@@ -21,6 +25,12 @@ use crate::msgs::schema;
 
 const INSTANCES_SUFFIX: &str = "/yolact/instances";
 const DETECTIONS_SUFFIX: &str = "/yolact/detections";
+const DETECTIONS_3D_SUFFIX: &str = "/yolact/detections_3d";
+const POINTS_SUFFIX: &str = "/yolact/points";
+
+/// Kinds of output message: the first [`FRAME_KINDS`] make a frame complete.
+const KINDS: usize = 5;
+const FRAME_KINDS: usize = 3;
 
 /// (input topic, log time) -> how many frames with that key are complete in the old output.
 type Done = HashMap<(String, u64), u64>;
@@ -53,6 +63,14 @@ fn classify(
         let base = topic.strip_suffix(DETECTIONS_SUFFIX)?;
         return Some((1, (base.to_string(), t)));
     }
+    if msg_type == schema::DETECTION3D_ARRAY {
+        let base = topic.strip_suffix(DETECTIONS_3D_SUFFIX)?;
+        return Some((3, (base.to_string(), t)));
+    }
+    if msg_type == schema::POINT_CLOUD2 {
+        let base = topic.strip_suffix(POINTS_SUFFIX)?;
+        return Some((4, (base.to_string(), t)));
+    }
     if copy_inputs && msg_type != schema::DIAGNOSTIC_ARRAY {
         return Some((2, (topic.to_string(), t)));
     }
@@ -61,7 +79,7 @@ fn classify(
 
 /// Counts the complete frames of an old output.
 fn scan(path: &Path, copy_inputs: bool) -> Result<(Done, Vec<String>)> {
-    let mut counts: HashMap<(String, u64), [u64; 3]> = HashMap::new();
+    let mut counts: HashMap<(String, u64), [u64; KINDS]> = HashMap::new();
     let mut damage = Vec::new();
     for item in McapMessages::open(path, None)? {
         let m = match item {
@@ -75,7 +93,7 @@ fn scan(path: &Path, copy_inputs: bool) -> Result<(Done, Vec<String>)> {
             counts.entry(key).or_default()[kind] += 1;
         }
     }
-    let kinds = if copy_inputs { 3 } else { 2 };
+    let kinds = if copy_inputs { FRAME_KINDS } else { 2 };
     let done = counts
         .into_iter()
         .map(|(k, c)| (k, c[..kinds].iter().copied().min().unwrap_or(0)))
@@ -133,7 +151,7 @@ pub fn prepare(out: &Path, copy_inputs: bool) -> Result<Option<ResumeSource>> {
 impl ResumeSource {
     /// Writes the complete frames of the old output into `w`, in the old order.
     pub fn carry(&self, w: &mut BagWriter, copy_inputs: bool) -> Result<()> {
-        let mut written: HashMap<(String, u64), [u64; 3]> = HashMap::new();
+        let mut written: HashMap<(String, u64), [u64; KINDS]> = HashMap::new();
         for m in McapMessages::open(&self.path, None)?.flatten() {
             let Some((kind, key)) = classify(&m.topic, &m.msg_type, m.log_time_ns, copy_inputs)
             else {

@@ -4,6 +4,7 @@
 
 mod expected;
 pub mod finite;
+pub mod hub;
 mod keys;
 pub mod pickle;
 pub mod source;

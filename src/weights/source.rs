@@ -1,11 +1,14 @@
 //! Where a model's weights come from, parsed once for every command and the node: a checkpoint
-//! file, or `synthetic[:SEED]` (deterministic random weights, for trying the pipeline without a
-//! download). A path that merely starts with "synthetic" (`synthetic_runs/x.pth`) is a file.
+//! file, a released checkpoint by its config name (`yolact_plus_resnet50`, fetched once into the
+//! Hugging Face cache, [`crate::weights::hub`]), or `synthetic[:SEED]` (deterministic random
+//! weights, for trying the pipeline without a download). A path that merely starts with
+//! "synthetic" (`synthetic_runs/x.pth`) is a file; so is any name that is not a released one.
 
 use std::path::{Path, PathBuf};
 
 use crate::config::YolactConfig;
 use crate::error::{Error, Result};
+use crate::weights::hub::{self, Released};
 use crate::weights::{load_for_inference, synth, StateDict};
 
 /// The config `synthetic` weights use when none is named.
@@ -15,6 +18,7 @@ pub const SYNTHETIC_DEFAULT_CONFIG: &str = "yolact_resnet50";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WeightsSource {
     Synthetic { seed: u64 },
+    Released(&'static Released),
     File(PathBuf),
 }
 
@@ -22,7 +26,8 @@ impl WeightsSource {
     pub fn parse(s: &str) -> Result<Self> {
         if s.trim().is_empty() {
             return Err(Error::Parameter(
-                "no weights given: a checkpoint path (.pth or .safetensors) or `synthetic[:SEED]`"
+                "no weights given: a checkpoint path (.pth or .safetensors), a released config name \
+                 (e.g. yolact_plus_resnet50) or `synthetic[:SEED]`"
                     .into(),
             ));
         }
@@ -41,6 +46,9 @@ impl WeightsSource {
                     ))
                 });
         }
+        if let Some(r) = hub::released(s) {
+            return Ok(Self::Released(r));
+        }
         Ok(Self::File(PathBuf::from(s)))
     }
 }
@@ -49,6 +57,7 @@ impl std::fmt::Display for WeightsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Synthetic { seed } => write!(f, "synthetic:{seed}"),
+            Self::Released(r) => write!(f, "{}", r.config),
             Self::File(p) => write!(f, "{}", p.display()),
         }
     }
@@ -72,6 +81,11 @@ impl HostWeights {
             WeightsSource::Synthetic { seed } => {
                 let cfg = YolactConfig::by_name(config.unwrap_or(SYNTHETIC_DEFAULT_CONFIG))?;
                 (synth::synth_state_dict(&cfg, *seed)?, cfg)
+            }
+            WeightsSource::Released(r) => {
+                let path = r.fetch(std::io::IsTerminal::is_terminal(&std::io::stderr()))?;
+                let (sd, _) = load_file(&path, None)?;
+                (sd, YolactConfig::by_name(config.unwrap_or(r.config))?)
             }
             WeightsSource::File(path) => load_file(path, config)?,
         };
@@ -117,6 +131,14 @@ mod tests {
         let e = WeightsSource::parse("synthetic:x").unwrap_err().to_string();
         assert!(e.contains("bad seed `x`"), "{e}");
         assert!(WeightsSource::parse(" ").is_err());
+        assert_eq!(
+            WeightsSource::parse("yolact_plus_resnet50").unwrap(),
+            WeightsSource::Released(hub::released("yolact_plus_resnet50").unwrap())
+        );
+        assert_eq!(
+            WeightsSource::parse("yolact_plus_resnet50.pth").unwrap(),
+            WeightsSource::File("yolact_plus_resnet50.pth".into())
+        );
     }
 
     #[test]

@@ -234,29 +234,39 @@ fn save_torch_round_trips_both_formats() {
     }
 }
 
-/// With YOLACT_WRITER_OUT=DIR set, writes files for
-/// `python3 tools/make_pth_fixtures.py --verify-writer DIR` (real torch.load reads them).
+/// Our torch writer reproduces, byte for byte, the files in tests/fixtures/pth/ that real
+/// `torch.load(weights_only=True)` read back equal to the safetensors beside them
+/// (`tools/make_pth_fixtures.py --verify-writer`, see the fixture README). With
+/// YOLACT_WRITER_OUT=DIR the files are also left in DIR, to re-verify after a writer change.
 #[test]
-fn save_torch_output_is_written_for_python() {
-    let Ok(dir) = std::env::var("YOLACT_WRITER_OUT") else {
-        return;
+fn save_torch_output_is_what_torch_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = match std::env::var("YOLACT_WRITER_OUT") {
+        Ok(d) => PathBuf::from(d),
+        Err(_) => tmp.path().to_path_buf(),
     };
-    let dir = Path::new(&dir);
-    std::fs::create_dir_all(dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
     let sd = small_dict();
     save_safetensors(&sd, &dir.join("expected.safetensors")).unwrap();
-    save_torch(
-        &sd,
-        &dir.join("written_legacy.pth"),
-        CheckpointFormat::TorchLegacy,
-    )
-    .unwrap();
-    save_torch(
-        &sd,
-        &dir.join("written_zip.pth"),
-        CheckpointFormat::TorchZip,
-    )
-    .unwrap();
+    let files = [
+        ("written_legacy.pth", CheckpointFormat::TorchLegacy),
+        ("written_zip.pth", CheckpointFormat::TorchZip),
+    ];
+    for (name, fmt) in files {
+        save_torch(&sd, &dir.join(name), fmt).unwrap();
+    }
+    for (name, _) in files {
+        let ours = std::fs::read(dir.join(name)).unwrap();
+        let verified = std::fs::read(fixture(name)).unwrap();
+        assert!(
+            ours == verified,
+            "{name}: {} bytes differ from the torch-verified fixture ({} vs {} bytes); re-verify \
+             with tools/make_pth_fixtures.py --verify-writer and update the fixture",
+            ours.iter().zip(&verified).filter(|(a, b)| a != b).count(),
+            ours.len(),
+            verified.len()
+        );
+    }
 }
 
 fn read_keys_file(cfg: &str) -> Vec<(String, Vec<usize>)> {

@@ -312,11 +312,10 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<(NodeParams, Vec<Resolved>)>
             );
         }
         let info = r.string_at(&t::CAMERA_DEPTH_INFO_TOPIC, name);
-        let depth_info_topic = match (info.is_empty(), depth_topic.rsplit_once('/')) {
+        let depth_info_topic = match (info.is_empty(), depth_topic.is_empty()) {
             (false, _) => info,
-            (true, Some((dir, _))) => format!("{dir}/camera_info"),
-            (true, None) if depth_topic.is_empty() => String::new(),
-            (true, None) => "camera_info".to_string(),
+            (true, true) => String::new(),
+            (true, false) => crate::depth::camera_info_next_to(&depth_topic),
         };
         if !depth_info_topic.is_empty() && !is_valid_topic(&depth_info_topic) {
             r.err(

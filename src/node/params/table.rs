@@ -128,7 +128,7 @@ pub const WEIGHTS: Param = Param {
         "weights",
         Kind::Str,
         Value::Str(""),
-        "checkpoint (`.pth` legacy/zip or `.safetensors`), or `synthetic[:SEED]` for deterministic random weights (meaningless detections; for trying the node). Required",
+        "checkpoint (`.pth` legacy/zip or `.safetensors`), a released config name such as `yolact_plus_resnet50` (downloaded once into the Hugging Face cache), or `synthetic[:SEED]` for deterministic random weights (meaningless detections; for trying the node). Required",
     )
 };
 pub const CONFIG: Param = p(

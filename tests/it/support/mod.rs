@@ -2,6 +2,7 @@
 //! RLE decoder independent of ours.
 
 pub mod dds;
+pub mod train;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
