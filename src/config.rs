@@ -1,9 +1,14 @@
-//! The six released YOLACT / YOLACT++ configurations (docs/model.md §1) and how to pick one.
+//! The six released YOLACT / YOLACT++ configurations (docs/model.md §1) and how to pick one; any
+//! other config (a trained model's own class count and names, backbone depth, input size, prior
+//! scales) round-trips through serde, so a checkpoint carries it (`train::optim::checkpoint`).
+//! The training hyper-parameters of the reference (the solver) are part of the config too.
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 /// Input normalisation (docs/model.md §7.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Transform {
     /// (x - mean) / std with the BGR means/stds, then BGR -> RGB.
     ResNet,
@@ -11,7 +16,7 @@ pub enum Transform {
     DarkNet,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BackboneKind {
     /// Bottleneck ResNet with `blocks` per stage. `dcn_interval` is `Some(k)` for YOLACT++:
     /// stages 1..=3 get deformable 3x3 convs per the rule of docs/model.md §2.3.
@@ -23,9 +28,10 @@ pub enum BackboneKind {
     DarkNet { blocks: [usize; 5] },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct YolactConfig {
-    pub name: &'static str,
+    /// A released config's reference name, or a trained model's own.
+    pub name: String,
     pub backbone: BackboneKind,
     /// Backbone stage outputs fed to the FPN (C3, C4, C5).
     pub selected_layers: [usize; 3],
@@ -45,6 +51,48 @@ pub struct YolactConfig {
     pub nms_conf_thresh: f32,
     pub nms_thresh: f32,
     pub max_num_detections: usize,
+    /// The foreground class names, `num_classes - 1` of them; None = COCO's 80
+    /// ([`crate::output::labels::CLASS_NAMES`]).
+    #[serde(default)]
+    pub class_names: Option<Vec<String>>,
+    /// Optimiser and learning-rate schedule (the reference's train.py).
+    #[serde(default)]
+    pub solver: Solver,
+}
+
+/// The reference's SGD and learning-rate schedule settings (`coco_base_config` and train.py), the same for
+/// all six released configs. Iteration counts are for batch 8; `train::optim::schedule` scales
+/// them for other batch sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Solver {
+    /// Base learning rate at batch 8.
+    pub lr: f64,
+    pub momentum: f64,
+    /// Weight decay (L2, added to the gradient).
+    pub decay: f64,
+    /// Factor applied at each of `lr_steps`.
+    pub gamma: f64,
+    pub lr_steps: Vec<u64>,
+    pub max_iter: u64,
+    /// The learning rate at iteration 0, rising linearly to `lr` at `lr_warmup_until`.
+    pub lr_warmup_init: f64,
+    /// 0 = no warm-up.
+    pub lr_warmup_until: u64,
+}
+
+impl Default for Solver {
+    fn default() -> Self {
+        Solver {
+            lr: 1e-3,
+            momentum: 0.9,
+            decay: 5e-4,
+            gamma: 0.1,
+            lr_steps: vec![280_000, 600_000, 700_000, 750_000],
+            max_iter: 800_000,
+            lr_warmup_init: 1e-4,
+            lr_warmup_until: 500,
+        }
+    }
 }
 
 pub const CONFIG_NAMES: [&str; 6] = [
@@ -68,9 +116,9 @@ fn plus_scales() -> [Vec<f64>; 5] {
 }
 
 impl YolactConfig {
-    fn base(name: &'static str, backbone: BackboneKind) -> Self {
+    fn base(name: &str, backbone: BackboneKind) -> Self {
         YolactConfig {
-            name,
+            name: name.to_owned(),
             backbone,
             selected_layers: [1, 2, 3],
             transform: Transform::ResNet,
@@ -86,6 +134,8 @@ impl YolactConfig {
             nms_conf_thresh: 0.05,
             nms_thresh: 0.5,
             max_num_detections: 100,
+            class_names: None,
+            solver: Solver::default(),
         }
     }
 
@@ -179,7 +229,89 @@ impl YolactConfig {
 
     /// Foreground classes (80 for COCO).
     pub fn num_fg_classes(&self) -> usize {
-        self.num_classes - 1
+        self.num_classes.saturating_sub(1)
+    }
+
+    /// The name of 0-based foreground class `class_id`: this config's own names when it has them,
+    /// COCO's otherwise (`class_<id>` beyond either list).
+    pub fn class_name(&self, class_id: usize) -> String {
+        match &self.class_names {
+            Some(names) => names
+                .get(class_id)
+                .cloned()
+                .unwrap_or_else(|| format!("class_{class_id}")),
+            None => crate::output::labels::class_name(class_id),
+        }
+    }
+
+    /// This config for a dataset with its own foreground classes: the class count follows the
+    /// names (background + names), and the config takes `name`.
+    pub fn with_classes(mut self, name: &str, class_names: Vec<String>) -> Self {
+        self.name = name.to_owned();
+        self.num_classes = class_names.len() + 1;
+        self.class_names = Some(class_names);
+        self
+    }
+
+    /// Checks what the model and the loss assume of a config that did not come from
+    /// [`YolactConfig::by_name`] (one read from a checkpoint's metadata, say).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(format!("config `{}`: {msg}", self.name)));
+        if self.num_classes < 2 {
+            return bad(format!(
+                "num_classes {} (background plus at least one class)",
+                self.num_classes
+            ));
+        }
+        if let Some(names) = &self.class_names {
+            if names.len() + 1 != self.num_classes {
+                return bad(format!(
+                    "{} class names for num_classes {} (expected num_classes - 1)",
+                    names.len(),
+                    self.num_classes
+                ));
+            }
+        }
+        // The FPN's input widths (weights/expected.rs, model/mod.rs) follow these stages.
+        let (blocks, sel): (&[usize], [usize; 3]) = match &self.backbone {
+            BackboneKind::ResNet { blocks, .. } => (blocks, [1, 2, 3]),
+            BackboneKind::DarkNet { blocks } => (blocks, [2, 3, 4]),
+        };
+        if blocks.contains(&0) {
+            return bad(format!(
+                "every backbone stage needs a block, got {blocks:?}"
+            ));
+        }
+        if self.selected_layers != sel {
+            return bad(format!(
+                "selected_layers {:?}: this backbone feeds the FPN from stages {sel:?}",
+                self.selected_layers
+            ));
+        }
+        let per_level = self.pred_scales[0].len();
+        if per_level == 0 || self.pred_scales.iter().any(|s| s.len() != per_level) {
+            return bad("every prediction level needs the same, non-zero number of scales".into());
+        }
+        if self.max_size < 32 || self.mask_dim == 0 || self.fpn_channels == 0 {
+            return bad(format!(
+                "max_size {} (at least 32), mask_dim {} and fpn_channels {} (non-zero)",
+                self.max_size, self.mask_dim, self.fpn_channels
+            ));
+        }
+        Ok(())
+    }
+
+    /// The config as JSON (what a checkpoint's metadata holds).
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string(self).map_err(|e| Error::Config(format!("config to JSON: {e}")))
+    }
+
+    /// A config from [`YolactConfig::to_json`]'s JSON, checked with [`YolactConfig::validate`].
+    pub fn from_json(json: &str) -> Result<Self> {
+        let cfg: Self =
+            serde_json::from_str(json).map_err(|e| Error::Config(format!("config JSON: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// Whether ResNet stage `stage` block `block` is a deformable conv (docs/model.md §2.3).
@@ -347,5 +479,46 @@ mod tests {
         assert!((plus.pred_scales[0][1] - 30.238105197476955).abs() < 1e-12);
         assert!((plus.pred_scales[4][2] - 609.5620).abs() < 1e-3);
         assert_eq!(plus.priors_per_cell(), 9);
+    }
+
+    #[test]
+    fn a_custom_config_round_trips_through_json_and_is_checked() {
+        let mut c = YolactConfig::by_name("yolact_resnet50")
+            .unwrap()
+            .with_classes("cups", vec!["cup".into(), "mug".into()]);
+        c.max_size = 128;
+        c.backbone = BackboneKind::ResNet {
+            blocks: [1, 1, 2, 1],
+            dcn_interval: None,
+        };
+        c.pred_scales[0] = vec![7.5];
+        let back = YolactConfig::from_json(&c.to_json().unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(
+            (back.num_classes, back.class_name(1)),
+            (3, "mug".to_string())
+        );
+        assert_eq!(back.class_name(2), "class_2");
+        assert_eq!(
+            YolactConfig::by_name("yolact_base").unwrap().class_name(0),
+            "person"
+        );
+
+        let mut bad = c.clone();
+        bad.num_classes = 5;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("2 class names"));
+        let mut bad = c.clone();
+        bad.selected_layers = [0, 1, 2];
+        assert!(bad.validate().is_err());
+        let mut bad = c;
+        bad.pred_scales[1] = vec![];
+        assert!(YolactConfig::from_json(&bad.to_json().unwrap()).is_err());
+        for n in CONFIG_NAMES {
+            YolactConfig::by_name(n).unwrap().validate().unwrap();
+        }
     }
 }

@@ -7,7 +7,7 @@ use yolact_ros2::engine::preprocess::load_image;
 use yolact_ros2::engine::{Engine, InferOptions};
 use yolact_ros2::output::detection::Detections;
 use yolact_ros2::output::json::{self, DetectionsJson};
-use yolact_ros2::output::{labels, overlay};
+use yolact_ros2::output::overlay;
 
 use super::{DetectArgs, ModelArgs};
 
@@ -84,7 +84,7 @@ fn infer_one(engine: &Engine, path: &Path, opts: &InferOptions, out: &Outputs) -
         let [x1, y1, x2, y2] = d.bbox;
         println!(
             "  {:<14} {:.3}  [{x1:.1}, {y1:.1}, {x2:.1}, {y2:.1}]",
-            labels::class_name(d.class_id),
+            dets.label(d.class_id),
             d.score
         );
     }

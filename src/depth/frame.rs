@@ -64,7 +64,7 @@ pub fn locate_frame(
         if let Instance3dResult::Located(x) = &r {
             detections.push(Detection3D {
                 id: id.to_string(),
-                class_name: crate::output::labels::class_name(d.class_id),
+                class_name: dets.label(d.class_id),
                 score: f64::from(d.score),
                 centroid: x.stats.centroid,
                 center: x.stats.obb.center,

@@ -91,6 +91,8 @@ pub struct RawFrame {
 /// A loaded model with its priors, ready to run frames.
 pub struct Engine {
     cfg: YolactConfig,
+    /// The config's own class names, shared with every frame's detections.
+    class_names: Option<std::sync::Arc<[String]>>,
     model: Yolact,
     priors: Tensor,
     device: Device,
@@ -139,6 +141,7 @@ impl Engine {
                 )))
             }
         }
+        cfg.validate()?;
         let tensors = weights::prepare(sd, &cfg)?;
         // Loaded in f32 as trained, then the inference step (batch norms absorbed in f64, head
         // convs stacked), then cast once to the network's dtype.
@@ -151,6 +154,7 @@ impl Engine {
         // one: finish the uploads and BN folding here.
         device.synchronize()?;
         Ok(Engine {
+            class_names: cfg.class_names.as_deref().map(std::sync::Arc::from),
             cfg,
             model,
             priors,
@@ -161,8 +165,9 @@ impl Engine {
         })
     }
 
-    /// Loads a checkpoint (legacy `.pth`, zip `.pth` or safetensors). The config is `config` when
-    /// given, else detected from the keys and the file name.
+    /// Loads a checkpoint (legacy `.pth`, zip `.pth` or safetensors). The config follows
+    /// [`weights::load_for_inference`]: `config` when given, else the one a trained checkpoint
+    /// carries, else detected from the keys and the file name.
     pub fn load(path: &Path, config: Option<&str>, device: &Device) -> Result<Self> {
         Self::load_dtype(path, config, device, DType::F32)
     }
@@ -174,11 +179,7 @@ impl Engine {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
-        let sd = weights::load_checkpoint(path)?;
-        let cfg = match config {
-            Some(name) => YolactConfig::by_name(name)?,
-            None => weights::detect_config(&sd, Some(path))?,
-        };
+        let (sd, cfg) = weights::load_for_inference(path, config)?;
         Self::from_state_dict_dtype(sd, cfg, device, dtype)
     }
 
@@ -382,6 +383,7 @@ impl Engine {
             width: w as usize,
             height: h as usize,
             config: self.cfg.name.to_string(),
+            class_names: self.class_names.clone(),
             items,
         })
     }

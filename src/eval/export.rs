@@ -112,6 +112,7 @@ mod tests {
             width: 20,
             height: 10,
             config: "yolact_plus_resnet50".into(),
+            class_names: None,
             items: vec![
                 det(11, [1.7, 2.2, 9.9, 8.5], 0.4, 0.5),
                 // integer box of zero width: dropped, as the reference does

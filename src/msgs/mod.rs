@@ -75,7 +75,7 @@ impl InstanceArray {
                 let rle = crate::output::rle::encode_cropped(&d.mask, x, y, w, h);
                 Instance {
                     class_id: u16::try_from(d.class_id).unwrap_or(u16::MAX),
-                    class_name: crate::output::labels::class_name(d.class_id),
+                    class_name: dets.label(d.class_id),
                     score: d.score,
                     class_score: d.class_score,
                     mask_iou: d.mask_iou.unwrap_or(f32::NAN),

@@ -143,6 +143,7 @@ mod tests {
             width: w,
             height: h,
             config: "x".into(),
+            class_names: None,
             items: vec![det(w, h, &[(0, 0), (1, 1)]), det(w, h, &[(1, 1), (3, 2)])],
         };
         let img = label_image(Header::default(), &dets);

@@ -122,6 +122,22 @@ pub struct Detections {
     pub width: usize,
     pub height: usize,
     pub config: String,
+    /// The model's own foreground class names (a checkpoint trained on other classes carries
+    /// them); None = COCO's.
+    pub class_names: Option<std::sync::Arc<[String]>>,
     /// Sorted by `score`, descending.
     pub items: Vec<Detection>,
+}
+
+impl Detections {
+    /// The display name of 0-based class `class_id` under this model's class names.
+    pub fn label(&self, class_id: usize) -> String {
+        match &self.class_names {
+            Some(names) => names
+                .get(class_id)
+                .cloned()
+                .unwrap_or_else(|| format!("class_{class_id}")),
+            None => crate::output::labels::class_name(class_id),
+        }
+    }
 }

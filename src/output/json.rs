@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::output::detection::{Detection, Detections, Mask};
-use crate::output::{labels, rle};
+use crate::output::rle;
 
 /// A mask as COCO compressed RLE: `size` is [height, width], `counts` the LEB128-like string.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,10 +44,11 @@ pub struct DetectionJson {
 }
 
 impl DetectionJson {
-    pub fn new(d: &Detection) -> Self {
+    /// `label` is the class's display name under the model's class names ([`Detections::label`]).
+    pub fn new(d: &Detection, label: String) -> Self {
         DetectionJson {
             class_id: d.class_id,
-            label: labels::class_name(d.class_id),
+            label,
             score: d.score,
             class_score: d.class_score,
             mask_iou: d.mask_iou,
@@ -83,7 +84,11 @@ impl DetectionsJson {
                 height: dets.height,
             },
             config: dets.config.clone(),
-            detections: dets.items.iter().map(DetectionJson::new).collect(),
+            detections: dets
+                .items
+                .iter()
+                .map(|d| DetectionJson::new(d, dets.label(d.class_id)))
+                .collect(),
         }
     }
 }

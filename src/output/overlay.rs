@@ -4,7 +4,7 @@ use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
 
 use crate::output::detection::Detections;
-use crate::output::labels::{class_name, COLORS};
+use crate::output::labels::COLORS;
 
 const ALPHA: f32 = 0.45;
 const GLYPH: u32 = 8;
@@ -65,7 +65,7 @@ pub fn draw(img: &RgbImage, dets: &Detections) -> RgbImage {
         let c = Rgb(color_for(j));
         let [x1, y1, x2, y2] = d.bbox.map(|v| v.max(0.0) as i64);
         draw_rect(&mut out, x1, y1, x2, y2, c);
-        let text = format!("{}: {:.2}", class_name(d.class_id), d.score);
+        let text = format!("{}: {:.2}", dets.label(d.class_id), d.score);
         let tw = GLYPH as i64 * text.chars().count() as i64;
         let th = GLYPH as i64;
         fill_rect(&mut out, x1, y1 - th - 4, x1 + tw, y1, c);
@@ -137,6 +137,7 @@ mod tests {
             width: 20,
             height: 20,
             config: "t".into(),
+            class_names: None,
             items: vec![d],
         };
         let out = draw(&img, &dets);
@@ -169,6 +170,7 @@ mod tests {
             width: 5,
             height: 5,
             config: "t".into(),
+            class_names: None,
             items: vec![d],
         };
         let _ = draw(&img, &dets);

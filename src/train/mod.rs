@@ -9,5 +9,6 @@
 //! mask-IoU terms) -> [`optim`] (SGD, learning-rate schedule, checkpoints).
 
 pub mod data;
+pub mod init;
 pub mod loss;
 pub mod optim;

@@ -24,7 +24,17 @@ pub use expected::expected_shapes;
 pub use keys::prepare;
 pub use store::WeightStore;
 
-pub use state_dict::{save_safetensors, StateDict};
+pub use state_dict::{
+    safetensors_metadata, save_safetensors, save_safetensors_with_metadata, Metadata, StateDict,
+};
+
+/// The safetensors metadata key under which a trained checkpoint carries its config (JSON of
+/// [`YolactConfig`], class names included).
+pub const META_CONFIG: &str = "yolact_config";
+
+/// Keys under this prefix are a training checkpoint's optimiser state, not model weights: the
+/// loaders for inference drop them (`train::optim::checkpoint` reads them).
+pub const TRAIN_STATE_PREFIX: &str = "train_state.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckpointFormat {
@@ -56,6 +66,58 @@ pub fn sniff_format(bytes: &[u8]) -> Option<CheckpointFormat> {
 
 /// Loads a checkpoint in any of the three formats.
 pub fn load_checkpoint(path: &Path) -> Result<StateDict> {
+    let bytes = read_checkpoint_file(path)?;
+    load_checkpoint_bytes(&bytes, path)
+}
+
+/// [`load_checkpoint`] plus the file's safetensors metadata (empty for `.pth` files and for
+/// safetensors without any).
+pub fn load_checkpoint_with_metadata(path: &Path) -> Result<(StateDict, Metadata)> {
+    let bytes = read_checkpoint_file(path)?;
+    let sd = load_checkpoint_bytes(&bytes, path)?;
+    let meta = match sniff_format(&bytes) {
+        Some(CheckpointFormat::SafeTensors) => safetensors_metadata(&bytes, path)?,
+        _ => Metadata::new(),
+    };
+    Ok((sd, meta))
+}
+
+/// The config a trained checkpoint carries in its metadata, if any.
+pub fn embedded_config(meta: &Metadata, path: &Path) -> Result<Option<YolactConfig>> {
+    meta.get(META_CONFIG)
+        .map(|json| {
+            YolactConfig::from_json(json)
+                .map_err(|e| Error::checkpoint(path, format!("metadata `{META_CONFIG}`: {e}")))
+        })
+        .transpose()
+}
+
+/// A checkpoint for inference with its config, the one rule for every command and the node: a
+/// config named by the user (`config`) wins, unless it is the name of the config the checkpoint
+/// carries, which is then used whole (class count and names included); else the carried config;
+/// else the config detected from the keys and the file name. Training state is dropped.
+pub fn load_for_inference(path: &Path, config: Option<&str>) -> Result<(StateDict, YolactConfig)> {
+    let (mut sd, meta) = load_checkpoint_with_metadata(path)?;
+    sd.retain(|k, _| !k.starts_with(TRAIN_STATE_PREFIX));
+    let embedded = embedded_config(&meta, path)?;
+    let cfg = match (config, embedded) {
+        (Some(name), Some(e)) if name.strip_suffix("_config").unwrap_or(name) == e.name => e,
+        (Some(name), Some(e)) => {
+            log::warn!(
+                "{} carries config `{}`; using `{name}` as asked",
+                path.display(),
+                e.name
+            );
+            YolactConfig::by_name(name)?
+        }
+        (Some(name), None) => YolactConfig::by_name(name)?,
+        (None, Some(e)) => e,
+        (None, None) => detect_config(&sd, Some(path))?,
+    };
+    Ok((sd, cfg))
+}
+
+fn read_checkpoint_file(path: &Path) -> Result<Vec<u8>> {
     // Reading a FIFO or a character device would block or never end; only a regular file (or a
     // link to one) is a checkpoint.
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
@@ -70,8 +132,7 @@ pub fn load_checkpoint(path: &Path) -> Result<StateDict> {
             format!("{what}, not a checkpoint file"),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    load_checkpoint_bytes(&bytes, path)
+    std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
 /// As [`load_checkpoint`], from bytes already in memory; `path` is only used in messages. A tensor

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::config::YolactConfig;
 use crate::error::{Error, Result};
 use crate::weights::hub::{self, Released};
-use crate::weights::{detect_config, load_checkpoint, synth, StateDict};
+use crate::weights::{load_for_inference, synth, StateDict};
 
 /// The config `synthetic` weights use when none is named.
 pub const SYNTHETIC_DEFAULT_CONFIG: &str = "yolact_resnet50";
@@ -72,8 +72,9 @@ pub struct HostWeights {
 }
 
 impl HostWeights {
-    /// Reads `weights` (see [`WeightsSource::parse`]); `config` None = detect from the
-    /// checkpoint (synthetic weights: [`SYNTHETIC_DEFAULT_CONFIG`]).
+    /// Reads `weights` (see [`WeightsSource::parse`]); the config follows
+    /// [`crate::weights::load_for_inference`] (synthetic weights: `config` or
+    /// [`SYNTHETIC_DEFAULT_CONFIG`]).
     pub fn load(weights: &str, config: Option<&str>) -> Result<Self> {
         let source = WeightsSource::parse(weights)?;
         let (state_dict, config) = match &source {
@@ -83,17 +84,10 @@ impl HostWeights {
             }
             WeightsSource::Released(r) => {
                 let path = r.fetch(std::io::IsTerminal::is_terminal(&std::io::stderr()))?;
-                let sd = load_file(&path)?;
+                let (sd, _) = load_file(&path, None)?;
                 (sd, YolactConfig::by_name(config.unwrap_or(r.config))?)
             }
-            WeightsSource::File(path) => {
-                let sd = load_file(path)?;
-                let cfg = match config {
-                    Some(name) => YolactConfig::by_name(name)?,
-                    None => detect_config(&sd, Some(path))?,
-                };
-                (sd, cfg)
-            }
+            WeightsSource::File(path) => load_file(path, config)?,
         };
         Ok(Self {
             state_dict,
@@ -103,7 +97,7 @@ impl HostWeights {
     }
 }
 
-fn load_file(path: &Path) -> Result<StateDict> {
+fn load_file(path: &Path, config: Option<&str>) -> Result<(StateDict, YolactConfig)> {
     if !path.exists() {
         return Err(Error::Parameter(format!(
             "weights file {} does not exist; the released checkpoints are in the Hugging Face repos \
@@ -111,7 +105,7 @@ fn load_file(path: &Path) -> Result<StateDict> {
             path.display()
         )));
     }
-    load_checkpoint(path)
+    load_for_inference(path, config)
 }
 
 #[cfg(test)]

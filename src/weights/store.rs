@@ -68,6 +68,56 @@ impl WeightStore {
         })
     }
 
+    /// Holds `sd`'s tensors as they are, without the strict key check of
+    /// [`WeightStore::from_state_dict`]: for initialisation (`train::init`), which checks the
+    /// shapes itself and lets the model's initialiser create every key `sd` lacks when the model
+    /// is built on [`WeightStore::vb`]. Keys the model never uses ride along as in
+    /// `from_state_dict`.
+    pub fn from_partial(sd: StateDict, device: &Device) -> Result<Self> {
+        let mut dtypes = BTreeMap::new();
+        let mut passthrough = StateDict::new();
+        let vars = VarMap::new();
+        {
+            let mut data = vars
+                .data()
+                .lock()
+                .map_err(|_| Error::Invalid("weight store lock poisoned".into()))?;
+            for (k, t) in sd {
+                if is_ignored(&k) && !k.starts_with(SEMANTIC_SEG) {
+                    passthrough.insert(k, t);
+                    continue;
+                }
+                dtypes.insert(k.clone(), t.dtype());
+                let t = t.to_dtype(DType::F32)?.to_device(device)?;
+                data.insert(k, Var::from_tensor(&t)?);
+            }
+        }
+        Ok(Self {
+            vars,
+            dtypes,
+            passthrough,
+            device: device.clone(),
+        })
+    }
+
+    /// Every variable under its key, sorted by key.
+    pub fn vars(&self) -> Result<Vec<(String, Var)>> {
+        let data = self
+            .vars
+            .data()
+            .lock()
+            .map_err(|_| Error::Invalid("weight store lock poisoned".into()))?;
+        let mut out: Vec<(String, Var)> =
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The device the variables live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// A builder over the variables, for `Yolact::load` / `Yolact::load_train`. A key the model
     /// asks for that the store lacks is created with the model's initialiser and saved with the
     /// rest.

@@ -42,4 +42,5 @@ mod tracking;
 mod train_data;
 mod train_grad;
 mod train_loss;
+mod train_optim;
 mod weights;
