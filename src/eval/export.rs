@@ -147,6 +147,7 @@ mod tests {
             width: 20,
             height: 10,
             config: "yolact_plus_resnet50".into(),
+            class_names: None,
             items: vec![det(11, [1.7, 2.2, 9.9, 8.5], 0.4, 0.5)],
         };
         let r = result_records(7, &dets, RecordScore::Mask).unwrap();

@@ -110,6 +110,7 @@ mod tests {
             width: 4,
             height: 3,
             config: "yolact_resnet50".into(),
+            class_names: None,
             items: vec![
                 Detection {
                     class_id: 11,
