@@ -255,7 +255,7 @@ mod tests {
         let s = p.stats();
         assert_eq!((s.paired, s.colour_unpaired, s.depth_unpaired), (1, 1, 0));
         assert_eq!(p.queued(), (0, 0));
-        let mut p = StampPairer::new(MS, 4, 8);
+        let mut p = StampPairer::<(), ()>::new(MS, 4, 8);
         p.push_depth(0, ());
         p.push_depth(500 * MS, ());
         assert!(p.finish().is_empty());
