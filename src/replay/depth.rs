@@ -287,7 +287,7 @@ impl DepthReplay {
                     acc: Accum::default(),
                 })
                 .collect(),
-            params: opts.params.clone(),
+            params: opts.params,
             points: opts.points,
         }
     }

@@ -109,7 +109,7 @@ fn last_depth_error(lines: &[Value]) -> Option<String> {
         .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
         .filter(|kv| kv["key"] == "depth.last_error")
         .filter_map(|kv| kv["value"].as_str().map(String::from))
-        .last()
+        .next_back()
 }
 
 #[test]

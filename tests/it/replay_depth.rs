@@ -56,7 +56,7 @@ fn stamp(i: u32, extra_ns: u32) -> Time {
 
 /// Depth in metres at depth pixel `(u, v)` of the scene; `None` where the sensor has no reading.
 fn scene_depth(u: u32, v: u32) -> Option<f64> {
-    if (u * 7 + v * 3).is_multiple_of(13) {
+    if (u * 7 + v * 3) % 13 == 0 {
         return None;
     }
     if (20..44).contains(&u) && (12..34).contains(&v) {
@@ -142,7 +142,7 @@ fn write_bag(path: &Path, float: bool) {
     for i in 0..FRAMES {
         let t = t0 + u64::from(i) * 100 * ms + 10 * ms;
         let depth = i != LONELY;
-        if depth && i.is_multiple_of(2) {
+        if depth && i % 2 == 0 {
             w.write(DEPTH, schema::IMAGE, t - ms, &depth_msg(i, float))
                 .unwrap();
         }
