@@ -10,6 +10,8 @@ mod infer;
 mod node;
 mod replay;
 mod synth_scenes;
+mod train;
+mod train_step;
 
 use std::process::ExitCode;
 
@@ -53,6 +55,10 @@ pub enum Command {
     /// Generate RGB-D tabletop scenes with exact ground truth (COCO masks, depth, 3D boxes, bags).
     #[command(long_about = synth_scenes::LONG_ABOUT)]
     SynthScenes(synth_scenes::SynthScenesArgs),
+    /// Train or fine-tune on a COCO-format data set (the reference's losses, SGD and schedule).
+    Train(train::TrainArgs),
+    /// One deterministic training step: the loss terms and gradients, for parity checks.
+    TrainStep(train_step::TrainStepArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -67,6 +73,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::BagRecover(a) => bag_recover::run(a),
         Command::Node(a) => node::run(a),
         Command::SynthScenes(a) => synth_scenes::run(a),
+        Command::Train(a) => train::run(a),
+        Command::TrainStep(a) => train_step::run(a),
     }
 }
 

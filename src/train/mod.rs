@@ -12,3 +12,4 @@ pub mod data;
 pub mod init;
 pub mod loss;
 pub mod optim;
+pub mod trainer;

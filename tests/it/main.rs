@@ -41,6 +41,7 @@ mod synth_scenes;
 mod tracking;
 mod train_data;
 mod train_grad;
+mod train_loop;
 mod train_loss;
 mod train_optim;
 mod weights;

@@ -232,7 +232,12 @@ fn yolact_resnet50_train_step_matches_the_reference() {
         .collect();
     let x = normalize(&Tensor::cat(&images, 0).unwrap(), cfg.transform).unwrap();
     let out = model.forward_t(&x, true).unwrap();
-    let priors = yolact_ros2::engine::priors::priors_tensor(&cfg, &conv_sizes(&cfg, cfg.max_size, cfg.max_size), &dev).unwrap();
+    let priors = yolact_ros2::engine::priors::priors_tensor(
+        &cfg,
+        &conv_sizes(&cfg, cfg.max_size, cfg.max_size),
+        &dev,
+    )
+    .unwrap();
     let truths = ground_truth(&dev);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let lcfg = LossConfig::for_config(&cfg);
