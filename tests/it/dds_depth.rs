@@ -16,11 +16,11 @@
 
 use std::time::Duration;
 
-use crate::support::dds::{peer_available, run_peer, test_domain, PeerRun};
+use crate::support::dds::{peer_available, run_peer, synthetic_node_params, test_domain, PeerRun};
 use serde_json::Value;
 use yolact_ros2::node::dds::DdsTransport;
 use yolact_ros2::node::open::NodeIdentity;
-use yolact_ros2::node::{load_params, Node};
+use yolact_ros2::node::Node;
 
 const PLANE_M: f64 = 1.5;
 
@@ -124,23 +124,11 @@ fn node_3d_outputs_over_dds_against_a_cyclonedds_peer() {
         namespace: ns.clone(),
         domain_id: domain,
     };
-    let overrides: Vec<(String, String)> = [
-        ("weights", "synthetic"),
-        ("config", "yolact_resnet50"),
-        ("device", "cpu"),
-        ("score_threshold", "0.05"),
-        ("top_k", "5"),
-        ("diagnostics.period", "0.5"),
-        ("publish.overlay", "false"),
-        ("publish.label_image", "false"),
+    let params = synthetic_node_params(&[
         ("cameras.camera.depth_topic", "camera/depth/image_raw"),
         ("depth.min_points", "3"),
         ("depth.erosion_px", "1"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let params = load_params(None, &overrides, "yolact").unwrap();
+    ]);
     let transport = DdsTransport::open(&identity).expect("open DDS transport");
     let node = Node::start(params, identity, Box::new(transport)).expect("node starts");
 

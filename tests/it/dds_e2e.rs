@@ -13,11 +13,13 @@
 
 use std::time::Duration;
 
-use crate::support::dds::{check_node_outputs, peer_available, run_peer, test_domain, PeerRun};
+use crate::support::dds::{
+    check_node_outputs, peer_available, run_peer, synthetic_node_params, test_domain, PeerRun,
+};
 use serde_json::Value;
 use yolact_ros2::node::dds::DdsTransport;
 use yolact_ros2::node::open::NodeIdentity;
-use yolact_ros2::node::{load_params, Node};
+use yolact_ros2::node::Node;
 
 const STEADY: u64 = 2;
 const FLOOD: u64 = 30;
@@ -34,20 +36,7 @@ fn node_over_dds_against_a_cyclonedds_peer() {
         namespace: ns.clone(),
         domain_id: domain,
     };
-    let overrides: Vec<(String, String)> = [
-        ("weights", "synthetic"),
-        ("config", "yolact_resnet50"),
-        ("device", "cpu"),
-        ("score_threshold", "0.05"),
-        ("top_k", "5"),
-        ("diagnostics.period", "0.5"),
-        ("publish.overlay", "false"),
-        ("publish.label_image", "false"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let params = load_params(None, &overrides, "yolact").unwrap();
+    let params = synthetic_node_params(&[]);
     // rmw_cyclonedds' request/reply mapping, which the Python peer speaks. One test per binary,
     // so nothing reads the environment concurrently.
     std::env::set_var("YOLACT_DDS_SERVICE_MAPPING", "cyclone");

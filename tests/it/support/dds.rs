@@ -9,6 +9,27 @@ use std::time::{Duration, Instant};
 
 pub use super::repo;
 
+/// The node's parameters as the DDS tests run it: synthetic weights on the CPU, a low threshold so
+/// random weights still detect, fast diagnostics, no images published; then `extra`.
+pub fn synthetic_node_params(extra: &[(&str, &str)]) -> yolact_ros2::node::params::NodeParams {
+    let shared = [
+        ("weights", "synthetic"),
+        ("config", "yolact_resnet50"),
+        ("device", "cpu"),
+        ("score_threshold", "0.05"),
+        ("top_k", "5"),
+        ("diagnostics.period", "0.5"),
+        ("publish.overlay", "false"),
+        ("publish.label_image", "false"),
+    ];
+    let overrides: Vec<(String, String)> = shared
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    yolact_ros2::node::load_params(None, &overrides, "yolact").unwrap()
+}
+
 /// Whether python3 can import the peer's packages. When it cannot: prints why and returns false,
 /// or panics when `YOLACT_REQUIRE_DDS=1`.
 pub fn peer_available() -> bool {
