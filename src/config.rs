@@ -23,9 +23,41 @@ pub enum BackboneKind {
     ResNet {
         blocks: [usize; 4],
         dcn_interval: Option<usize>,
+        /// The stem's output channels and stage 0's bottleneck width; stage `s` has
+        /// `width << s` planes and `4 * width << s` outputs (torchvision's 64; smaller for
+        /// models trained here, e.g. `yolact_plus_mini`).
+        #[serde(default = "resnet_width")]
+        width: usize,
     },
     /// DarkNet-53 with `blocks` per stage.
     DarkNet { blocks: [usize; 5] },
+}
+
+/// torchvision's ResNet width, that of every released config.
+pub const RESNET_WIDTH: usize = 64;
+
+fn resnet_width() -> usize {
+    RESNET_WIDTH
+}
+
+impl BackboneKind {
+    /// A torchvision-width ResNet.
+    pub fn resnet(blocks: [usize; 4], dcn_interval: Option<usize>) -> Self {
+        BackboneKind::ResNet {
+            blocks,
+            dcn_interval,
+            width: RESNET_WIDTH,
+        }
+    }
+
+    /// Output channels of each backbone stage (the FPN reads the selected ones).
+    pub fn stage_channels(&self) -> Vec<usize> {
+        match self {
+            BackboneKind::ResNet { width, .. } => (0..4).map(|s| 4 * (width << s)).collect(),
+            // DarkNet-53's stage s doubles 32 << s channels: 64, 128, ..., 1024.
+            BackboneKind::DarkNet { .. } => (0..5).map(|s| 64 << s).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +127,7 @@ impl Default for Solver {
     }
 }
 
+/// The six configs the reference released weights for (dbolya/yolact).
 pub const CONFIG_NAMES: [&str; 6] = [
     "yolact_base",
     "yolact_resnet50",
@@ -103,6 +136,15 @@ pub const CONFIG_NAMES: [&str; 6] = [
     "yolact_plus_base",
     "yolact_plus_resnet50",
 ];
+
+/// The built-in configs the reference did not release, trained by this package (the shipped
+/// model's: models/README.md).
+pub const TRAINED_NAMES: [&str; 1] = ["yolact_plus_mini"];
+
+/// Every built-in config name: the six released ones, then [`TRAINED_NAMES`].
+pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+    CONFIG_NAMES.iter().chain(&TRAINED_NAMES).copied()
+}
 
 const V1_SCALES: [f64; 5] = [24.0, 48.0, 96.0, 192.0, 384.0];
 
@@ -114,6 +156,14 @@ fn v1_scales(max_size: usize) -> [Vec<f64>; 5] {
 fn plus_scales() -> [Vec<f64>; 5] {
     V1_SCALES.map(|s| (0..3).map(|j| s * 2f64.powf(j as f64 / 3.0)).collect())
 }
+
+/// YOLACT++'s three scales per level, shrunk with the input as im700 grows them.
+fn plus_scales_at(max_size: usize) -> [Vec<f64>; 5] {
+    plus_scales().map(|level| level.iter().map(|s| s / 550.0 * max_size as f64).collect())
+}
+
+/// `yolact_plus_mini`'s input size.
+const MINI_SIZE: usize = 320;
 
 impl YolactConfig {
     fn base(name: &str, backbone: BackboneKind) -> Self {
@@ -153,20 +203,8 @@ impl YolactConfig {
         let r101 = [3, 4, 23, 3];
         let r50 = [3, 4, 6, 3];
         let cfg = match name {
-            "yolact_base" => Self::base(
-                "yolact_base",
-                BackboneKind::ResNet {
-                    blocks: r101,
-                    dcn_interval: None,
-                },
-            ),
-            "yolact_resnet50" => Self::base(
-                "yolact_resnet50",
-                BackboneKind::ResNet {
-                    blocks: r50,
-                    dcn_interval: None,
-                },
-            ),
+            "yolact_base" => Self::base("yolact_base", BackboneKind::resnet(r101, None)),
+            "yolact_resnet50" => Self::base("yolact_resnet50", BackboneKind::resnet(r50, None)),
             "yolact_darknet53" => Self {
                 selected_layers: [2, 3, 4],
                 transform: Transform::DarkNet,
@@ -180,46 +218,60 @@ impl YolactConfig {
             "yolact_im700" => Self {
                 max_size: 700,
                 pred_scales: v1_scales(700),
-                ..Self::base(
-                    "yolact_im700",
-                    BackboneKind::ResNet {
-                        blocks: r101,
-                        dcn_interval: None,
-                    },
-                )
+                ..Self::base("yolact_im700", BackboneKind::resnet(r101, None))
             },
             "yolact_plus_base" => Self {
                 pred_scales: plus_scales(),
                 use_square_anchors: false,
                 use_maskiou: true,
-                ..Self::base(
-                    "yolact_plus_base",
-                    BackboneKind::ResNet {
-                        blocks: r101,
-                        dcn_interval: Some(3),
-                    },
-                )
+                ..Self::base("yolact_plus_base", BackboneKind::resnet(r101, Some(3)))
             },
             "yolact_plus_resnet50" => Self {
                 pred_scales: plus_scales(),
                 use_square_anchors: false,
                 use_maskiou: true,
+                ..Self::base("yolact_plus_resnet50", BackboneKind::resnet(r50, Some(1)))
+            },
+            // YOLACT++ (DCNv2 in stages 1-3, three scales per level, mask-IoU rescoring) on a
+            // quarter-width ResNet with one block per stage, at 320: sized for a frame within
+            // 60 ms on two CPU cores (BENCHMARKS.md). Trained here, not released by the reference.
+            "yolact_plus_mini" => Self {
+                max_size: MINI_SIZE,
+                pred_scales: plus_scales_at(MINI_SIZE),
+                use_square_anchors: false,
+                use_maskiou: true,
+                fpn_channels: 64,
+                mask_dim: 32,
                 ..Self::base(
-                    "yolact_plus_resnet50",
+                    "yolact_plus_mini",
                     BackboneKind::ResNet {
-                        blocks: r50,
+                        blocks: [1, 1, 1, 1],
                         dcn_interval: Some(1),
+                        width: 16,
                     },
                 )
             },
             other => {
                 return Err(Error::Config(format!(
-                    "unknown config `{other}`; expected one of: {}",
-                    CONFIG_NAMES.join(", ")
+                    "unknown config `{other}`; expected one of: {} (or a config JSON file)",
+                    builtin_names().collect::<Vec<_>>().join(", ")
                 )))
             }
         };
         Ok(cfg)
+    }
+
+    /// A built-in config by name ([`builtin_names`]), or a config JSON file as
+    /// [`YolactConfig::to_json`] writes it (any backbone depth and width, input size or prior
+    /// scales: `yolact config NAME` prints one to start from).
+    pub fn resolve(arg: &str) -> Result<Self> {
+        let path = std::path::Path::new(arg);
+        if !arg.ends_with(".json") && !path.is_file() {
+            return Self::by_name(arg);
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&text)
+            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))
     }
 
     /// Anchors per feature-map cell: scales x aspect ratios (3 for YOLACT, 9 for YOLACT++).
@@ -319,6 +371,7 @@ impl YolactConfig {
         let BackboneKind::ResNet {
             blocks,
             dcn_interval: Some(interval),
+            ..
         } = &self.backbone
         else {
             return false;
@@ -402,7 +455,7 @@ mod tests {
 
     #[test]
     fn every_name_resolves() {
-        for n in CONFIG_NAMES {
+        for n in builtin_names() {
             assert_eq!(YolactConfig::by_name(n).unwrap().name, n);
             assert_eq!(
                 YolactConfig::by_name(&format!("{n}_config")).unwrap().name,
@@ -490,6 +543,7 @@ mod tests {
         c.backbone = BackboneKind::ResNet {
             blocks: [1, 1, 2, 1],
             dcn_interval: None,
+            width: 16,
         };
         c.pred_scales[0] = vec![7.5];
         let back = YolactConfig::from_json(&c.to_json().unwrap()).unwrap();

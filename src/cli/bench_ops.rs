@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Serialize;
-use yolact_ros2::config::{BackboneKind, YolactConfig, CONFIG_NAMES};
+use yolact_ros2::config::{builtin_names, BackboneKind, YolactConfig};
 use yolact_ros2::engine::ClockKind;
 use yolact_ros2::model::layers::{conv_out, Conv2d, DeformConv2d};
 use yolact_ros2::model::stage_sizes;
@@ -38,7 +38,7 @@ Example: yolact bench-ops --device cuda --half --iters 100 --warmup 10 --json";
 pub struct BenchOpsArgs {
     /// Config whose backbone's deformable convs are timed (a YOLACT++ one).
     #[arg(long, value_name = "NAME", default_value = "yolact_plus_resnet50",
-          value_parser = clap::builder::PossibleValuesParser::new(CONFIG_NAMES))]
+          value_parser = clap::builder::PossibleValuesParser::new(builtin_names()))]
     pub config: String,
     /// Square input size in pixels; the config's (550) when omitted. Smaller sizes make quick CPU
     /// runs (the channel counts stay those of the model).
@@ -84,7 +84,12 @@ impl DcnShape {
 /// The distinct deformable 3x3 conv shapes of `cfg`'s backbone for a `size` x `size` input, in
 /// network order, with their block counts. An error for a config without deformable convs.
 pub fn dcn_shapes(cfg: &YolactConfig, size: usize) -> Result<Vec<DcnShape>> {
-    let BackboneKind::ResNet { blocks, .. } = &cfg.backbone else {
+    let BackboneKind::ResNet {
+        blocks,
+        width: base_width,
+        ..
+    } = &cfg.backbone
+    else {
         bail!(
             "config `{}` has no deformable convs (not a ResNet backbone)",
             cfg.name
@@ -110,7 +115,7 @@ pub fn dcn_shapes(cfg: &YolactConfig, size: usize) -> Result<Vec<DcnShape>> {
             };
             if cfg.is_dcn_block(stage, block) {
                 let s = DcnShape {
-                    channels: 64 << stage,
+                    channels: base_width << stage,
                     height,
                     width,
                     stride,
@@ -127,9 +132,7 @@ pub fn dcn_shapes(cfg: &YolactConfig, size: usize) -> Result<Vec<DcnShape>> {
         }
     }
     if shapes.is_empty() {
-        let plus: Vec<&str> = CONFIG_NAMES
-            .iter()
-            .copied()
+        let plus: Vec<&str> = builtin_names()
             .filter(|n| YolactConfig::by_name(n).is_ok_and(|c| has_dcn(&c)))
             .collect();
         bail!(

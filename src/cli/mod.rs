@@ -4,6 +4,7 @@ mod bag_recover;
 mod bench;
 mod bench_ops;
 mod coco_eval;
+mod config;
 mod convert;
 mod eval;
 mod infer;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use yolact_ros2::config::CONFIG_NAMES;
+use yolact_ros2::config::builtin_names;
 use yolact_ros2::cuda::{resolve_device, Selected};
 use yolact_ros2::engine::Engine;
 use yolact_ros2::post::fast_nms::NmsKind;
@@ -59,6 +60,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// One deterministic training step: the loss terms and gradients, for parity checks.
     TrainStep(train_step::TrainStepArgs),
+    /// Print a config as JSON (edit it and pass the file to `train --config`).
+    Config(config::ConfigArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::SynthScenes(a) => synth_scenes::run(a),
         Command::Train(a) => train::run(a),
         Command::TrainStep(a) => train_step::run(a),
+        Command::Config(a) => config::run(a),
     }
 }
 
@@ -88,7 +92,7 @@ pub struct ModelArgs {
     #[arg(long, value_name = "W")]
     pub weights: String,
     /// Config name; detected from the checkpoint's keys and file name when omitted.
-    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(CONFIG_NAMES))]
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(builtin_names()))]
     pub config: Option<String>,
     /// cpu, cuda[:N] or auto (CUDA device 0 when usable, else the CPU with one log line saying
     /// why).

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use yolact_ros2::config::{YolactConfig, CONFIG_NAMES};
+use yolact_ros2::config::YolactConfig;
 use yolact_ros2::train::init::{Freeze, Init};
-use yolact_ros2::train::trainer::{self, IterLog, Outcome, TrainOptions};
+use yolact_ros2::train::trainer::{self, IterLog, Outcome, TrainOptions, Validation};
 
 /// Exit status after Ctrl-C (128 + SIGINT), the state saved.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -20,12 +20,15 @@ const EXIT_INTERRUPTED: u8 = 130;
     after_help = "Writes into --out: latest.safetensors (full state, what --resume reads), \
 iter_N.safetensors every --save-every iterations, final.safetensors at the end (loadable by infer, \
 replay, eval, bench and the node with no --config: the config and class names travel inside), \
-train.jsonl (one line per logged iteration) and loss.png.\n\nCtrl-C saves latest.safetensors and \
+train.jsonl (one line per logged iteration) and loss.png; with --val also val.jsonl and map.png.\n\nCtrl-C saves latest.safetensors and \
 exits with status 130."
 )]
 pub struct TrainArgs {
-    /// The config to train; the class count and names come from the training set.
-    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(CONFIG_NAMES))]
+    /// The config to train: a built-in name (yolact_base, yolact_resnet50, yolact_darknet53,
+    /// yolact_im700, yolact_plus_base, yolact_plus_resnet50, yolact_plus_mini) or a config JSON
+    /// file (`yolact config NAME` prints one to edit: backbone depth and width, input size, prior
+    /// scales). The class count and names come from the training set.
+    #[arg(long, value_name = "NAME|FILE.json")]
     pub config: String,
     /// Training set: a COCO instances JSON and its image folder, as ANN.json:IMAGES_DIR.
     #[arg(long, value_name = "ANN.json:IMAGES_DIR")]
@@ -71,6 +74,16 @@ pub struct TrainArgs {
     /// Data loading threads.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub workers: usize,
+    /// Validation set, as ANN.json:IMAGES_DIR: box and mask COCO AP every --val-every
+    /// iterations and at the end (val.jsonl, map.png).
+    #[arg(long, value_name = "ANN.json:IMAGES_DIR")]
+    pub val: Option<String>,
+    /// Validate every N iterations (0 = only at the end).
+    #[arg(long, default_value_t = 2_000, value_name = "N", requires = "val")]
+    pub val_every: u64,
+    /// Validate on at most N images of the set.
+    #[arg(long, value_name = "N", requires = "val")]
+    pub val_images: Option<usize>,
 }
 
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
@@ -86,7 +99,8 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     };
     let sel = super::select(&a.device, false)?;
     let opts = TrainOptions {
-        config: YolactConfig::by_name(&a.config)?,
+        config: YolactConfig::resolve(&a.config)
+            .with_context(|| format!("--config {}", a.config))?,
         train_ann: ann,
         train_images: images,
         init,
@@ -102,6 +116,17 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         log_every: a.log_every,
         workers: a.workers,
         device: sel.device,
+        val: a
+            .val
+            .as_deref()
+            .map(split_set)
+            .transpose()?
+            .map(|(ann, images)| Validation {
+                ann,
+                images,
+                every: a.val_every,
+                max_images: a.val_images,
+            }),
     };
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -131,6 +156,12 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         &mut |e: &IterLog| {
             pb.set_position(e.iteration);
             pb.set_message(message(e));
+            if let Some(v) = &e.val {
+                pb.println(format!(
+                    "iteration {}: validation on {} images: box AP {:.3} (AP50 {:.3}), mask AP {:.3} (AP50 {:.3})",
+                    v.iteration, v.images, v.bbox.ap, v.bbox.ap50, v.segm.ap, v.segm.ap50
+                ));
+            }
         },
     );
     pb.finish_and_clear();

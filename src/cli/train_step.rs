@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use yolact_ros2::config::CONFIG_NAMES;
+use yolact_ros2::config::builtin_names;
 use yolact_ros2::engine::priors::priors_tensor;
 use yolact_ros2::model::{conv_sizes, TrainBn, Yolact};
 use yolact_ros2::train::data::{Batch, TrainSet};
@@ -27,7 +27,7 @@ pub struct TrainStepArgs {
     #[arg(long, value_name = "W")]
     pub weights: String,
     /// Config name; taken from the checkpoint when omitted.
-    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(CONFIG_NAMES))]
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(builtin_names()))]
     pub config: Option<String>,
     /// COCO instances JSON.
     #[arg(long, value_name = "ANN.json")]

@@ -2,3 +2,4 @@
 
 pub mod coco_eval;
 pub mod export;
+pub mod run;

@@ -6,9 +6,6 @@ use candle_nn::VarBuilder;
 
 use super::layers::{ConvBn, Mode};
 
-/// Channels of stage `s` outputs: 64, 128, 256, 512, 1024.
-pub const STAGE_CHANNELS: [usize; 5] = [64, 128, 256, 512, 1024];
-
 const LEAKY_SLOPE: f64 = 0.1;
 
 /// Conv and BN followed by LeakyReLU(0.1); keys `<prefix>.0.weight` and `<prefix>.1.*`.

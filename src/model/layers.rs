@@ -3,7 +3,9 @@
 //! the norm into the conv), and the modulated deformable 3x3 conv of YOLACT++.
 //!
 //! Every layer runs in one of three [`Mode`]s. Inference uses the banded im2col conv, which has no
-//! backward; the training modes use candle's conv2d, which has one, so gradients reach the weights.
+//! backward; the training modes use convs with one (on the CPU the same im2col conv with a GEMM
+//! backward, `ops::conv_train`; elsewhere candle's conv2d), so gradients reach the weights, and
+//! batch statistics on the CPU are one op with its analytic backward (`ops::bn_train`).
 //! Training passes also take PyTorch's gradient rules where candle's differ: ReLU passes
 //! no gradient at exactly 0 ([`relu_t`]) and max pools send it to the first maximum only
 //! ([`global_max_pool_t`], `resnet::max_pool_3x3_s2_train`); the eval path keeps candle's ops.
@@ -105,6 +107,17 @@ impl BatchNorm {
     /// in PyTorch), then moves the running averages towards the batch's mean and unbiased variance.
     fn forward_batch_stats(&self, x: &Tensor, c: usize) -> Result<Tensor> {
         let count = x.elem_count() / c;
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            let (y, mean, var) =
+                crate::ops::bn_train::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
+            let dev = x.device();
+            self.update_running(
+                &Tensor::new(mean.as_slice(), dev)?,
+                &Tensor::new(var.as_slice(), dev)?,
+                count,
+            )?;
+            return Ok(y);
+        }
         if count < 2 {
             candle_core::bail!(
                 "batch norm with batch statistics needs more than one value per channel, got {:?}",
@@ -252,6 +265,15 @@ impl Conv2d {
         if !mode.is_train() {
             return self.fused(x, None, false);
         }
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return crate::ops::conv_train::conv2d(
+                x,
+                &self.weight,
+                self.bias.as_ref(),
+                self.stride,
+                self.padding,
+            );
+        }
         let y = self.train_conv(x)?;
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
@@ -259,7 +281,7 @@ impl Conv2d {
         }
     }
 
-    /// candle's conv2d, whose backward recovers the input size with a transposed conv whose
+    /// Off the CPU (where [`crate::ops::conv_train`] serves): candle's conv2d, whose backward recovers the input size with a transposed conv whose
     /// output padding candle 0.11 derives from the height alone: wrong whenever height and width
     /// leave different remainders under the stride. So the input is padded here and cropped to
     /// exactly the rows and columns the conv reads, and no output padding is needed.

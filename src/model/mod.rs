@@ -133,17 +133,12 @@ impl Yolact {
     fn load_with(vb: VarBuilder, cfg: &YolactConfig, semantic_seg: bool) -> Result<Self> {
         let vbb = vb.pp("backbone");
         let sel = cfg.selected_layers;
-        let (backbone, c_in) = match &cfg.backbone {
-            BackboneKind::ResNet { blocks, .. } => {
-                let ch = resnet::STAGE_CHANNELS;
-                let c_in = select_channels(&ch, sel)?;
-                (Backbone::ResNet(ResNet::load(vbb, blocks, cfg)?), c_in)
+        let c_in = select_channels(&cfg.backbone.stage_channels(), sel)?;
+        let backbone = match &cfg.backbone {
+            BackboneKind::ResNet { blocks, width, .. } => {
+                Backbone::ResNet(ResNet::load(vbb, blocks, *width, cfg)?)
             }
-            BackboneKind::DarkNet { blocks } => {
-                let ch = darknet::STAGE_CHANNELS;
-                let c_in = select_channels(&ch, sel)?;
-                (Backbone::DarkNet(DarkNet::load(vbb, blocks)?), c_in)
-            }
+            BackboneKind::DarkNet { blocks } => Backbone::DarkNet(DarkNet::load(vbb, blocks)?),
         };
         let f = cfg.fpn_channels;
         let fpn = Fpn::load(vb.pp("fpn"), c_in, f)?;
@@ -344,7 +339,7 @@ impl Yolact {
     }
 }
 
-fn select_channels<const K: usize>(ch: &[usize; K], sel: [usize; 3]) -> Result<[usize; 3]> {
+fn select_channels(ch: &[usize], sel: [usize; 3]) -> Result<[usize; 3]> {
     let mut out = [0; 3];
     for (o, &s) in out.iter_mut().zip(&sel) {
         *o = *ch

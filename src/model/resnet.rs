@@ -8,9 +8,6 @@ use candle_nn::VarBuilder;
 use super::layers::{relu_t, ConvBn, DeformConv2d, Mode};
 use crate::config::YolactConfig;
 
-/// Channels of stage `s` outputs: 256, 512, 1024, 2048.
-pub const STAGE_CHANNELS: [usize; 4] = [256, 512, 1024, 2048];
-
 #[derive(Debug, Clone)]
 enum Conv3x3 {
     Plain(ConvBn),
@@ -144,12 +141,18 @@ pub struct ResNet {
 
 impl ResNet {
     /// `vb` is the `backbone` prefix.
-    pub fn load(vb: VarBuilder, blocks: &[usize; 4], cfg: &YolactConfig) -> Result<Self> {
-        let stem = ConvBn::load(vb.pp("conv1"), vb.pp("bn1"), 3, 64, 7, 2, 3)?;
-        let mut c_in = 64;
+    /// `width` is the stem's channels and stage 0's planes (64 in torchvision).
+    pub fn load(
+        vb: VarBuilder,
+        blocks: &[usize; 4],
+        width: usize,
+        cfg: &YolactConfig,
+    ) -> Result<Self> {
+        let stem = ConvBn::load(vb.pp("conv1"), vb.pp("bn1"), 3, width, 7, 2, 3)?;
+        let mut c_in = width;
         let mut stages = Vec::with_capacity(4);
         for (s, &n) in blocks.iter().enumerate() {
-            let planes = 64 << s;
+            let planes = width << s;
             let vbs = vb.pp("layers").pp(s);
             let mut stage = Vec::with_capacity(n);
             for b in 0..n {
@@ -373,10 +376,7 @@ mod tests {
     #[test]
     fn one_block_resnet_matches_naive_stem_pool_and_stages() {
         let mut cfg = YolactConfig::by_name("yolact_resnet50").unwrap();
-        cfg.backbone = BackboneKind::ResNet {
-            blocks: [1, 1, 1, 1],
-            dcn_interval: None,
-        };
+        cfg.backbone = BackboneKind::resnet([1, 1, 1, 1], None);
         let mut w = Weights::default();
         let stem = w.conv("conv1", 64, 3, 7);
         let stem_bn = w.bn("bn1", 64);
@@ -394,7 +394,7 @@ mod tests {
             ));
             c_in = 4 * planes;
         }
-        let net = ResNet::load(w.vb(), &[1, 1, 1, 1], &cfg)
+        let net = ResNet::load(w.vb(), &[1, 1, 1, 1], 64, &cfg)
             .unwrap()
             .absorb_bn()
             .unwrap();

@@ -28,26 +28,26 @@ thread_local! {
 
 /// Geometry of one conv: square kernel `k`, `stride`, zero padding `pad`, dilation 1, groups 1.
 #[derive(Debug, Clone, Copy)]
-struct Geom {
-    k: usize,
-    stride: usize,
-    pad: usize,
+pub(super) struct Geom {
+    pub(super) k: usize,
+    pub(super) stride: usize,
+    pub(super) pad: usize,
 }
 
 impl Geom {
-    fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
+    pub(super) fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
         (
             (h + 2 * self.pad - self.k) / self.stride + 1,
             (w + 2 * self.pad - self.k) / self.stride + 1,
         )
     }
 
-    fn is_pointwise(&self) -> bool {
+    pub(super) fn is_pointwise(&self) -> bool {
         self.k == 1 && self.stride == 1 && self.pad == 0
     }
 
     /// Output columns [lo, hi) of one output row whose input column ox·s + kx - pad lies in [0, w).
-    fn valid_cols(&self, kx: usize, w: usize, wo: usize) -> (usize, usize) {
+    pub(super) fn valid_cols(&self, kx: usize, w: usize, wo: usize) -> (usize, usize) {
         let (s, p, kx) = (self.stride, self.pad as isize, kx as isize);
         let lo = if kx >= p {
             0
@@ -65,7 +65,15 @@ impl Geom {
 
     /// Fills the column matrix of output rows [oy0, oy1) for all channels of one image `x`
     /// (C, h, w): row c·k·k + ky·k + kx (OIHW weight order), each (oy1 - oy0)·wo long.
-    fn fill_band(&self, x: &[f32], h: usize, w: usize, oy0: usize, oy1: usize, cols: &mut [f32]) {
+    pub(super) fn fill_band(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        oy0: usize,
+        oy1: usize,
+        cols: &mut [f32],
+    ) {
         let (_, wo) = self.out_hw(h, w);
         let (k, s) = (self.k, self.stride);
         let n = (oy1 - oy0) * wo;
@@ -251,6 +259,36 @@ fn conv_image(
     }
 }
 
+/// The plain conv (no bias, residual or ReLU) of NCHW `x` by OIHW `w`, both f32 and contiguous:
+/// the forward of the trainable conv ([`super::conv_train`]).
+pub(super) fn conv_forward(
+    geom: Geom,
+    x: (&CpuStorage, &Layout),
+    w: (&CpuStorage, &Layout),
+) -> Result<(CpuStorage, Shape)> {
+    ConvOp {
+        geom,
+        bias: None,
+        relu: false,
+    }
+    .run(x, w, None)
+}
+
+/// [`conv_forward`] plus a per-channel `bias`.
+pub(super) fn conv_forward_bias(
+    geom: Geom,
+    x: (&CpuStorage, &Layout),
+    w: (&CpuStorage, &Layout),
+    bias: &[f32],
+) -> Result<(CpuStorage, Shape)> {
+    ConvOp {
+        geom,
+        bias: Some(bias.to_vec()),
+        relu: false,
+    }
+    .run(x, w, None)
+}
+
 /// The conv as a candle op over (input, weight[, residual]), bias carried by value.
 struct ConvOp {
     geom: Geom,
@@ -308,7 +346,7 @@ impl ConvOp {
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+pub(super) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(d) = s else {
         candle_core::bail!("conv2d: only f32 is supported");
     };

@@ -1,6 +1,8 @@
 //! Operators candle lacks, written as candle custom ops (`cpu_fwd` now; a `cuda_fwd` can be added
 //! without touching callers).
 
+pub mod bn_train;
+pub mod conv_train;
 pub mod dcn;
 pub mod dcn_bwd;
 mod dcn_sample;

@@ -10,8 +10,9 @@ use std::str::FromStr;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::config::YolactConfig;
 use crate::error::{Error, Result};
-use crate::eval::export::{result_records, RecordScore};
+use crate::eval::export::{result_records, CategoryMap, RecordScore};
 use crate::output::detection::Detections;
 
 /// How frames find their COCO image.
@@ -60,6 +61,8 @@ pub struct CocoMatcher {
     mode: CocoMatch,
     by_index: Vec<i64>,
     by_stamp: HashMap<i64, i64>,
+    /// The file's `categories` list, where a model with its own classes finds their ids.
+    categories: Value,
 }
 
 impl CocoMatcher {
@@ -107,6 +110,9 @@ impl CocoMatcher {
             mode,
             by_index: ids,
             by_stamp,
+            categories: serde_json::json!({
+                "categories": gt.get("categories").cloned().unwrap_or(Value::Array(Vec::new()))
+            }),
         })
     }
 
@@ -147,23 +153,28 @@ pub struct CocoCollector {
     /// Ranked by the class score; only kept when it differs from the mask score.
     pub boxes: Option<Vec<Value>>,
     pub summary: CocoSummary,
+    categories: CategoryMap,
 }
 
 impl CocoCollector {
-    pub fn new(matcher: CocoMatcher, rescored: bool) -> Self {
+    /// Records for `cfg`'s model (YOLACT++ keeps box records of their own, ranked by the class
+    /// score); an error when the model's classes are not the ground truth's.
+    pub fn new(matcher: CocoMatcher, cfg: &YolactConfig) -> Result<Self> {
         let matched_by = match matcher.mode() {
             CocoMatch::Stamp => "stamp",
             _ => "index",
         };
-        CocoCollector {
+        let categories = CategoryMap::new(cfg, &matcher.categories)?;
+        Ok(CocoCollector {
             matcher,
             masks: Vec::new(),
-            boxes: rescored.then(Vec::new),
+            boxes: cfg.use_maskiou.then(Vec::new),
             summary: CocoSummary {
                 matched_by: matched_by.into(),
                 ..CocoSummary::default()
             },
-        }
+            categories,
+        })
     }
 
     /// Adds one segmented frame; returns the image id it matched.
@@ -178,10 +189,19 @@ impl CocoCollector {
             return Ok(None);
         };
         self.summary.matched += 1;
-        self.masks
-            .extend(result_records(id, dets, RecordScore::Mask)?);
+        self.masks.extend(result_records(
+            id,
+            dets,
+            RecordScore::Mask,
+            &self.categories,
+        )?);
         if let Some(b) = self.boxes.as_mut() {
-            b.extend(result_records(id, dets, RecordScore::Box)?);
+            b.extend(result_records(
+                id,
+                dets,
+                RecordScore::Box,
+                &self.categories,
+            )?);
         }
         Ok(Some(id))
     }

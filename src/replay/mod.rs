@@ -221,7 +221,8 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
     let mut coco = opts
         .coco
         .clone()
-        .map(|m| CocoCollector::new(m, engine.config().use_maskiou));
+        .map(|m| CocoCollector::new(m, engine.config()))
+        .transpose()?;
     // Position of the next image message among the selected topics (COCO index matching).
     let mut image_index = 0u64;
     if let Some(p) = &opts.out {

@@ -8,7 +8,9 @@
 //! * `final.safetensors` at the end (weights, config and position, no momentum);
 //! * `train.jsonl`: one JSON object per logged iteration (iteration, epoch, lr, each loss term
 //!   under the reference's letter, total, images/s);
-//! * `loss.png`: the logged loss terms over the iterations.
+//! * `loss.png`: the logged loss terms over the iterations;
+//! * with a validation set: `val.jsonl` (box and mask COCO AP/AR every `val.every` iterations and
+//!   at the end, our COCOeval) and `map.png` (box and mask AP and AP50 over the iterations).
 //!
 //! Exactness of `--resume`: the data order and augmentation depend only on (seed, epoch, index)
 //! (`train::data::loader`), the `masks_to_train` subsample is drawn from a stream keyed by
@@ -35,7 +37,10 @@ use super::optim::sgd::check_finite_loss;
 use super::optim::{checkpoint, Schedule, Sgd, TrainState};
 use crate::config::YolactConfig;
 use crate::engine::priors::priors_tensor;
+use crate::engine::{Engine, InferOptions};
 use crate::error::{Error, Result};
+use crate::eval::coco_eval::CocoStats;
+use crate::eval::run::{evaluate_engine, EvalSet};
 use crate::model::{conv_sizes, TrainBn, Yolact};
 use crate::weights::WeightStore;
 
@@ -65,6 +70,36 @@ pub struct TrainOptions {
     pub log_every: u64,
     pub workers: usize,
     pub device: Device,
+    pub val: Option<Validation>,
+}
+
+/// A held-out set scored during training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validation {
+    pub ann: PathBuf,
+    pub images: PathBuf,
+    /// Score every this many iterations (0: only at the end).
+    pub every: u64,
+    /// At most this many images (in file-name order).
+    pub max_images: Option<usize>,
+}
+
+/// One validation (a line of `val.jsonl`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ValLog {
+    pub iteration: u64,
+    pub bbox: CocoStats,
+    pub segm: CocoStats,
+    pub images: usize,
+}
+
+/// What validation runs: the COCO evaluation's settings, those of `yolact eval` (no score
+/// threshold, 100 detections per image).
+pub fn validation_options() -> InferOptions {
+    InferOptions {
+        score_threshold: 0.0,
+        ..InferOptions::default()
+    }
 }
 
 /// One logged iteration (a line of `train.jsonl`).
@@ -77,6 +112,8 @@ pub struct IterLog {
     pub terms: Vec<(String, f32)>,
     pub total: f32,
     pub images_per_s: f64,
+    /// Set on the iterations that were validated.
+    pub val: Option<ValLog>,
 }
 
 /// How a run ended.
@@ -147,6 +184,19 @@ pub fn train(
         start: (start.epoch, start.batch_in_epoch as usize),
     };
     let mut loader = Loader::new(Arc::new(set), loader_opts, opts.device.clone())?;
+    // Read before the first iteration, so a bad path fails now and not hours in.
+    let val_set = opts
+        .val
+        .as_ref()
+        .map(|v| EvalSet::open(&v.ann, &v.images, v.max_images))
+        .transpose()?;
+    let val_path = opts.out.join("val.jsonl");
+    let mut val_history = if opts.resume {
+        read_val_history(&val_path)
+    } else {
+        let _ = std::fs::remove_file(&val_path);
+        Vec::new()
+    };
     on_start(start.iteration, schedule.max_iter);
 
     let log_path = opts.out.join("train.jsonl");
@@ -202,7 +252,22 @@ pub fn train(
         timed += 1;
         it += 1;
 
-        if it % opts.log_every.max(1) == 0 || it == schedule.max_iter {
+        let val = match (&val_set, &opts.val) {
+            (Some(set), Some(v))
+                if it == schedule.max_iter || (v.every > 0 && it % v.every == 0) =>
+            {
+                let t = Instant::now();
+                let entry = validate(&store, &cfg, &opts.device, set, it)?;
+                append_line(&val_path, &entry)?;
+                val_history.push(entry.clone());
+                write_map_plot(&opts.out, &val_history)?;
+                // Validation time is not training time.
+                timer += t.elapsed();
+                Some(entry)
+            }
+            _ => None,
+        };
+        if val.is_some() || it % opts.log_every.max(1) == 0 || it == schedule.max_iter {
             let secs = timer.elapsed().as_secs_f64().max(1e-9);
             let entry = IterLog {
                 iteration: it,
@@ -215,6 +280,7 @@ pub fn train(
                     .collect(),
                 total,
                 images_per_s: (timed * opts.batch as u64) as f64 / secs,
+                val,
             };
             let line = serde_json::to_string(&entry_json(&entry))
                 .map_err(|e| Error::Invalid(format!("log line: {e}")))?;
@@ -326,6 +392,77 @@ fn resume(opts: &TrainOptions, names: &[String]) -> Result<Run> {
     })
 }
 
+/// Scores the current weights on `set` with the inference engine (batch norms folded, running
+/// statistics), as `yolact eval` would score a checkpoint saved now.
+fn validate(
+    store: &WeightStore,
+    cfg: &YolactConfig,
+    device: &Device,
+    set: &EvalSet,
+    iteration: u64,
+) -> Result<ValLog> {
+    let engine = Engine::from_state_dict(store.to_state_dict()?, cfg.clone(), device)?;
+    let out = evaluate_engine(&engine, set, &validation_options(), &mut |_, _| {})?;
+    if let Some((path, e)) = out.failed.first() {
+        return Err(Error::Invalid(format!(
+            "validation at iteration {iteration}: {}: {e}",
+            path.display()
+        )));
+    }
+    Ok(ValLog {
+        iteration,
+        bbox: out.bbox,
+        segm: out.segm,
+        images: set.files.len(),
+    })
+}
+
+fn append_line(path: &Path, entry: &ValLog) -> Result<()> {
+    let line = serde_json::to_string(entry)
+        .map_err(|e| Error::Invalid(format!("validation log line: {e}")))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{line}").map_err(|e| Error::io(path, e))
+}
+
+/// The validations of an earlier part of this run (for `map.png` after a resume).
+fn read_val_history(path: &Path) -> Vec<ValLog> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let stats = |v: &serde_json::Value| -> Option<CocoStats> {
+        let g = |k: &str| v.get(k)?.as_f64();
+        Some(CocoStats {
+            ap: g("AP")?,
+            ap50: g("AP50")?,
+            ap75: g("AP75")?,
+            ap_small: g("APs")?,
+            ap_medium: g("APm")?,
+            ap_large: g("APl")?,
+            ar1: g("AR1")?,
+            ar10: g("AR10")?,
+            ar100: g("AR100")?,
+            ar_small: g("ARs")?,
+            ar_medium: g("ARm")?,
+            ar_large: g("ARl")?,
+        })
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            Some(ValLog {
+                iteration: v.get("iteration")?.as_u64()?,
+                bbox: stats(v.get("bbox")?)?,
+                segm: stats(v.get("segm")?)?,
+                images: usize::try_from(v.get("images")?.as_u64()?).ok()?,
+            })
+        })
+        .collect()
+}
+
 fn scalar(t: &Tensor) -> Result<f32> {
     Ok(t.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?)
 }
@@ -363,6 +500,7 @@ fn read_history(path: &Path) -> Vec<IterLog> {
                 terms,
                 total: o.get("total")?.as_f64()? as f32,
                 images_per_s: o.get("images_per_s")?.as_f64()?,
+                val: None,
             })
         })
         .collect()
@@ -370,7 +508,7 @@ fn read_history(path: &Path) -> Vec<IterLog> {
 
 /// `loss.png`: each term and the total over the logged iterations.
 fn write_plot(out: &Path, history: &[IterLog]) -> Result<()> {
-    use crate::replay::plot::{render, Panel, Series};
+    use crate::replay::plot::{Panel, Series};
     let mut series = vec![Series {
         name: "total".into(),
         points: history
@@ -398,8 +536,31 @@ fn write_plot(out: &Path, history: &[IterLog]) -> Result<()> {
         x_label: "iteration".into(),
         series,
     };
-    let img = render((1000, 560), &[panel])?;
-    let path = out.join("loss.png");
+    write_png(&out.join("loss.png"), (1000, 560), &[panel])
+}
+
+/// `map.png`: box and mask AP and AP50 of each validation.
+fn write_map_plot(out: &Path, history: &[ValLog]) -> Result<()> {
+    use crate::replay::plot::{Panel, Series};
+    let line = |name: &str, f: &dyn Fn(&ValLog) -> f64| Series {
+        name: name.into(),
+        points: history.iter().map(|v| (v.iteration as f64, f(v))).collect(),
+    };
+    let panel = Panel {
+        title: "Validation (COCO AP)".into(),
+        x_label: "iteration".into(),
+        series: vec![
+            line("box AP", &|v| v.bbox.ap),
+            line("mask AP", &|v| v.segm.ap),
+            line("box AP50", &|v| v.bbox.ap50),
+            line("mask AP50", &|v| v.segm.ap50),
+        ],
+    };
+    write_png(&out.join("map.png"), (1000, 560), &[panel])
+}
+
+fn write_png(path: &Path, size: (u32, u32), panels: &[crate::replay::plot::Panel]) -> Result<()> {
+    let img = crate::replay::plot::render(size, panels)?;
     let mut bytes = std::io::Cursor::new(Vec::new());
     img.write_to(&mut bytes, image::ImageFormat::Png)
         .map_err(|e| Error::Invalid(format!("{}: encoding PNG: {e}", path.display())))?;

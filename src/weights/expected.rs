@@ -23,10 +23,10 @@ impl Keys {
     }
 }
 
-fn resnet(k: &mut Keys, cfg: &YolactConfig, blocks: &[usize; 4]) {
-    let mut inp = 64;
+fn resnet(k: &mut Keys, cfg: &YolactConfig, blocks: &[usize; 4], width: usize) {
+    let mut inp = width;
     for (stage, &n) in blocks.iter().enumerate() {
-        let p = 64 << stage;
+        let p = width << stage;
         for b in 0..n {
             let pre = format!("backbone.layers.{stage}.{b}");
             let i = if b == 0 { inp } else { 4 * p };
@@ -48,8 +48,8 @@ fn resnet(k: &mut Keys, cfg: &YolactConfig, blocks: &[usize; 4]) {
         }
         inp = 4 * p;
     }
-    k.conv("backbone.conv1", 64, 3, 7, false);
-    k.bn("backbone.bn1", 64);
+    k.conv("backbone.conv1", width, 3, 7, false);
+    k.bn("backbone.bn1", width);
 }
 
 fn darknet(k: &mut Keys, blocks: &[usize; 5]) {
@@ -73,16 +73,14 @@ fn darknet(k: &mut Keys, blocks: &[usize; 5]) {
 /// `semantic_seg_conv.*`.
 pub fn expected_shapes(cfg: &YolactConfig) -> Vec<(String, Vec<usize>)> {
     let mut k = Keys(Vec::new());
-    let c_channels: [usize; 3] = match &cfg.backbone {
-        BackboneKind::ResNet { blocks, .. } => {
-            resnet(&mut k, cfg, blocks);
-            [512, 1024, 2048]
-        }
-        BackboneKind::DarkNet { blocks } => {
-            darknet(&mut k, blocks);
-            [256, 512, 1024]
-        }
-    };
+    match &cfg.backbone {
+        BackboneKind::ResNet { blocks, width, .. } => resnet(&mut k, cfg, blocks, *width),
+        BackboneKind::DarkNet { blocks } => darknet(&mut k, blocks),
+    }
+    let stages = cfg.backbone.stage_channels();
+    let c_channels = cfg
+        .selected_layers
+        .map(|s| stages.get(s).copied().unwrap_or(0));
     let f = cfg.fpn_channels;
     for i in [0, 2, 4, 8] {
         k.conv(&format!("proto_net.{i}"), f, f, 3, true);

@@ -18,10 +18,7 @@ use crate::support::{text, yolact};
 /// without warm-up so a few iterations already train at the full rate.
 fn tiny() -> YolactConfig {
     let mut c = YolactConfig::by_name("yolact_resnet50").unwrap();
-    c.backbone = BackboneKind::ResNet {
-        blocks: [1, 1, 1, 1],
-        dcn_interval: None,
-    };
+    c.backbone = BackboneKind::resnet([1, 1, 1, 1], None);
     c.max_size = 64;
     c.fpn_channels = 32;
     c.mask_dim = 8;
@@ -100,6 +97,7 @@ fn options(ann: &Path, images: &Path, out: &Path, iters: u64) -> TrainOptions {
         log_every: 1,
         workers: 2,
         device: Device::Cpu,
+        val: None,
     }
 }
 

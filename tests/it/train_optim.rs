@@ -45,10 +45,7 @@ fn tiny(names: &[&str], plus: bool) -> YolactConfig {
     let mut c = YolactConfig::by_name(base)
         .unwrap()
         .with_classes("tiny_cups", names.iter().map(|s| s.to_string()).collect());
-    c.backbone = BackboneKind::ResNet {
-        blocks: [1, 1, 1, 1],
-        dcn_interval: plus.then_some(1),
-    };
+    c.backbone = BackboneKind::resnet([1, 1, 1, 1], plus.then_some(1));
     c.max_size = 64;
     c.fpn_channels = 32;
     c.mask_dim = 8;
@@ -246,9 +243,10 @@ fn a_custom_config_loads_through_infer_with_no_flags_and_labels_with_its_own_nam
 fn imagenet_like(cfg: &YolactConfig) -> StateDict {
     let plain = YolactConfig {
         backbone: match cfg.backbone {
-            BackboneKind::ResNet { blocks, .. } => BackboneKind::ResNet {
+            BackboneKind::ResNet { blocks, width, .. } => BackboneKind::ResNet {
                 blocks,
                 dcn_interval: None,
+                width,
             },
             ref b => b.clone(),
         },

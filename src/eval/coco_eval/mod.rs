@@ -23,8 +23,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use dataset::{
-    load_results, results_from_json_str, results_have_masks, CocoAnnotation, CocoCategory, CocoGt,
-    CocoImage, CocoResult, RleCounts, Segmentation,
+    load_results, results_from_json_str, results_from_value, results_have_masks, CocoAnnotation,
+    CocoCategory, CocoGt, CocoImage, CocoResult, RleCounts, Segmentation,
 };
 use matching::{DtObj, EvalImg, Geometry, GtObj};
 

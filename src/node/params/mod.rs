@@ -217,12 +217,14 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<(NodeParams, Vec<Resolved>)>
         );
     }
     let config = r.string(&t::CONFIG);
-    if !config.is_empty() && !crate::config::CONFIG_NAMES.contains(&config.as_str()) {
+    if !config.is_empty() && !crate::config::builtin_names().any(|n| n == config) {
         r.err(
             "config",
             format!(
                 "\"{config}\" is not one of: \"\" (detect), {}",
-                crate::config::CONFIG_NAMES.join(", ")
+                crate::config::builtin_names()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         );
     }
