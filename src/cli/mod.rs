@@ -85,11 +85,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// Where the model comes from and where it runs; shared by `infer` and `bench`.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// Checkpoint: a `.pth` (legacy or zip) or `.safetensors` file; or a released config name
-    /// (e.g. yolact_plus_resnet50: downloaded once from Hugging Face into its cache, $HF_HOME);
-    /// or `synthetic[:SEED]`: deterministic random weights (yolact_resnet50 unless --config says),
-    /// for trying the pipeline without a download.
-    #[arg(long, value_name = "W")]
+    /// Checkpoint: `yolact_plus_mini` (the default: the model shipped in the binary, trained
+    /// here on generated tabletop scenes: book, cup, sports ball, carrot, donut); a `.pth`
+    /// (legacy or zip) or `.safetensors` file; a released config name (e.g.
+    /// yolact_plus_resnet50: downloaded once from Hugging Face into its cache, $HF_HOME); or
+    /// `synthetic[:SEED]`: deterministic random weights (yolact_resnet50 unless --config says).
+    #[arg(long, value_name = "W", default_value = yolact_ros2::weights::shipped::SHIPPED_NAME)]
     pub weights: String,
     /// Config name; detected from the checkpoint's keys and file name when omitted.
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(builtin_names()))]

@@ -7,6 +7,7 @@ pub mod finite;
 pub mod hub;
 mod keys;
 pub mod pickle;
+pub mod shipped;
 pub mod source;
 mod state_dict;
 mod store;
@@ -97,7 +98,22 @@ pub fn embedded_config(meta: &Metadata, path: &Path) -> Result<Option<YolactConf
 /// carries, which is then used whole (class count and names included); else the carried config;
 /// else the config detected from the keys and the file name. Training state is dropped.
 pub fn load_for_inference(path: &Path, config: Option<&str>) -> Result<(StateDict, YolactConfig)> {
-    let (mut sd, meta) = load_checkpoint_with_metadata(path)?;
+    let bytes = read_checkpoint_file(path)?;
+    load_for_inference_bytes(&bytes, path, config)
+}
+
+/// [`load_for_inference`] of a checkpoint already in memory; `origin` names it in errors.
+pub fn load_for_inference_bytes(
+    bytes: &[u8],
+    origin: &Path,
+    config: Option<&str>,
+) -> Result<(StateDict, YolactConfig)> {
+    let path = origin;
+    let mut sd = load_checkpoint_bytes(bytes, path)?;
+    let meta = match sniff_format(bytes) {
+        Some(CheckpointFormat::SafeTensors) => safetensors_metadata(bytes, path)?,
+        _ => Metadata::new(),
+    };
     sd.retain(|k, _| !k.starts_with(TRAIN_STATE_PREFIX));
     let embedded = embedded_config(&meta, path)?;
     let cfg = match (config, embedded) {

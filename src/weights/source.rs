@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::config::YolactConfig;
 use crate::error::{Error, Result};
 use crate::weights::hub::{self, Released};
-use crate::weights::{load_for_inference, synth, StateDict};
+use crate::weights::{load_for_inference, shipped, synth, StateDict};
 
 /// The config `synthetic` weights use when none is named.
 pub const SYNTHETIC_DEFAULT_CONFIG: &str = "yolact_resnet50";
@@ -17,6 +17,8 @@ pub const SYNTHETIC_DEFAULT_CONFIG: &str = "yolact_resnet50";
 /// A parsed `--weights` value / `weights` parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WeightsSource {
+    /// The model inside the binary ([`crate::weights::shipped`]), the default.
+    Shipped,
     Synthetic { seed: u64 },
     Released(&'static Released),
     File(PathBuf),
@@ -27,9 +29,12 @@ impl WeightsSource {
         if s.trim().is_empty() {
             return Err(Error::Parameter(
                 "no weights given: a checkpoint path (.pth or .safetensors), a released config name \
-                 (e.g. yolact_plus_resnet50) or `synthetic[:SEED]`"
+                 (e.g. yolact_plus_resnet50), yolact_plus_mini (the shipped model) or `synthetic[:SEED]`"
                     .into(),
             ));
+        }
+        if s == shipped::SHIPPED_NAME {
+            return Ok(Self::Shipped);
         }
         if s == "synthetic" {
             return Ok(Self::Synthetic {
@@ -56,6 +61,7 @@ impl WeightsSource {
 impl std::fmt::Display for WeightsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::Shipped => write!(f, "{} (shipped)", shipped::SHIPPED_NAME),
             Self::Synthetic { seed } => write!(f, "synthetic:{seed}"),
             Self::Released(r) => write!(f, "{}", r.config),
             Self::File(p) => write!(f, "{}", p.display()),
@@ -78,6 +84,7 @@ impl HostWeights {
     pub fn load(weights: &str, config: Option<&str>) -> Result<Self> {
         let source = WeightsSource::parse(weights)?;
         let (state_dict, config) = match &source {
+            WeightsSource::Shipped => shipped::load(config)?,
             WeightsSource::Synthetic { seed } => {
                 let cfg = YolactConfig::by_name(config.unwrap_or(SYNTHETIC_DEFAULT_CONFIG))?;
                 (synth::synth_state_dict(&cfg, *seed)?, cfg)

@@ -213,7 +213,7 @@ fn from_raw(raw: BTreeMap<String, Value>) -> Result<(NodeParams, Vec<Resolved>)>
     if weights.trim().is_empty() {
         r.err(
             "weights",
-            "required: a checkpoint path (.pth or .safetensors) or `synthetic[:SEED]`".into(),
+            "empty: `yolact_plus_mini` (the shipped model), a checkpoint path (.pth or .safetensors), a released config name or `synthetic[:SEED]`".into(),
         );
     }
     let config = r.string(&t::CONFIG);

@@ -122,20 +122,17 @@ const RATE: Kind = Kind::Double { lo: 0.0, hi: 1e6 };
 const LATENCY: Kind = Kind::Double { lo: 0.0, hi: 1e9 };
 const RATIO: Kind = Kind::Double { lo: 0.0, hi: 1.0 };
 
-pub const WEIGHTS: Param = Param {
-    example: Some(Value::Str("weights/yolact_plus_resnet50_54_800000.pth")),
-    ..p(
-        "weights",
-        Kind::Str,
-        Value::Str(""),
-        "checkpoint (`.pth` legacy/zip or `.safetensors`), a released config name such as `yolact_plus_resnet50` (downloaded once into the Hugging Face cache), or `synthetic[:SEED]` for deterministic random weights (meaningless detections; for trying the node). Required",
-    )
-};
+pub const WEIGHTS: Param = p(
+    "weights",
+    Kind::Str,
+    Value::Str(crate::weights::shipped::SHIPPED_NAME),
+    "`yolact_plus_mini` (the model shipped in the binary, trained on generated tabletop scenes: book, cup, sports ball, carrot, donut; models/yolact_plus_mini/README.md), a checkpoint (`.pth` legacy/zip or `.safetensors`), a released config name such as `yolact_plus_resnet50` (downloaded once into the Hugging Face cache), or `synthetic[:SEED]` for deterministic random weights (meaningless detections; for trying the node)",
+);
 pub const CONFIG: Param = p(
     "config",
     Kind::Str,
     Value::Str(""),
-    "config name (`yolact_resnet50`, `yolact_darknet53`, `yolact_base`, `yolact_im700`, `yolact_plus_resnet50`, `yolact_plus_base`); `\"\"` = detect from the checkpoint (`synthetic` defaults to `yolact_resnet50`)",
+    "config name (`yolact_resnet50`, `yolact_darknet53`, `yolact_base`, `yolact_im700`, `yolact_plus_resnet50`, `yolact_plus_base`, `yolact_plus_mini`); `\"\"` = the checkpoint's own or detected from it (`synthetic` defaults to `yolact_resnet50`)",
 );
 pub const DEVICE: Param = p(
     "device",
