@@ -9,7 +9,10 @@ use yolact_ros2::node::args::parse_ros_args;
 use yolact_ros2::node::lifecycle::STATE_FINALIZED;
 use yolact_ros2::node::model::{device_name, load_host_weights, resolve_device};
 use yolact_ros2::node::names::{format_table, topic_table};
-use yolact_ros2::node::open::{default_kind, open_transport, NodeIdentity, TransportKind};
+use yolact_ros2::node::open::{
+    default_kind, open_transport, DdsOptions, NodeIdentity, ServiceMapping, TransportKind,
+    SERVICE_MAPPING_ENV,
+};
 use yolact_ros2::node::params::{render, resolve_params_files};
 use yolact_ros2::node::Node;
 
@@ -21,7 +24,9 @@ pub struct NodeArgs {
     /// ROS 2 parameters file (`<node or /**>: ros__parameters: {...}`); see config/yolact.yaml.
     #[arg(long, value_name = "FILE")]
     pub params_file: Option<PathBuf>,
-    /// Transport: `ros` (rcl via r2r) or `dds` (ros2-client); default: the one built in.
+    /// Transport: `ros` (rcl via r2r) or `dds` (ros2-client); default: the one built in. With
+    /// `dds`, YOLACT_DDS_SERVICE_MAPPING=enhanced|cyclone|basic (default enhanced, Fast DDS)
+    /// must name the peers' rmw for `ros2 lifecycle` to reach the node.
     #[arg(long, value_enum)]
     pub transport: Option<TransportKind>,
     /// Validate the parameters, load the model, print every parameter's value and the topics
@@ -43,6 +48,21 @@ pub struct NodeArgs {
         value_name = "--ros-args ..."
     )]
     pub ros_args: Vec<String>,
+}
+
+/// The DDS options `yolact node` takes from its environment; read here, once, so the library
+/// never looks at the process environment.
+fn dds_options_from_env() -> Result<DdsOptions> {
+    let value = match std::env::var(SERVICE_MAPPING_ENV) {
+        Ok(v) => Some(v),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(v)) => {
+            bail!("{SERVICE_MAPPING_ENV}={v:?}: not valid UTF-8")
+        }
+    };
+    Ok(DdsOptions {
+        service_mapping: ServiceMapping::from_env_value(value.as_deref())?,
+    })
 }
 
 fn split_param(s: &str) -> Result<(String, String)> {
@@ -98,6 +118,8 @@ pub fn run(a: NodeArgs) -> Result<ExitCode> {
         namespace,
         domain_id,
     };
+    // Before --dry-run, so that a dry run also rejects a bad value.
+    let dds = dds_options_from_env()?;
 
     // Our own flags first, then --ros-args (which come last on a launch command line and win).
     let mut files: Vec<PathBuf> = a.params_file.iter().cloned().collect();
@@ -146,7 +168,7 @@ pub fn run(a: NodeArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     };
-    let transport = match open_transport(kind, &identity) {
+    let transport = match open_transport(kind, &identity, &dds) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");

@@ -5,7 +5,7 @@
 //! bytes, so topics go through RustDDS readers and writers with a pass-through adapter
 //! ([`raw`]). The ros2-client `Node` still exists so that the process appears in the ROS graph
 //! (`ros2 node list`), and it hosts the lifecycle services, which need ROS 2's request/reply
-//! mapping ([`lifecycle`]).
+//! mapping ([`lifecycle`]), chosen by the caller through [`DdsOptions`].
 //!
 //! Names follow the ROS 2 DDS conventions: topic `/ns/camera/image_raw` is DDS topic
 //! `rt/ns/camera/image_raw` of type `sensor_msgs::msg::dds_::Image_`.
@@ -24,7 +24,7 @@ use ros2_client::{Context, NodeName, NodeOptions};
 use rustdds::no_key::{DataReader, DataWriter};
 use rustdds::{policy, DataWriterStatus, QosPolicies, QosPolicyBuilder, StatusEvented, TopicKind};
 
-use super::open::NodeIdentity;
+use super::open::{DdsOptions, NodeIdentity};
 use super::transport::{
     Durability, LifecycleControl, Qos, RawPublisher, RawSink, Reliability, SubscriptionId,
     Transport, TransportError,
@@ -48,6 +48,7 @@ type Subscriptions = Arc<Mutex<BTreeMap<u64, Subscription>>>;
 /// [`Transport`] over DDS with ROS 2 naming.
 pub struct DdsTransport {
     identity: NodeIdentity,
+    options: DdsOptions,
     node: ros2_client::dds::Node,
     participant: rustdds::DomainParticipant,
     publisher: rustdds::Publisher,
@@ -63,8 +64,17 @@ fn err(topic: &str, e: impl std::fmt::Display) -> TransportError {
 }
 
 impl DdsTransport {
-    /// Joins DDS domain `identity.domain_id` as node `identity.namespace/identity.name`.
+    /// [`Self::open_with`] the default options (Fast DDS' service mapping); the environment is
+    /// not consulted (`yolact node` reads it at startup).
     pub fn open(identity: &NodeIdentity) -> Result<Self, TransportError> {
+        Self::open_with(identity, &DdsOptions::default())
+    }
+
+    /// Joins DDS domain `identity.domain_id` as node `identity.namespace/identity.name`.
+    pub fn open_with(
+        identity: &NodeIdentity,
+        dds_options: &DdsOptions,
+    ) -> Result<Self, TransportError> {
         let fq = fully_qualified(identity);
         let context = Context::with_options(
             ros2_client::dds::ContextOptions::new().domain_id(identity.domain_id),
@@ -109,6 +119,7 @@ impl DdsTransport {
         );
         Ok(Self {
             identity: identity.clone(),
+            options: *dds_options,
             node,
             participant,
             publisher,
@@ -282,7 +293,8 @@ impl Transport for DdsTransport {
         control: Arc<dyn LifecycleControl>,
     ) -> Result<(), TransportError> {
         let fq = fully_qualified(&self.identity);
-        let servers = lifecycle::Servers::create(&mut self.node, &fq)?;
+        let servers =
+            lifecycle::Servers::create(&mut self.node, &fq, self.options.service_mapping)?;
         let stop = Arc::clone(&self.stop);
         let handle = std::thread::Builder::new()
             .name("dds-lifecycle".into())

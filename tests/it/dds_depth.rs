@@ -16,7 +16,9 @@
 
 use std::time::Duration;
 
-use crate::support::dds::{peer_available, run_peer, synthetic_node_params, test_domain, PeerRun};
+use crate::support::dds::{
+    peer_available, peer_dds_options, run_peer, synthetic_node_params, test_domain, PeerRun,
+};
 use serde_json::Value;
 use yolact_ros2::node::dds::DdsTransport;
 use yolact_ros2::node::open::NodeIdentity;
@@ -129,7 +131,8 @@ fn node_3d_outputs_over_dds_against_a_cyclonedds_peer() {
         ("depth.min_points", "3"),
         ("depth.erosion_px", "1"),
     ]);
-    let transport = DdsTransport::open(&identity).expect("open DDS transport");
+    let transport =
+        DdsTransport::open_with(&identity, &peer_dds_options()).expect("open DDS transport");
     let node = Node::start(params, identity, Box::new(transport)).expect("node starts");
 
     // Nobody subscribes to the cloud: Detection3DArray only, no cloud built.

@@ -14,7 +14,8 @@
 use std::time::Duration;
 
 use crate::support::dds::{
-    check_node_outputs, peer_available, run_peer, synthetic_node_params, test_domain, PeerRun,
+    check_node_outputs, peer_available, peer_dds_options, run_peer, synthetic_node_params,
+    test_domain, PeerRun,
 };
 use serde_json::Value;
 use yolact_ros2::node::dds::DdsTransport;
@@ -37,10 +38,8 @@ fn node_over_dds_against_a_cyclonedds_peer() {
         domain_id: domain,
     };
     let params = synthetic_node_params(&[]);
-    // rmw_cyclonedds' request/reply mapping, which the Python peer speaks. One test per binary,
-    // so nothing reads the environment concurrently.
-    std::env::set_var("YOLACT_DDS_SERVICE_MAPPING", "cyclone");
-    let transport = DdsTransport::open(&identity).expect("open DDS transport");
+    let transport =
+        DdsTransport::open_with(&identity, &peer_dds_options()).expect("open DDS transport");
     let node = Node::start(params, identity, Box::new(transport)).expect("node starts");
 
     let peer = run_peer(&[

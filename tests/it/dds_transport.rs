@@ -1,10 +1,11 @@
 //! The DDS transport against an independent DDS implementation: tools/dds_peer.py on the PyPI
 //! `cyclonedds` wheel publishes `sensor_msgs/Image` on a ROS-named topic; our `DdsTransport`
 //! receives the raw CDR, answers each frame with a `DiagnosticArray` describing what arrived, and
-//! serves the lifecycle services the peer calls.
+//! serves the lifecycle services the peer calls. Also: the lifecycle services answer in the
+//! request/reply mapping `DdsOptions` asks for (an in-process ros2-client caller, no Python).
 //!
-//! Skips with a printed reason when python3 cannot import cyclonedds and rosbags; fails instead
-//! when `YOLACT_REQUIRE_DDS=1` (CI).
+//! The peer test skips with a printed reason when python3 cannot import cyclonedds and rosbags;
+//! it fails instead when `YOLACT_REQUIRE_DDS=1` (CI).
 #![cfg(feature = "dds")]
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -12,11 +13,11 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::dds::{peer_available, run_peer, test_domain, PeerRun};
+use crate::support::dds::{peer_available, peer_dds_options, run_peer, test_domain, PeerRun};
 use yolact_ros2::bag::{Header, ImageMsg};
 use yolact_ros2::msgs::{DiagnosticArray, DiagnosticStatus};
 use yolact_ros2::node::dds::DdsTransport;
-use yolact_ros2::node::open::NodeIdentity;
+use yolact_ros2::node::open::{DdsOptions, NodeIdentity, ServiceMapping};
 use yolact_ros2::node::transport::{
     LifecycleControl, LifecycleState, LifecycleTransition, Qos, Transport,
 };
@@ -86,10 +87,8 @@ fn images_in_diagnostics_out_and_lifecycle_services_against_cyclonedds() {
         namespace: ns.clone(),
         domain_id: domain,
     };
-    // The Python peer speaks rmw_cyclonedds' request/reply mapping. This test binary has one
-    // test, so nothing else reads the environment concurrently.
-    std::env::set_var("YOLACT_DDS_SERVICE_MAPPING", "cyclone");
-    let mut transport = DdsTransport::open(&identity).expect("open DDS transport");
+    let mut transport =
+        DdsTransport::open_with(&identity, &peer_dds_options()).expect("open DDS transport");
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     transport
         .subscribe(
@@ -230,4 +229,116 @@ fn images_in_diagnostics_out_and_lifecycle_services_against_cyclonedds() {
     assert_eq!(change["reply"]["success"], true, "{change}");
     assert_eq!(recorder.last_transition.load(Ordering::SeqCst), 3);
     assert_eq!(recorder.current_state().label, "active");
+}
+
+/// `lifecycle_msgs/srv/GetState` as ros2-client clients send and read it; written here from the
+/// IDL, not taken from the transport's own mirrors.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct GetStateRequest {
+    structure_needs_at_least_one_member: u8,
+}
+impl ros2_client::Message for GetStateRequest {}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct StateMsg {
+    id: u8,
+    label: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct GetStateResponse {
+    current_state: StateMsg,
+}
+impl ros2_client::Message for GetStateResponse {}
+
+/// Serves the lifecycle with `mapping` and calls `~/get_state` from a second, in-process DDS
+/// participant whose client speaks `mapping` too. A client only reads replies in its own mapping,
+/// so a reply shows that the option reached the servers (the peer tests cover Cyclone only).
+fn get_state_in(mapping: ServiceMapping, offset: u16) -> Result<GetStateResponse, String> {
+    let domain = test_domain(offset);
+    let ns = format!("/dds_m{}_{}", std::process::id(), mapping.name());
+    let identity = NodeIdentity {
+        name: "yolact_m".into(),
+        namespace: ns.clone(),
+        domain_id: domain,
+    };
+    let options = DdsOptions {
+        service_mapping: mapping,
+    };
+    let mut transport = DdsTransport::open_with(&identity, &options).expect("open DDS transport");
+    transport
+        .serve_lifecycle(Arc::new(Recorder {
+            state: AtomicU8::new(2),
+            last_transition: AtomicU8::new(0),
+        }))
+        .unwrap();
+
+    let rmw_mapping = match mapping {
+        ServiceMapping::Enhanced => ros2_client::dds::ServiceMapping::Enhanced,
+        ServiceMapping::Cyclone => ros2_client::dds::ServiceMapping::Cyclone,
+        ServiceMapping::Basic => ros2_client::dds::ServiceMapping::Basic,
+    };
+    let context = ros2_client::dds::Context::with_options(
+        ros2_client::dds::ContextOptions::new().domain_id(domain),
+    )
+    .unwrap();
+    let mut node = context
+        .new_node(
+            ros2_client::NodeName::new(&ns, "caller").unwrap(),
+            ros2_client::NodeOptions::new()
+                .enable_rosout(false)
+                .start_parameter_services(false),
+        )
+        .unwrap();
+    let qos = ros2_client::QosProfile::publisher_default()
+        .history(ros2_client::qos::History::KeepLast { depth: 10 });
+    let client = node
+        .create_client::<GetStateRequest, GetStateResponse>(
+            rmw_mapping,
+            &ros2_client::Name::new(&format!("{ns}/yolact_m"), "get_state").unwrap(),
+            &ros2_client::ServiceTypeName::new("lifecycle_msgs", "GetState"),
+            qos.clone(),
+            qos,
+        )
+        .unwrap();
+
+    // Requests sent before discovery has matched the endpoints are lost (volatile), so ask
+    // again until an answer to one of ours arrives.
+    let mut sent = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let id = client
+            .send_request(GetStateRequest {
+                structure_needs_at_least_one_member: 0,
+            })
+            .map_err(|e| format!("send: {e:?}"))?;
+        sent.push(id);
+        let wait_until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < wait_until {
+            match client.receive_response() {
+                Ok(Some((id, reply))) if sent.contains(&id) => return Ok(reply),
+                Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(format!("unreadable reply: {e:?}")),
+            }
+        }
+    }
+    Err(format!(
+        "no reply in {} mapping to {} requests",
+        mapping.name(),
+        sent.len()
+    ))
+}
+
+#[test]
+fn lifecycle_services_answer_in_the_cyclone_mapping_when_asked_to() {
+    let reply = get_state_in(ServiceMapping::Cyclone, 6).unwrap();
+    assert_eq!(reply.current_state.label, "inactive");
+    assert_eq!(reply.current_state.id, 2);
+}
+
+#[test]
+fn lifecycle_services_answer_in_the_enhanced_mapping_when_asked_to() {
+    let reply = get_state_in(ServiceMapping::Enhanced, 7).unwrap();
+    assert_eq!(reply.current_state.label, "inactive");
+    assert_eq!(reply.current_state.id, 2);
 }

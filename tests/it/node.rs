@@ -11,7 +11,7 @@ use yolact_ros2::bag::{CdrReader, Header, ImageMsg, Time};
 use yolact_ros2::msgs::{schema, DiagnosticArray, InstanceArray};
 use yolact_ros2::node::lifecycle;
 use yolact_ros2::node::loopback::LoopbackTransport;
-use yolact_ros2::node::open::NodeIdentity;
+use yolact_ros2::node::open::{NodeIdentity, SERVICE_MAPPING_ENV};
 use yolact_ros2::node::transport::{Qos, RawPublisher, Transport};
 use yolact_ros2::node::{Node, NodeParams, NodeStats};
 
@@ -615,6 +615,38 @@ fn shipped_config_loads_and_lists_every_parameter() {
         "config/yolact.yaml is not what the parameter table gives; rewrite it with \
          `cargo run --release -- node --print-params-file > config/yolact.yaml`"
     );
+}
+
+#[test]
+fn cli_rejects_an_unknown_dds_service_mapping() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = |mapping: &str| {
+        yolact_cmd()
+            .args([
+                "node",
+                "--dry-run",
+                "--params-file",
+                "config/yolact.yaml",
+                "-p",
+                "weights:=synthetic",
+            ])
+            .current_dir(root)
+            .env("RUST_LOG", "warn")
+            .env_remove("ROS_DOMAIN_ID")
+            .env(SERVICE_MAPPING_ENV, mapping)
+            .output()
+            .unwrap()
+    };
+    let o = run("zenoh");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(SERVICE_MAPPING_ENV) && err.contains("`zenoh`") && err.contains("cyclone"),
+        "{err}"
+    );
+    // A known name in another case is accepted.
+    let o = run("Cyclone");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

@@ -1,18 +1,17 @@
 //! `lifecycle_msgs` services over DDS, so `ros2 lifecycle set/get/list` reach a DDS-transport
 //! node: ros2-client servers with serde mirrors of the service types.
 //!
-//! The request/reply mapping differs between rmw implementations (Fast DDS: "enhanced", sample
-//! identity in inline QoS; Cyclone DDS: a 16-byte request header in the payload).
-//! `YOLACT_DDS_SERVICE_MAPPING=enhanced|cyclone|basic` picks it; enhanced (Fast DDS, the default
-//! rmw of Humble and Jazzy) unless set.
+//! The request/reply mapping differs between rmw implementations; the caller picks it
+//! ([`crate::node::open::ServiceMapping`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ros2_client::dds::{Server, ServiceMapping};
+use ros2_client::dds::{Server, ServiceMapping as RmwMapping};
 use ros2_client::{Message, Name, QosProfile, ServiceTypeName};
 use serde::{Deserialize, Serialize};
 
+use crate::node::open::ServiceMapping;
 use crate::node::transport::{
     LifecycleControl, LifecycleState, LifecycleTransition, TransportError,
 };
@@ -98,15 +97,11 @@ fn description(t: &LifecycleTransition) -> TransitionDescription {
     }
 }
 
-/// The mapping `YOLACT_DDS_SERVICE_MAPPING` asks for.
-pub fn service_mapping_from(value: Option<&str>) -> Result<ServiceMapping, String> {
-    match value.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("") | Some("enhanced") => Ok(ServiceMapping::Enhanced),
-        Some("cyclone") => Ok(ServiceMapping::Cyclone),
-        Some("basic") => Ok(ServiceMapping::Basic),
-        Some(other) => Err(format!(
-            "YOLACT_DDS_SERVICE_MAPPING={other}: expected enhanced, cyclone or basic"
-        )),
+fn rmw_mapping(mapping: ServiceMapping) -> RmwMapping {
+    match mapping {
+        ServiceMapping::Enhanced => RmwMapping::Enhanced,
+        ServiceMapping::Cyclone => RmwMapping::Cyclone,
+        ServiceMapping::Basic => RmwMapping::Basic,
     }
 }
 
@@ -123,7 +118,7 @@ pub struct Servers {
 
 fn create<Req: Message + Clone + 'static, Resp: Message + 'static>(
     node: &mut ros2_client::dds::Node,
-    mapping: ServiceMapping,
+    mapping: RmwMapping,
     fq_node: &str,
     service: &str,
     type_name: &str,
@@ -148,11 +143,13 @@ impl Servers {
     pub fn create(
         node: &mut ros2_client::dds::Node,
         fq_node: &str,
+        mapping: ServiceMapping,
     ) -> Result<Self, TransportError> {
-        let env = std::env::var("YOLACT_DDS_SERVICE_MAPPING").ok();
-        let mapping =
-            service_mapping_from(env.as_deref()).map_err(|e| TransportError::new(fq_node, e))?;
-        log::info!("DDS: lifecycle services under {fq_node} ({mapping:?} request/reply mapping)");
+        log::info!(
+            "DDS: lifecycle services under {fq_node} ({} request/reply mapping)",
+            mapping.name()
+        );
+        let mapping = rmw_mapping(mapping);
         Ok(Self {
             change_state: create(node, mapping, fq_node, "change_state", "ChangeState")?,
             get_state: create(node, mapping, fq_node, "get_state", "GetState")?,
@@ -234,27 +231,5 @@ fn answer<Req: Message + Clone + 'static, Resp: Message + 'static>(
                 break;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mapping_is_chosen_by_name() {
-        assert!(matches!(
-            service_mapping_from(None),
-            Ok(ServiceMapping::Enhanced)
-        ));
-        assert!(matches!(
-            service_mapping_from(Some("Cyclone")),
-            Ok(ServiceMapping::Cyclone)
-        ));
-        assert!(matches!(
-            service_mapping_from(Some("basic")),
-            Ok(ServiceMapping::Basic)
-        ));
-        assert!(service_mapping_from(Some("zenoh")).is_err());
     }
 }

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use super::repo;
+use yolact_ros2::node::open::{DdsOptions, ServiceMapping};
 
 /// The node's parameters as the DDS tests run it: synthetic weights on the CPU, a low threshold so
 /// random weights still detect, fast diagnostics, no images published; then `extra`.
@@ -28,6 +29,14 @@ pub fn synthetic_node_params(extra: &[(&str, &str)]) -> yolact_ros2::node::param
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     yolact_ros2::node::load_params(None, &overrides, "yolact").unwrap()
+}
+
+/// How the DDS tests open `DdsTransport`: the Python peer speaks rmw_cyclonedds' request/reply
+/// mapping.
+pub fn peer_dds_options() -> DdsOptions {
+    DdsOptions {
+        service_mapping: ServiceMapping::Cyclone,
+    }
 }
 
 /// Whether python3 can import the peer's packages. When it cannot: prints why and returns false,
