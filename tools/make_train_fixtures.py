@@ -18,8 +18,12 @@ Files written:
                           rows with a non-zero gradient, proto and segm dense); for ++ also the
                           mask-IoU net's parameter gradients
   step_<cfg>.safetensors  level (b): the full train step at 550: loss terms, and per parameter
-                          (state-dict key) its gradient norm and every GRAD_STRIDE-th flat gradient
-                          element
+                          (state-dict key) its gradient norm, the whole gradient when it has at
+                          most FULL_MAX elements, and a count sketch of it (SKETCH_BUCKETS buckets
+                          for the larger ones, CHECK_BUCKETS for the whole ones)
+  synth_train_only.json   the training-only synthetic tensors (semantic_seg_conv.*) the reference
+                          loaded, as sample bit patterns and sums (the format of
+                          tests/fixtures/parity/synth_values.json), for the Rust generator test
   versions.json
 """
 
@@ -40,9 +44,18 @@ import synth_weights as S  # noqa: E402
 
 SIZE = 550
 CONFIGS = ["yolact_resnet50", "yolact_plus_resnet50"]
-# Every GRAD_STRIDE-th flat element of each parameter gradient (level b). Prime, so the sample
-# does not alias with channel or kernel periods; 997 keeps both configs' samples near 0.14 MB each.
-GRAD_STRIDE = 997
+# Level (b) gradients (README "Level (b)" says why): tensors of at most FULL_MAX elements are
+# stored whole (2^15: every bias, the heads' small convs, the first stages' 1x1 convs; 2.2 MB for
+# both configs); the larger ones as a count sketch of SKETCH_BUCKETS f64 buckets (8 KB each), whose
+# sum of squared differences estimates ||ours - ref||^2 without bias (relative spread of the
+# norm ~ 1/sqrt(2 * 1024) = 2.2%). The whole ones get a CHECK_BUCKETS sketch too, so that the Rust
+# test can check its sketch generator against this one on known tensors.
+FULL_MAX = 1 << 15
+SKETCH_BUCKETS = 1024
+CHECK_BUCKETS = 64
+# Buckets and signs come from the synthetic weights' counter stream under this key prefix (a
+# stream of its own: the weights of `key` use the stream of `key`, which the gradients depend on).
+SKETCH_SALT = "sketch:"
 TERMS = ["B", "M", "C", "I", "S"]
 
 
@@ -91,7 +104,8 @@ def scenes():
     ]
 
 
-def build_dataset(out_dir):
+def build_dataset(out_dir, categories):
+    """The two scenes as PNGs and a COCO json listing `categories` [(id, name)]."""
     from PIL import Image
     from pycocotools import mask as mask_util
 
@@ -137,9 +151,10 @@ def build_dataset(out_dir):
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(os.path.join(out_dir, "images", name),
                                                                     optimize=True)
         images.append({"id": i + 1, "file_name": name, "width": SIZE, "height": SIZE})
-    cats = sorted({a["category_id"] for a in anns})
+    # All of COCO's categories, as COCO's own files list them: a loader that maps the file's sorted
+    # category ids to contiguous labels (ours) then gives the reference's COCO_LABEL_MAP - 1.
     doc = {"images": images, "annotations": anns,
-           "categories": [{"id": c, "name": f"coco_{c}"} for c in cats]}
+           "categories": [{"id": c, "name": n} for c, n in categories]}
     with open(os.path.join(out_dir, "annotations.json"), "w") as f:
         json.dump(doc, f)
     return doc
@@ -333,6 +348,17 @@ def level_a(ns, name, gts, doc, out_dir, size, proto_size):
           + ", ".join(f"{k}={float(v):.6g}" for k, v in losses.items()), flush=True)
 
 
+def sketch(key, grad, buckets, seed):
+    """Count sketch of a flat gradient: bucket b sums s_i * g_i over the elements i with
+    h(i) = b, where z_i = counter_bits(SKETCH_SALT + key)[i], h(i) = ((z_i >> 32) * buckets) >> 32
+    and s_i = +1 if z_i is even, else -1. f64 sums in index order (np.bincount's)."""
+    g = grad.detach().reshape(-1).double().numpy()
+    z = S.counter_bits(SKETCH_SALT + key, g.size, seed)
+    b = ((z >> np.uint64(32)) * np.uint64(buckets)) >> np.uint64(32)
+    sign = 1.0 - 2.0 * (z & np.uint64(1)).astype(np.float64)
+    return torch.from_numpy(np.bincount(b.astype(np.int64), weights=sign * g, minlength=buckets))
+
+
 def level_b(ns, name, gts, doc, out_dir):
     from safetensors.torch import save_file
 
@@ -353,23 +379,54 @@ def level_b(ns, name, gts, doc, out_dir):
     total.backward()
     npos, gaps, _ = positives_and_cut(ns, cfg, preds, gts)
     assert max(npos) <= cfg.masks_to_train, f"{name}: {npos} positives would subsample (a randperm draw we cannot reproduce)"
-    t, n_grad = {}, 0
+    t, n_grad, n_full = {}, 0, 0
     for k, p in net.named_parameters():
         if p.grad is None:
             continue
         n_grad += 1
-        g = p.grad.detach().reshape(-1)
+        g = p.grad.detach()
         t[f"norm/{k}"] = g.double().norm().reshape(1)
-        t[f"sample/{k}"] = g[::GRAD_STRIDE].contiguous()
+        if g.numel() <= FULL_MAX:
+            t[f"grad/{k}"] = g.contiguous()
+            t[f"sketch/{k}"] = sketch(k, g, CHECK_BUCKETS, S.DEFAULT_SEED)
+            n_full += 1
+        else:
+            t[f"sketch/{k}"] = sketch(k, g, SKETCH_BUCKETS, S.DEFAULT_SEED)
     for k, v in losses.items():
         t[f"loss_{k}"] = v.detach().reshape(1)
     t["loss_total"] = total.detach().reshape(1)
     meta = {"config": name, "max_size": str(SIZE), "seed": hex(S.DEFAULT_SEED),
-            "grad_stride": str(GRAD_STRIDE), "terms": ",".join(losses.keys()),
-            "grad_tensors": str(n_grad), "positives": json.dumps(npos), "ohem_cut_gap": json.dumps(gaps)}
+            "full_max": str(FULL_MAX), "sketch_salt": SKETCH_SALT,
+            "sketch_seed": hex(S.DEFAULT_SEED), "terms": ",".join(losses.keys()),
+            "grad_tensors": str(n_grad), "grad_whole": str(n_full), "positives": json.dumps(npos), "ohem_cut_gap": json.dumps(gaps)}
     save_file(t, os.path.join(out_dir, f"step_{name}.safetensors"), metadata=meta)
-    print(f"(b) {name} @ {SIZE}: grad tensors {n_grad}, positives {npos}, cut gaps {gaps}, "
+    print(f"(b) {name} @ {SIZE}: grad tensors {n_grad} ({n_full} whole), positives {npos}, cut gaps {gaps}, "
           + ", ".join(f"{k}={float(v):.6g}" for k, v in losses.items()), flush=True)
+
+
+def synth_train_only(ns, configs, out_dir):
+    """The training-only keys (semantic_seg_conv.*) of the synthetic state dict the reference
+    loads, in synth_values.json's format: four sample elements as f32 bit patterns, f64 sum, sum
+    of squares, min and max."""
+    doc = {"seed": S.DEFAULT_SEED, "configs": {}}
+    for name in configs:
+        _, sd = R.build(ns, name, S.DEFAULT_SEED)
+        entries = []
+        for key, v in sd.items():
+            if not key.startswith("semantic_seg_conv."):
+                continue
+            t = v.numpy().reshape(-1)
+            n = t.shape[0]
+            idx = sorted({0, n - 1, n // 2, (n * 7) // 13})
+            d = t.astype(np.float64)
+            entries.append({"key": key, "shape": list(v.shape),
+                            "samples": [[i, int(t[i:i + 1].view(np.uint32)[0])] for i in idx],
+                            "sum": float(np.sum(d)), "sum_sq": float(np.sum(d * d)),
+                            "min": float(d.min()), "max": float(d.max())})
+        assert len(entries) == 2, f"{name}: {[e['key'] for e in entries]}"
+        doc["configs"][name] = entries
+    with open(os.path.join(out_dir, "synth_train_only.json"), "w") as f:
+        json.dump(doc, f, separators=(",", ":"))
 
 
 def main():
@@ -383,6 +440,9 @@ def main():
                          "mask-IoU net (its input must be >= 63 px)")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--skip-step", action="store_true", help="level (a) only")
+    ap.add_argument("--skip-loss", action="store_true",
+                    help="no level (a): keep the loss_<cfg> files there are (gt.safetensors is "
+                         "still written: its tensors do not depend on the machine)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -390,13 +450,19 @@ def main():
     ns = R.import_reference(a.yolact_src)
     ns.config.set_cfg(CONFIGS[0] + "_config")
     os.makedirs(a.out, exist_ok=True)
-    doc = build_dataset(a.out)
+    cfg = ns.config.cfg
+    label_map = cfg.dataset.label_map
+    categories = [(c, cfg.dataset.class_names[label_map[c] - 1]) for c in sorted(label_map)]
+    doc = build_dataset(a.out, categories)
     gts = ground_truth(ns, doc, a.out)
-    for name in a.configs.split(","):
-        level_a(ns, name, gts, doc, a.out, a.loss_size, a.proto_size)
+    if not a.skip_loss:
+        for name in a.configs.split(","):
+            level_a(ns, name, gts, doc, a.out, a.loss_size, a.proto_size)
     if not a.skip_step:
         for name in a.configs.split(","):
             level_b(ns, name, gts, doc, a.out)
+    synth_train_only(ns, a.configs.split(","), a.out)
+    import cv2  # the reference's data package imports it
     import PIL
     import safetensors
     import torchvision
@@ -405,6 +471,7 @@ def main():
                 "torchvision": torchvision.__version__, "numpy": np.__version__,
                 "pycocotools": importlib.metadata.version("pycocotools"),
                 "safetensors": safetensors.__version__, "Pillow": PIL.__version__,
+                "opencv": cv2.__version__,
                 "threads": a.threads}
     with open(os.path.join(a.out, "versions.json"), "w") as f:
         json.dump(versions, f, indent=1)

@@ -15,7 +15,10 @@ decimal literals or IEEE-exact operations (sqrt, +, *, /) so both languages roun
 
 Usage as a script: `synth_weights.py --config NAME [--seed S] --out FILE.safetensors` writes the
 state dict (including `num_batches_tracked` zeros and `semantic_seg_conv.*`, which the reference
-needs for its strict load) using the key list in /work/shared/spec/keys.
+needs for its strict load) using the key list in /work/shared/spec/keys. The training-only
+`semantic_seg_conv.*` gets no special case: like every key, its values follow from (seed, key,
+index) and `ranges` (He-uniform weight, BIAS bias); Rust's `synth_train_state_dict` adds the same
+two keys to the inference ones.
 """
 
 import argparse
@@ -67,16 +70,21 @@ def key_hash(key: str, seed: int) -> int:
     return fnv1a64(key.encode("utf-8")) ^ ((seed * GOLDEN) & MASK64)
 
 
-def uniform01(key: str, n: int, seed: int) -> np.ndarray:
-    """u_i for i in 0..n, float64, each a multiple of 2^-24 in [0, 1)."""
+def counter_bits(key: str, n: int, seed: int) -> np.ndarray:
+    """z_i for i in 0..n (uint64): the raw stream of `key`. The weights use its top 24 bits; the
+    train step fixtures' gradient sketches draw buckets and signs from it (Rust: `synth::Stream`)."""
     k = np.uint64(key_hash(key, seed))
     i = np.arange(1, n + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
         z = k + i * np.uint64(GOLDEN)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(40)).astype(np.float64) * (1.0 / 16777216.0)
+        return z ^ (z >> np.uint64(31))
+
+
+def uniform01(key: str, n: int, seed: int) -> np.ndarray:
+    """u_i for i in 0..n, float64, each a multiple of 2^-24 in [0, 1)."""
+    return (counter_bits(key, n, seed) >> np.uint64(40)).astype(np.float64) * (1.0 / 16777216.0)
 
 
 def _sym(a: float):

@@ -23,7 +23,8 @@ The mask subsample (more than masks_to_train positives in an image) is drawn fro
 not torch's generator: keep parity images below that count."
 )]
 pub struct TrainStepArgs {
-    /// Checkpoint (it must hold `semantic_seg_conv.*`, as the released files do).
+    /// Checkpoint (it must hold `semantic_seg_conv.*`, as the released files do), a released
+    /// config name, or `synthetic[:SEED]` (the parity fixtures' weights, semantic head included).
     #[arg(long, value_name = "W")]
     pub weights: String,
     /// Config name; taken from the checkpoint when omitted.
@@ -48,7 +49,7 @@ pub struct TrainStepArgs {
 
 pub fn run(a: TrainStepArgs) -> Result<ExitCode> {
     let device = super::select(&a.device, false)?.device;
-    let host = HostWeights::load(&a.weights, a.config.as_deref())
+    let host = HostWeights::load_train(&a.weights, a.config.as_deref())
         .with_context(|| format!("--weights {}", a.weights))?;
     let cfg = host.config.clone();
     if !host.state_dict.contains_key("semantic_seg_conv.weight") {

@@ -32,7 +32,7 @@ use crate::config::{BackboneKind, YolactConfig};
 use crate::error::{Error, Result};
 use crate::model::Yolact;
 use crate::weights::{
-    expected_shapes, load_checkpoint, StateDict, WeightStore, TRAIN_STATE_PREFIX,
+    load_checkpoint, training_shapes, StateDict, WeightStore, TRAIN_STATE_PREFIX,
 };
 
 /// The tensors whose shape depends on the class count (the ones a strict resume on other classes reports as mismatched).
@@ -128,16 +128,6 @@ pub fn initialise(
         var.set(&draw(rule, var, &mut rng)?)?;
     }
     Ok((store, model, report))
-}
-
-/// Every key the training model uses, with its shape: the inference keys plus
-/// `semantic_seg_conv`.
-fn training_shapes(cfg: &YolactConfig) -> Vec<(String, Vec<usize>)> {
-    let mut v = expected_shapes(cfg);
-    let (c, f) = (cfg.num_fg_classes(), cfg.fpn_channels);
-    v.push(("semantic_seg_conv.weight".into(), vec![c, f, 1, 1]));
-    v.push(("semantic_seg_conv.bias".into(), vec![c]));
-    v
 }
 
 fn class_dependent(key: &str) -> bool {

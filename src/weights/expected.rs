@@ -134,3 +134,13 @@ pub fn expected_shapes(cfg: &YolactConfig) -> Vec<(String, Vec<usize>)> {
     );
     k.0
 }
+
+/// Every key the training model uses, with its shape: [`expected_shapes`] plus the training-only
+/// `semantic_seg_conv` (a 1x1 conv from P3 to the foreground classes, `Yolact::load_train`).
+pub fn training_shapes(cfg: &YolactConfig) -> Vec<(String, Vec<usize>)> {
+    let mut v = expected_shapes(cfg);
+    let (c, f) = (cfg.num_fg_classes(), cfg.fpn_channels);
+    v.push(("semantic_seg_conv.weight".into(), vec![c, f, 1, 1]));
+    v.push(("semantic_seg_conv.bias".into(), vec![c]));
+    v
+}

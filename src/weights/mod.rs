@@ -21,7 +21,7 @@ use candle_core::Device;
 use crate::config::YolactConfig;
 use crate::error::{Error, Result};
 
-pub use expected::expected_shapes;
+pub use expected::{expected_shapes, training_shapes};
 pub use keys::prepare;
 pub use store::WeightStore;
 

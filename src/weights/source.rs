@@ -82,12 +82,28 @@ impl HostWeights {
     /// [`crate::weights::load_for_inference`] (synthetic weights: `config` or
     /// [`SYNTHETIC_DEFAULT_CONFIG`]).
     pub fn load(weights: &str, config: Option<&str>) -> Result<Self> {
+        Self::load_with(weights, config, false)
+    }
+
+    /// [`HostWeights::load`] for a training step: synthetic weights also get the training-only
+    /// `semantic_seg_conv.*` ([`synth::synth_train_state_dict`]); files are read as they are (the
+    /// released ones carry that head).
+    pub fn load_train(weights: &str, config: Option<&str>) -> Result<Self> {
+        Self::load_with(weights, config, true)
+    }
+
+    fn load_with(weights: &str, config: Option<&str>, train: bool) -> Result<Self> {
         let source = WeightsSource::parse(weights)?;
         let (state_dict, config) = match &source {
             WeightsSource::Shipped => shipped::load(config)?,
             WeightsSource::Synthetic { seed } => {
                 let cfg = YolactConfig::by_name(config.unwrap_or(SYNTHETIC_DEFAULT_CONFIG))?;
-                (synth::synth_state_dict(&cfg, *seed)?, cfg)
+                let sd = if train {
+                    synth::synth_train_state_dict(&cfg, *seed)?
+                } else {
+                    synth::synth_state_dict(&cfg, *seed)?
+                };
+                (sd, cfg)
             }
             WeightsSource::Released(r) => {
                 let path = r.fetch(std::io::IsTerminal::is_terminal(&std::io::stderr()))?;
@@ -159,5 +175,31 @@ mod tests {
             .to_string();
         assert!(e.contains("synthetic_runs/none.pth does not exist"), "{e}");
         assert!(e.contains("dbolya/yolact-"), "{e}");
+    }
+
+    #[test]
+    fn synthetic_weights_for_training_carry_the_semantic_head_and_inference_ones_do_not() {
+        let infer = HostWeights::load("synthetic:3", Some("yolact_resnet50")).unwrap();
+        let train = HostWeights::load_train("synthetic:3", Some("yolact_resnet50")).unwrap();
+        let seg = |h: &HostWeights| {
+            let mut k: Vec<String> = h
+                .state_dict
+                .keys()
+                .filter(|k| k.starts_with("semantic_seg_conv."))
+                .cloned()
+                .collect();
+            k.sort();
+            k
+        };
+        assert!(seg(&infer).is_empty());
+        assert_eq!(
+            seg(&train),
+            ["semantic_seg_conv.bias", "semantic_seg_conv.weight"]
+        );
+        assert_eq!(train.state_dict.len(), infer.state_dict.len() + 2);
+        assert_eq!(
+            train.state_dict["semantic_seg_conv.weight"].dims(),
+            [80, 256, 1, 1]
+        );
     }
 }

@@ -20,7 +20,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::config::YolactConfig;
-use crate::weights::expected_shapes;
+use crate::weights::{expected_shapes, training_shapes};
 
 pub use crate::weights::StateDict;
 
@@ -71,14 +71,27 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn key_hash(key: &str, seed: u64) -> u64 {
-    fnv1a64(key.as_bytes()) ^ seed.wrapping_mul(GOLDEN)
-}
+/// The generator's raw stream of one (key, seed): element i's 64 bits `z_i` (module docs). The
+/// weights use their top 24 bits; the train-step fixtures' gradient sketches draw buckets and
+/// signs from the stream of a salted key (tests/fixtures/train/README.md). Python:
+/// `counter_bits` in tools/synth_weights.py.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stream(u64);
 
-/// u_i for element `i` of a key with hash `k`: a multiple of 2^-24 in [0, 1).
-fn uniform01(k: u64, i: u64) -> f64 {
-    let z = mix(k.wrapping_add(i.wrapping_add(1).wrapping_mul(GOLDEN)));
-    (z >> 40) as f64 * (1.0 / 16_777_216.0)
+impl Stream {
+    pub fn new(key: &str, seed: u64) -> Self {
+        Stream(fnv1a64(key.as_bytes()) ^ seed.wrapping_mul(GOLDEN))
+    }
+
+    /// z_i.
+    pub fn bits(self, i: u64) -> u64 {
+        mix(self.0.wrapping_add(i.wrapping_add(1).wrapping_mul(GOLDEN)))
+    }
+
+    /// u_i: a multiple of 2^-24 in [0, 1).
+    fn uniform01(self, i: u64) -> f64 {
+        (self.bits(i) >> 40) as f64 * (1.0 / 16_777_216.0)
+    }
 }
 
 /// Value ranges of one key: element i uses `table[select[i % select.len()]]`.
@@ -235,7 +248,7 @@ pub fn ranges(key: &str, shape: &[usize]) -> Ranges {
 /// The row-major f32 values of one key.
 pub fn synth_tensor(key: &str, shape: &[usize], seed: u64) -> Vec<f32> {
     let n: usize = shape.iter().product();
-    let k = key_hash(key, seed);
+    let stream = Stream::new(key, seed);
     let r = ranges(key, shape);
     let period = r.select.len().max(1);
     (0..n)
@@ -246,15 +259,27 @@ pub fn synth_tensor(key: &str, shape: &[usize], seed: u64) -> Vec<f32> {
                 .and_then(|&s| r.table.get(s))
                 .copied()
                 .unwrap_or(BIAS);
-            (lo + (hi - lo) * uniform01(k, i as u64)) as f32
+            (lo + (hi - lo) * stream.uniform01(i as u64)) as f32
         })
         .collect()
 }
 
 /// The synthetic state dict of `cfg`: every inference key, f32, on the CPU.
 pub fn synth_state_dict(cfg: &YolactConfig, seed: u64) -> crate::Result<StateDict> {
+    synth_keys(expected_shapes(cfg), seed)
+}
+
+/// [`synth_state_dict`] plus the training-only `semantic_seg_conv.*`, as the reference's state
+/// dict (and a released file) has them: what a training step on synthetic weights needs. The
+/// extra keys follow the same rule as every other (tools/synth_weights.py loads them into the
+/// reference from its own key list).
+pub fn synth_train_state_dict(cfg: &YolactConfig, seed: u64) -> crate::Result<StateDict> {
+    synth_keys(training_shapes(cfg), seed)
+}
+
+fn synth_keys(keys: Vec<(String, Vec<usize>)>, seed: u64) -> crate::Result<StateDict> {
     let mut sd = StateDict::new();
-    for (key, shape) in expected_shapes(cfg) {
+    for (key, shape) in keys {
         let data = synth_tensor(&key, &shape, seed);
         let t = Tensor::from_vec(data, shape.as_slice(), &Device::Cpu)?;
         sd.insert(key, t);
@@ -285,11 +310,45 @@ mod tests {
         configs: BTreeMap<String, Vec<Entry>>,
     }
 
+    fn read_values(rel: &str) -> SynthValues {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
     fn fixture() -> SynthValues {
-        let p =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/synth_values.json");
-        let text = std::fs::read_to_string(&p).expect("synth_values.json fixture");
-        serde_json::from_str(&text).expect("parse synth_values.json")
+        read_values("tests/fixtures/parity/synth_values.json")
+    }
+
+    /// The entry's samples bit for bit, its sums within the summation-order error, min and max.
+    fn check_entry(e: &Entry, v: &[f32]) {
+        assert_eq!(v.len(), e.shape.iter().product::<usize>(), "{}", e.key);
+        for &(i, bits) in &e.samples {
+            assert_eq!(v[i].to_bits(), bits, "{}[{i}]: {} vs python", e.key, v[i]);
+        }
+        let (mut s, mut s2, mut lo, mut hi) = (0f64, 0f64, f64::INFINITY, f64::NEG_INFINITY);
+        for &x in v {
+            let x = x as f64;
+            s += x;
+            s2 += x * x;
+            lo = lo.min(x);
+            hi = hi.max(x);
+        }
+        // Summation order differs (NumPy is pairwise); the scale bounds that effect.
+        let tol = 1e-11 * (s2 * v.len() as f64).sqrt().max(1.0);
+        assert!((s - e.sum).abs() <= tol, "{} sum {s} vs {}", e.key, e.sum);
+        assert!(
+            (s2 - e.sum_sq).abs() <= 1e-11 * s2.max(1.0),
+            "{} sum_sq",
+            e.key
+        );
+        // serde_json parses floats to within an ulp of f64; the values are f32 anyway.
+        assert_eq!(
+            (lo as f32, hi as f32),
+            (e.min as f32, e.max as f32),
+            "{} min/max",
+            e.key
+        );
     }
 
     #[test]
@@ -309,39 +368,48 @@ mod tests {
         let mut checked = 0;
         for entries in fx.configs.values() {
             for e in entries {
-                let v = synth_tensor(&e.key, &e.shape, fx.seed);
-                assert_eq!(v.len(), e.shape.iter().product::<usize>(), "{}", e.key);
-                for &(i, bits) in &e.samples {
-                    assert_eq!(v[i].to_bits(), bits, "{}[{i}]: {} vs python", e.key, v[i]);
-                }
-                let (mut s, mut s2, mut lo, mut hi) =
-                    (0f64, 0f64, f64::INFINITY, f64::NEG_INFINITY);
-                for &x in &v {
-                    let x = x as f64;
-                    s += x;
-                    s2 += x * x;
-                    lo = lo.min(x);
-                    hi = hi.max(x);
-                }
-                // Summation order differs (NumPy is pairwise); the scale bounds that effect.
-                let tol = 1e-11 * (s2 * v.len() as f64).sqrt().max(1.0);
-                assert!((s - e.sum).abs() <= tol, "{} sum {s} vs {}", e.key, e.sum);
-                assert!(
-                    (s2 - e.sum_sq).abs() <= 1e-11 * s2.max(1.0),
-                    "{} sum_sq",
-                    e.key
-                );
-                // serde_json parses floats to within an ulp of f64; the values are f32 anyway.
-                assert_eq!(
-                    (lo as f32, hi as f32),
-                    (e.min as f32, e.max as f32),
-                    "{} min/max",
-                    e.key
-                );
+                check_entry(e, &synth_tensor(&e.key, &e.shape, fx.seed));
                 checked += 1;
             }
         }
         assert!(checked > 1000, "only {checked} keys in the fixture");
+    }
+
+    /// The training state dict is the inference one plus exactly the two `semantic_seg_conv` keys,
+    /// with the values the reference loaded for them (tests/fixtures/train/synth_train_only.json,
+    /// written by tools/make_train_fixtures.py from the state dict the reference ran with).
+    #[test]
+    fn train_state_dict_adds_the_semantic_head_as_python_does() {
+        let fx = read_values("tests/fixtures/train/synth_train_only.json");
+        assert_eq!(fx.seed, DEFAULT_SEED);
+        assert_eq!(fx.configs.len(), 2);
+        for (name, entries) in &fx.configs {
+            let cfg = YolactConfig::by_name(name).unwrap();
+            let inference = synth_state_dict(&cfg, fx.seed).unwrap();
+            let train = synth_train_state_dict(&cfg, fx.seed).unwrap();
+            let mut extra: Vec<&str> = train
+                .keys()
+                .filter(|k| !inference.contains_key(*k))
+                .map(String::as_str)
+                .collect();
+            extra.sort();
+            let mut theirs: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+            theirs.sort();
+            assert_eq!(extra, theirs, "{name}");
+            assert_eq!(train.len(), inference.len() + 2, "{name}");
+            for (k, t) in &inference {
+                assert_eq!(
+                    train[k].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    "{name}: {k}"
+                );
+            }
+            for e in entries {
+                let t = &train[&e.key];
+                assert_eq!(t.dims(), e.shape.as_slice(), "{name}: {}", e.key);
+                check_entry(e, &t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            }
+        }
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //! * [`ground_truth`]: the two images' ground truth as the reference's `pull_item` gives it.
 //! * [`LossFixture`]: level (a), the reference's loss on its own network outputs.
 //! * [`StepFixture`]: level (b), the reference's full train step at 550 (loss terms, per parameter
-//!   the gradient norm and every `grad_stride`-th flat gradient element).
+//!   the gradient norm, the whole gradient of the smaller tensors and a count sketch of every one).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use yolact_ros2::train::data::GroundTruth;
+use yolact_ros2::weights::synth::Stream;
 
 use super::fixture;
 
@@ -167,8 +168,9 @@ impl LossFixture {
 
 /// Level (b): `step_<config>.safetensors`, the full reference step at 550 on the two images of
 /// `images/` with `annotations.json`: loss terms `loss_<T>`, and per parameter key `norm/<key>`
-/// (f64, the L2 norm of its gradient) and `sample/<key>` (f32, the gradient's flat elements
-/// 0, s, 2s, ... with s = `grad_stride`). Parameters without a gradient (frozen BN) are absent.
+/// (f64, the L2 norm of its gradient), `grad/<key>` (f32, the whole gradient) for tensors of at
+/// most `full_max` elements, and `sketch/<key>` (f64, a count sketch of the gradient, see
+/// [`count_sketch`]) for every tensor. Parameters without a gradient (frozen BN) are absent.
 pub struct StepFixture {
     pub file: Safetensors,
 }
@@ -180,8 +182,9 @@ impl StepFixture {
         }
     }
 
-    pub fn grad_stride(&self) -> usize {
-        self.file.meta["grad_stride"].parse().unwrap()
+    /// Tensors of at most this many elements are stored whole.
+    pub fn full_max(&self) -> usize {
+        self.file.meta["full_max"].parse().unwrap()
     }
 
     /// The parameter keys that received a gradient, sorted.
@@ -203,10 +206,101 @@ impl StepFixture {
             .unwrap()[0]
     }
 
-    pub fn sample(&self, key: &str) -> Vec<f32> {
+    /// The whole reference gradient (flat), when the fixture stores it.
+    pub fn whole(&self, key: &str) -> Option<Tensor> {
+        self.file.tensors.get(&format!("grad/{key}")).cloned()
+    }
+
+    /// The reference's sketch of the gradient of `key`.
+    pub fn sketch(&self, key: &str) -> Vec<f64> {
         self.file
-            .get(&format!("sample/{key}"))
-            .to_vec1::<f32>()
+            .get(&format!("sketch/{key}"))
+            .to_vec1::<f64>()
             .unwrap()
+    }
+
+    /// The same sketch of `values` (a flat gradient of `key`): buckets and signs from the
+    /// fixture's salt and seed.
+    pub fn sketch_of(&self, key: &str, values: &[f32]) -> Vec<f64> {
+        let seed = self.file.meta["sketch_seed"].trim_start_matches("0x");
+        let seed = u64::from_str_radix(seed, 16).unwrap();
+        let stream = Stream::new(&format!("{}{key}", self.file.meta["sketch_salt"]), seed);
+        count_sketch(stream, values, self.sketch(key).len())
+    }
+}
+
+/// The count sketch of tools/make_train_fixtures.py (`sketch`): with z_i = `stream.bits(i)`,
+/// element i goes to bucket ((z_i >> 32) * buckets) >> 32 with sign + if z_i is even, - if odd;
+/// f64 sums in index order. Linear, so sketch(ours) - sketch(ref) is the sketch of the
+/// difference, whose squared length estimates |ours - ref|^2 without bias (fixture README).
+pub fn count_sketch(stream: Stream, values: &[f32], buckets: usize) -> Vec<f64> {
+    let mut out = vec![0f64; buckets];
+    for (i, &v) in values.iter().enumerate() {
+        let z = stream.bits(i as u64);
+        let b = ((z >> 32) * buckets as u64) >> 32;
+        let v = f64::from(v);
+        out[b as usize] += if z & 1 == 0 { v } else { -v };
+    }
+    out
+}
+
+/// How a gradient was judged: exactly (the fixture holds it whole) or through its sketch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Exact,
+    Sketched,
+}
+
+impl StepFixture {
+    /// The measure for our flat gradient of `key`, |ours - ref| / |ref| over the whole
+    /// tensor: exact for the tensors stored whole; for the others the sketch's estimate of
+    /// |ours - ref|, raised to the exact lower bound | |ours| - |ref| | where that is larger. A
+    /// reference gradient of exactly zero (P7 when nothing on it is selected) needs ours exactly
+    /// zero too (0, else infinity).
+    pub fn judge(&self, key: &str, ours: &[f32]) -> (f64, Measure) {
+        let want = self.norm(key);
+        let norm = |v: &[f32]| v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+        let zero_ref = |ours: &[f32]| {
+            if ours.iter().all(|&x| x == 0.0) {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        };
+        if let Some(whole) = self.whole(key) {
+            let theirs = whole.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(ours.len(), theirs.len(), "{key}");
+            let rel = if want == 0.0 {
+                zero_ref(ours)
+            } else {
+                let d: f64 = ours
+                    .iter()
+                    .zip(&theirs)
+                    .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+                    .sum();
+                d.sqrt() / norm(&theirs)
+            };
+            return (rel, Measure::Exact);
+        }
+        if want == 0.0 {
+            return (zero_ref(ours), Measure::Sketched);
+        }
+        let lower = (norm(ours) - want).abs() / want;
+        (
+            self.sketch_estimate(key, ours).max(lower),
+            Measure::Sketched,
+        )
+    }
+
+    /// The sketch's estimate of |ours - ref| / |ref| (for a tensor stored whole, from its small
+    /// check sketch: a test of the estimator against the exact value).
+    pub fn sketch_estimate(&self, key: &str, ours: &[f32]) -> f64 {
+        let d2: f64 = self
+            .sketch_of(key, ours)
+            .iter()
+            .zip(self.sketch(key))
+            .map(|(a, b)| (a - b).powi(2))
+            .sum();
+        d2.sqrt() / self.norm(key)
     }
 }
