@@ -1,4 +1,4 @@
-"""Starts the yolact_ros2 node: `ros2 launch yolact_ros2 yolact.launch.py weights:=/path/w.pth`.
+"""Starts the yolact_ros2 node: `ros2 launch yolact_ros2 yolact.launch.py [weights:=/path/w.pth]`.
 
 The node reads its own parameters file (`yolact node --params-file`); launch arguments become
 `-p name:=value` overrides on top of it. Argument names match yolact.launch.xml (checked by
@@ -25,7 +25,10 @@ def generate_launch_description():
             description="Node parameters file (YAML); the launch arguments below override it",
         ),
         DeclareLaunchArgument(
-            "weights", description="Model weights (.pth or .safetensors), or `synthetic`"
+            "weights",
+            default_value="yolact_plus_mini",
+            description="Model weights: yolact_plus_mini (the shipped model), a .pth or "
+            ".safetensors file, a released config name, or `synthetic`",
         ),
         DeclareLaunchArgument(
             "config",

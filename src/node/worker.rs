@@ -36,7 +36,6 @@ pub(super) fn run(s: &Shared) {
     let mut streams: Vec<Option<StreamStability>> = (0..n).map(|_| None).collect();
     let mut last_stamp: Vec<Option<f64>> = vec![None; n];
     let opts = s.params.infer_options();
-    let allow = s.params.class_filter();
     let has_depth: Vec<bool> = s
         .params
         .cameras
@@ -68,6 +67,10 @@ pub(super) fn run(s: &Shared) {
             }
             continue;
         };
+        // By the model's own class names (the shipped model's are not COCO's indices).
+        let allow = s
+            .params
+            .class_filter(engine.config().class_names.as_deref());
         {
             let mut cams = lock(&s.cams);
             for (cam, _) in &taken {

@@ -200,6 +200,12 @@ pub fn train(
     on_start(start.iteration, schedule.max_iter);
 
     let log_path = opts.out.join("train.jsonl");
+    if opts.resume {
+        // A run killed after its last save logged iterations the resume will run again.
+        truncate_log_after(&log_path, start.iteration)?;
+        truncate_log_after(&val_path, start.iteration)?;
+        val_history.retain(|v| v.iteration <= start.iteration);
+    }
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(opts.resume)
@@ -426,6 +432,28 @@ fn append_line(path: &Path, entry: &ValLog) -> Result<()> {
         .open(path)
         .map_err(|e| Error::io(path, e))?;
     writeln!(f, "{line}").map_err(|e| Error::io(path, e))
+}
+
+/// Drops the lines of a JSON-lines log whose `iteration` is beyond `iteration`.
+fn truncate_log_after(path: &Path, iteration: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("iteration")?.as_u64())
+                .is_none_or(|i| i <= iteration)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if kept.len() != text.len() {
+        crate::bag::out_path::write_atomic(path, kept.as_bytes())
+            .map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
 }
 
 /// The validations of an earlier part of this run (for `map.png` after a resume).

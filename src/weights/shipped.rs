@@ -15,7 +15,8 @@ pub const SHIPPED_NAME: &str = "yolact_plus_mini";
 /// Where it lives in the repository (and what errors call it).
 pub const SHIPPED_PATH: &str = "models/yolact_plus_mini/yolact_plus_mini.safetensors";
 
-static SHIPPED: &[u8] = include_bytes!("../../models/yolact_plus_mini/yolact_plus_mini.safetensors");
+static SHIPPED: &[u8] =
+    include_bytes!("../../models/yolact_plus_mini/yolact_plus_mini.safetensors");
 
 /// The shipped checkpoint's weights and config (class names included). `config` may name
 /// another config, as for any checkpoint ([`crate::weights::load_for_inference`]).

@@ -19,7 +19,9 @@ pub const SYNTHETIC_DEFAULT_CONFIG: &str = "yolact_resnet50";
 pub enum WeightsSource {
     /// The model inside the binary ([`crate::weights::shipped`]), the default.
     Shipped,
-    Synthetic { seed: u64 },
+    Synthetic {
+        seed: u64,
+    },
     Released(&'static Released),
     File(PathBuf),
 }

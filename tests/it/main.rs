@@ -30,6 +30,7 @@ mod node_depth;
 mod ops;
 mod parity;
 mod post;
+mod real_objects;
 mod replay;
 mod replay_coco;
 mod replay_depth;

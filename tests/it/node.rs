@@ -573,11 +573,9 @@ fn params_file_errors_name_the_parameter() {
     );
     let e = load("- just a list\n").unwrap_err().to_string();
     assert!(e.contains("p.yaml"), "{e}");
-    // A section for another node does not apply.
-    let e = load("other_node:\n  ros__parameters:\n    weights: w.pth\n")
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("`weights`: required"), "{e}");
+    // A section for another node does not apply: this node keeps the default weights.
+    let p = load("other_node:\n  ros__parameters:\n    weights: w.pth\n").unwrap();
+    assert_eq!(p.weights, yolact_ros2::weights::shipped::SHIPPED_NAME);
 }
 
 #[test]

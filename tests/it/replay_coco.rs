@@ -4,7 +4,6 @@
 use crate::support::yolact_cmd;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value as Json;
 
@@ -121,37 +120,8 @@ fn assert_stats_close(a: &Json, b: &Json, tol: f64, what: &str) {
     }
 }
 
-/// pycocotools on the same files. The README's test command installs it (tools/test.sh); without
-/// it this cross-check fails rather than passing unchecked.
 fn pycocotools(results: &Path) -> Json {
-    let script = r#"
-import json, sys, io, contextlib
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-names = ["AP","AP50","AP75","APs","APm","APl","AR1","AR10","AR100","ARs","ARm","ARl"]
-out = {}
-with contextlib.redirect_stdout(io.StringIO()):
-    gt = COCO(sys.argv[1])
-    dt = gt.loadRes(sys.argv[2])
-    for kind in ["bbox", "segm"]:
-        e = COCOeval(gt, dt, kind)
-        e.evaluate(); e.accumulate(); e.summarize()
-        out[kind] = dict(zip(names, [float(v) for v in e.stats]))
-print(json.dumps(out))
-"#;
-    let o = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(gt())
-        .arg(results)
-        .output()
-        .expect("python3 runs (the README's test command, tools/test.sh, installs pycocotools)");
-    assert!(
-        o.status.success(),
-        "pycocotools failed (install it with tools/test.sh): {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
+    crate::support::pycocotools(&gt(), results)
 }
 
 #[test]

@@ -173,6 +173,19 @@ fn a_resumed_run_ends_bit_for_bit_where_the_uninterrupted_one_does() {
     let (o, _) = run(&options(&ann, &images, &parts, 5), Some(2));
     assert_eq!(o, Outcome::Interrupted { iteration: 2 });
     assert!(!parts.join("final.safetensors").exists());
+    // As a run killed after its last save leaves it: logged iterations beyond the checkpoint.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(parts.join("train.jsonl"))
+            .unwrap();
+        writeln!(
+            f,
+            r#"{{"iteration":3,"epoch":0,"lr":0.1,"total":1.0,"images_per_s":1.0}}"#
+        )
+        .unwrap();
+    }
     let mut again = options(&ann, &images, &parts, 5);
     again.resume = true;
     let (o, logs) = run(&again, None);
@@ -203,10 +216,18 @@ fn a_resumed_run_ends_bit_for_bit_where_the_uninterrupted_one_does() {
         );
     }
     let lines = std::fs::read_to_string(parts.join("train.jsonl")).unwrap();
+    let its: Vec<u64> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["iteration"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     assert_eq!(
-        lines.lines().count(),
-        5,
-        "the log continues across the resume"
+        its,
+        [1, 2, 3, 4, 5],
+        "the log continues across the resume, once per iteration"
     );
 }
 
@@ -271,7 +292,10 @@ fn an_overfit_model_finds_the_objects_it_was_trained_on() {
     assert_eq!(lines.lines().count(), 3);
     let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
     for k in ["AP", "AP50", "AR100"] {
-        assert!(first["segm"].get(k).is_some() && first["bbox"].get(k).is_some(), "{first}");
+        assert!(
+            first["segm"].get(k).is_some() && first["bbox"].get(k).is_some(),
+            "{first}"
+        );
     }
     assert!(std::fs::metadata(out.join("map.png")).unwrap().len() > 1000);
 }

@@ -309,6 +309,7 @@ fn yolact_plus_resnet50_train_step_matches_the_reference() {
 
 fn train_step_parity(name: &str) {
     use yolact_ros2::engine::preprocess::{image_to_tensor, load_image, normalize};
+    let _one_at_a_time = crate::support::heavy();
 
     let fx = StepFixture::load(name);
     let dev = Device::Cpu;
@@ -424,6 +425,7 @@ fn check_step(name: &str, fx: &StepFixture, terms: &[(String, f32)], grads: &[(S
 /// so the loader's labels are the reference's.
 #[test]
 fn train_step_cli_on_synthetic_weights_matches_the_reference() {
+    let _one_at_a_time = crate::support::heavy();
     let name = "yolact_resnet50";
     let fx = StepFixture::load(name);
     let dir = tempfile::tempdir().unwrap();

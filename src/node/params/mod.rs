@@ -448,17 +448,21 @@ impl NodeParams {
     }
 
     /// Class ids of the allow-list; `None` = every class.
-    pub fn class_filter(&self) -> Option<Vec<usize>> {
+    /// The class ids `classes` names, for a model with `model_classes` (its own names) or
+    /// COCO's (None).
+    pub fn class_filter(&self, model_classes: Option<&[String]>) -> Option<Vec<usize>> {
         if self.classes.is_empty() {
-            None
-        } else {
-            Some(
-                self.classes
-                    .iter()
-                    .filter_map(|c| crate::output::labels::class_by_name(c))
-                    .collect(),
-            )
+            return None;
         }
+        Some(
+            self.classes
+                .iter()
+                .filter_map(|c| match model_classes {
+                    Some(names) => names.iter().position(|n| n == c),
+                    None => crate::output::labels::class_by_name(c),
+                })
+                .collect(),
+        )
     }
 }
 
@@ -556,15 +560,23 @@ mod tests {
         assert!(e.contains("toothbrush"), "{e}");
         assert!(!e.contains("\"person\""), "{e}");
         let p = load("", &[("weights", "a"), ("classes", "[dog, person]")]).unwrap();
-        assert_eq!(p.class_filter(), Some(vec![16, 0]));
+        assert_eq!(p.class_filter(None), Some(vec![16, 0]));
+        let own = ["cat".to_string(), "person".to_string()];
+        assert_eq!(
+            p.class_filter(Some(&own)),
+            Some(vec![1]),
+            "no dog in this model"
+        );
     }
 
     #[test]
-    fn launch_style_bools_and_missing_weights() {
+    fn launch_style_bools_and_default_or_empty_weights() {
         let p = load("", &[("weights", "a"), ("use_sim_time", "True")]).unwrap();
         assert!(p.use_sim_time);
-        let e = load("", &[]).unwrap_err().to_string();
-        assert!(e.contains("`weights`: required"), "{e}");
+        let p = load("", &[]).unwrap();
+        assert_eq!(p.weights, crate::weights::shipped::SHIPPED_NAME);
+        let e = load("", &[("weights", "''")]).unwrap_err().to_string();
+        assert!(e.contains("`weights`: empty"), "{e}");
         let e = load("", &[("weights", "a"), ("autostart", "3")])
             .unwrap_err()
             .to_string();

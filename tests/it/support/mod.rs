@@ -66,3 +66,45 @@ pub fn rle_counts(s: &str) -> Vec<i64> {
     }
     counts
 }
+
+/// Box and mask COCO stats of `results` against `gt` by pycocotools (`{"bbox": {"AP": ..}, "segm":
+/// {..}}`), the independent COCOeval. The README's test command installs it (tools/test.sh);
+/// without it the test fails.
+pub fn pycocotools(gt: &std::path::Path, results: &std::path::Path) -> serde_json::Value {
+    let script = r#"
+import json, sys, io, contextlib
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+names = ["AP","AP50","AP75","APs","APm","APl","AR1","AR10","AR100","ARs","ARm","ARl"]
+out = {}
+with contextlib.redirect_stdout(io.StringIO()):
+    gt = COCO(sys.argv[1])
+    dt = gt.loadRes(sys.argv[2])
+    for kind in ["bbox", "segm"]:
+        e = COCOeval(gt, dt, kind)
+        e.evaluate(); e.accumulate(); e.summarize()
+        out[kind] = dict(zip(names, [float(v) for v in e.stats]))
+print(json.dumps(out))
+"#;
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(gt)
+        .arg(results)
+        .output()
+        .expect("python3 runs (the README's test command, tools/test.sh, installs pycocotools)");
+    assert!(
+        o.status.success(),
+        "pycocotools failed (install it with tools/test.sh): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Held by the tests that need several GB each (a whole training step at 550): two of them at
+/// once on the test threads would take most of a 24 GB machine.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A panicking holder poisons the lock; the next test still runs.
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
