@@ -138,7 +138,7 @@ pub const CONFIG_NAMES: [&str; 6] = [
 ];
 
 /// The built-in configs the reference did not release, trained by this package (the shipped
-/// model's: models/README.md).
+/// model's: models/yolact_plus_mini/README.md).
 pub const TRAINED_NAMES: [&str; 1] = ["yolact_plus_mini"];
 
 /// Every built-in config name: the six released ones, then [`TRAINED_NAMES`].
@@ -163,10 +163,10 @@ fn plus_scales_at(max_size: usize) -> [Vec<f64>; 5] {
 }
 
 impl Solver {
-    /// `yolact_plus_mini`'s schedule, trained from scratch on generated scenes within a CPU
-    /// budget of about an hour on two cores (models/README.md): four times the reference's rate
-    /// (no pretrained backbone to protect, batch statistics in every norm), a shorter warm-up,
-    /// and steps at 70% and 90% of the run.
+    /// `yolact_plus_mini`'s schedule, trained from scratch on generated scenes on two CPU cores
+    /// (models/yolact_plus_mini): four times the reference's rate (no pretrained backbone to
+    /// protect, batch statistics in every norm), a shorter warm-up, and steps at 70% and 90% of
+    /// the run.
     fn mini() -> Self {
         Solver {
             lr: 4e-3,
