@@ -592,5 +592,5 @@ fn write_png(path: &Path, size: (u32, u32), panels: &[crate::replay::plot::Panel
     let mut bytes = std::io::Cursor::new(Vec::new());
     img.write_to(&mut bytes, image::ImageFormat::Png)
         .map_err(|e| Error::Invalid(format!("{}: encoding PNG: {e}", path.display())))?;
-    crate::bag::out_path::write_atomic(&path, bytes.get_ref()).map_err(|e| Error::io(&path, e))
+    crate::bag::out_path::write_atomic(path, bytes.get_ref()).map_err(|e| Error::io(path, e))
 }
