@@ -32,15 +32,8 @@ pub fn conv2d(
     stride: usize,
     pad: usize,
 ) -> Result<Tensor> {
-    let (_, c, h, w) = x.dims4()?;
-    let (_, ci, k, k2) = weight.dims4()?;
-    if ci != c || k != k2 {
-        candle_core::bail!(
-            "conv2d: weight {:?} does not fit input {:?}",
-            weight.dims(),
-            x.dims()
-        );
-    }
+    let (_, _, h, w) = x.dims4()?;
+    let (_, k) = super::im2col::check_weight(x, weight)?;
     if stride == 0 || h + 2 * pad < k || w + 2 * pad < k {
         candle_core::bail!("conv2d: input {h}x{w} with padding {pad} is too small for kernel {k}");
     }

@@ -259,6 +259,20 @@ fn conv_image(
     }
 }
 
+/// (O, k) of an OIHW square-kernel `weight` whose input channels are those of NCHW `x`.
+pub(super) fn check_weight(x: &Tensor, weight: &Tensor) -> Result<(usize, usize)> {
+    let (_, c, _, _) = x.dims4()?;
+    let (o, ci, k, k2) = weight.dims4()?;
+    if ci != c || k != k2 {
+        candle_core::bail!(
+            "conv2d: weight {:?} does not fit input {:?}",
+            weight.dims(),
+            x.dims()
+        );
+    }
+    Ok((o, k))
+}
+
 /// The plain conv (no bias, residual or ReLU) of NCHW `x` by OIHW `w`, both f32 and contiguous:
 /// the forward of the trainable conv ([`super::conv_train`]).
 pub(super) fn conv_forward(
@@ -402,15 +416,7 @@ pub fn conv2d_fused(
     stride: usize,
     pad: usize,
 ) -> Result<Tensor> {
-    let (_, c, _, _) = x.dims4()?;
-    let (o, ci, k, k2) = weight.dims4()?;
-    if ci != c || k != k2 {
-        candle_core::bail!(
-            "conv2d: weight {:?} does not fit input {:?}",
-            weight.dims(),
-            x.dims()
-        );
-    }
+    let (o, k) = check_weight(x, weight)?;
     if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
         let mut y = x.conv2d(weight, pad, stride, 1, 1)?;
         if let Some(b) = bias {
