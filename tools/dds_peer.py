@@ -223,7 +223,15 @@ class Peer:
         self.readers[key] = DataReader(self.dp, self.topic(name, cls), qos=qos(reliable, depth))
 
     def image(self, i, width, height, frame_id, stamp=None):
-        data = bytes(((x * 7 + i * 13) % 256) for x in range(width * height * 3))
+        files = self.args.image_files
+        if files:
+            # Frame i is the i-th file (cycled): raw rgb8 rows, exactly width x height.
+            with open(files[i % len(files)], "rb") as f:
+                data = f.read()
+            if len(data) != width * height * 3:
+                raise SystemExit(f"{files[i % len(files)]}: {len(data)} bytes, not {width}x{height} rgb8")
+        else:
+            data = bytes(((x * 7 + i * 13) % 256) for x in range(width * height * 3))
         if stamp is None:
             stamp = self.Time(sec=1000 + i, nanosec=500_000_000 + i)
         return self.Image(
@@ -486,6 +494,9 @@ def main():
     p.add_argument("--width", type=int, default=96)
     p.add_argument("--height", type=int, default=72)
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--image-files", type=lambda v: v.split(","), default=[],
+                   help="node mode: comma-separated raw rgb8 files (--width x --height) to send "
+                   "instead of generated noise, frame i = file i")
     p.add_argument("--image-topic", default="")
     p.add_argument("--instances-topic", default="")
     p.add_argument("--detections-topic", default="")

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use yolact_ros2::engine::InferOptions;
 use yolact_ros2::eval::coco_eval::stats_json;
-use yolact_ros2::eval::run::{evaluate_engine, EvalSet};
+use yolact_ros2::eval::run::{coco_options, evaluate_engine, EvalSet};
 
 use super::{ModelArgs, NmsArg};
 
@@ -22,10 +22,10 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out: PathBuf,
     /// Keep detections above this class score (the reference's COCO evaluation uses none).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = coco_options().score_threshold)]
     pub score_threshold: f32,
     /// Detections per image (COCO's maxDets is 100).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = coco_options().top_k)]
     pub top_k: usize,
     #[arg(long, value_enum, default_value_t = NmsArg::Fast)]
     pub nms: NmsArg,

@@ -68,6 +68,16 @@ pub struct EvalOutcome {
     pub failed: Vec<(PathBuf, String)>,
 }
 
+/// How a COCO evaluation runs the model, `yolact eval`'s defaults and training's validation: no
+/// score threshold (as the reference's eval.py), 100 detections per image (COCO's maxDets).
+pub fn coco_options() -> InferOptions {
+    InferOptions {
+        score_threshold: 0.0,
+        top_k: 100,
+        ..InferOptions::default()
+    }
+}
+
 /// Segments every image of `set` with `engine` and evaluates box and mask AP as the reference
 /// does (YOLACT++ ranks boxes by the class score and masks by the rescored one).
 /// `progress(done, total)` is called after each image.

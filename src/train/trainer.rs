@@ -37,10 +37,10 @@ use super::optim::sgd::check_finite_loss;
 use super::optim::{checkpoint, Schedule, Sgd, TrainState};
 use crate::config::YolactConfig;
 use crate::engine::priors::priors_tensor;
-use crate::engine::{Engine, InferOptions};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::eval::coco_eval::CocoStats;
-use crate::eval::run::{evaluate_engine, EvalSet};
+use crate::eval::run::{coco_options, evaluate_engine, EvalSet};
 use crate::model::{conv_sizes, TrainBn, Yolact};
 use crate::weights::WeightStore;
 
@@ -85,21 +85,12 @@ pub struct Validation {
 }
 
 /// One validation (a line of `val.jsonl`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ValLog {
     pub iteration: u64,
     pub bbox: CocoStats,
     pub segm: CocoStats,
     pub images: usize,
-}
-
-/// What validation runs: the COCO evaluation's settings, those of `yolact eval` (no score
-/// threshold, 100 detections per image).
-pub fn validation_options() -> InferOptions {
-    InferOptions {
-        score_threshold: 0.0,
-        ..InferOptions::default()
-    }
 }
 
 /// One logged iteration (a line of `train.jsonl`).
@@ -408,7 +399,7 @@ fn validate(
     iteration: u64,
 ) -> Result<ValLog> {
     let engine = Engine::from_state_dict(store.to_state_dict()?, cfg.clone(), device)?;
-    let out = evaluate_engine(&engine, set, &validation_options(), &mut |_, _| {})?;
+    let out = evaluate_engine(&engine, set, &coco_options(), &mut |_, _| {})?;
     if let Some((path, e)) = out.failed.first() {
         return Err(Error::Invalid(format!(
             "validation at iteration {iteration}: {}: {e}",
@@ -461,33 +452,8 @@ fn read_val_history(path: &Path) -> Vec<ValLog> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
-    let stats = |v: &serde_json::Value| -> Option<CocoStats> {
-        let g = |k: &str| v.get(k)?.as_f64();
-        Some(CocoStats {
-            ap: g("AP")?,
-            ap50: g("AP50")?,
-            ap75: g("AP75")?,
-            ap_small: g("APs")?,
-            ap_medium: g("APm")?,
-            ap_large: g("APl")?,
-            ar1: g("AR1")?,
-            ar10: g("AR10")?,
-            ar100: g("AR100")?,
-            ar_small: g("ARs")?,
-            ar_medium: g("ARm")?,
-            ar_large: g("ARl")?,
-        })
-    };
     text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| {
-            Some(ValLog {
-                iteration: v.get("iteration")?.as_u64()?,
-                bbox: stats(v.get("bbox")?)?,
-                segm: stats(v.get("segm")?)?,
-                images: usize::try_from(v.get("images")?.as_u64()?).ok()?,
-            })
-        })
+        .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
 

@@ -87,3 +87,126 @@ fn node_over_dds_against_a_cyclonedds_peer() {
     );
     node.shutdown().unwrap();
 }
+
+/// The shipped model in the node (its default weights), fed generated scenes it never saw by the
+/// Cyclone peer: the InstanceArrays it publishes carry masks that cover the scenes' real objects
+/// (unoccluded ground-truth objects with a same-class mask at IoU >= 0.8, the share that
+/// `real_objects::` measures for `infer`, less a margin).
+#[test]
+fn node_over_dds_publishes_masks_that_match_the_ground_truth() {
+    use crate::support::synth::{
+        iou, place, read_json, row_major_mask, stills, truths, HEIGHT, WIDTH,
+    };
+    const IMAGES: u32 = 4;
+    const MIN_FOUND: f64 = 0.15;
+    if !peer_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let set = stills(dir.path(), IMAGES, 1234);
+    let gt = read_json(&set.join("annotations.json"));
+    let truth = truths(&gt);
+    let images = gt["images"].as_array().unwrap();
+    let raw: Vec<String> = images
+        .iter()
+        .map(|img| {
+            let png = set.join("images").join(img["file_name"].as_str().unwrap());
+            let rgb = image::open(&png).unwrap().into_rgb8();
+            let path = dir.path().join(format!("{}.rgb", img["id"]));
+            std::fs::write(&path, rgb.into_raw()).unwrap();
+            path.to_str().unwrap().to_owned()
+        })
+        .collect();
+
+    let domain = test_domain(3);
+    let ns = format!("/dds_gt{}", std::process::id());
+    let identity = NodeIdentity {
+        name: "yolact".into(),
+        namespace: ns.clone(),
+        domain_id: domain,
+    };
+    let params = yolact_ros2::node::load_params(
+        None,
+        &[
+            ("device".into(), "cpu".into()),
+            ("publish.overlay".into(), "false".into()),
+            ("publish.label_image".into(), "false".into()),
+        ],
+        "yolact",
+    )
+    .unwrap();
+    let transport =
+        DdsTransport::open_with(&identity, &peer_dds_options()).expect("open DDS transport");
+    let node = Node::start(params, identity, Box::new(transport)).expect("node starts");
+    let (w, h) = (WIDTH.to_string(), HEIGHT.to_string());
+    let peer = run_peer(&[
+        "node",
+        "--domain",
+        &domain.to_string(),
+        "--namespace",
+        &ns,
+        "--frames",
+        &IMAGES.to_string(),
+        "--width",
+        &w,
+        "--height",
+        &h,
+        "--image-files",
+        &raw.join(","),
+        "--frame-wait",
+        "30",
+        "--settle",
+        "5",
+        "--timeout",
+        "150",
+    ]);
+    let PeerRun { lines, stderr, ok } = peer.wait(Duration::from_secs(200));
+    assert!(ok, "peer failed:\n{stderr}\n{lines:#?}");
+    node.shutdown().unwrap();
+
+    let (mut total, mut found, mut frames) = (0usize, 0usize, 0usize);
+    for m in lines
+        .iter()
+        .filter(|l| l["kind"] == "instances")
+        .map(|l| &l["msg"])
+    {
+        assert_eq!(
+            m["model"], "yolact_plus_mini",
+            "the node's default is the shipped model"
+        );
+        let frame: usize = m["header"]["frame_id"].as_str().unwrap()["cam_".len()..]
+            .parse()
+            .unwrap();
+        let image_id = images[frame]["id"].as_i64().unwrap();
+        let masks: Vec<(String, Vec<u8>)> = m["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let u = |k: &str| i[k].as_u64().unwrap() as usize;
+                let win = (u("mask_x"), u("mask_y"), u("mask_width"), u("mask_height"));
+                let mask = row_major_mask(i["mask_rle"].as_str().unwrap(), win.3, win.2);
+                let class = i["class_name"].as_str().unwrap().to_owned();
+                (class, place(&mask, win, WIDTH as usize, HEIGHT as usize))
+            })
+            .collect();
+        frames += 1;
+        for t in truth
+            .iter()
+            .filter(|t| t.image_id == image_id && t.unoccluded)
+        {
+            let best = masks
+                .iter()
+                .filter(|(c, _)| *c == t.class)
+                .map(|(_, mask)| iou(mask, &t.mask))
+                .fold(0.0f64, f64::max);
+            total += 1;
+            found += usize::from(best >= 0.8);
+        }
+    }
+    let share = found as f64 / total.max(1) as f64;
+    eprintln!("node over DDS: {found} of {total} unoccluded objects at mask IoU >= 0.8 in {frames} frames");
+    assert_eq!(frames, IMAGES as usize, "one InstanceArray per paced frame");
+    assert!(total >= 8, "only {total} unoccluded objects");
+    assert!(share >= MIN_FOUND, "{found} of {total} ({share:.3})");
+}

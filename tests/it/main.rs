@@ -31,6 +31,7 @@ mod ops;
 mod parity;
 mod post;
 mod real_objects;
+mod real_sequence;
 mod replay;
 mod replay_coco;
 mod replay_depth;

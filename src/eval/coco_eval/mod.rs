@@ -76,6 +76,26 @@ impl CocoStats {
         ]
     }
 
+    /// From `STAT_NAMES` order.
+    pub fn from_array(v: [f64; 12]) -> Self {
+        let [ap, ap50, ap75, ap_small, ap_medium, ap_large, ar1, ar10, ar100, ar_small, ar_medium, ar_large] =
+            v;
+        CocoStats {
+            ap,
+            ap50,
+            ap75,
+            ap_small,
+            ap_medium,
+            ap_large,
+            ar1,
+            ar10,
+            ar100,
+            ar_small,
+            ar_medium,
+            ar_large,
+        }
+    }
+
     /// `{"AP": .., "AP50": .., ...}`, named by [`STAT_NAMES`].
     pub fn to_json(&self) -> Result<Value> {
         stats_value(self)
@@ -90,6 +110,20 @@ impl Serialize for CocoStats {
             map.serialize_entry(name, &v)?;
         }
         map.end()
+    }
+}
+
+/// The map [`Serialize`] writes (e.g. a line of a training run's `val.jsonl`); every name needed.
+impl<'de> serde::Deserialize<'de> for CocoStats {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let map = std::collections::HashMap::<String, f64>::deserialize(d)?;
+        let mut v = [0.0; 12];
+        for (slot, name) in v.iter_mut().zip(STAT_NAMES) {
+            *slot = *map
+                .get(name)
+                .ok_or_else(|| serde::de::Error::missing_field(name))?;
+        }
+        Ok(CocoStats::from_array(v))
     }
 }
 
@@ -422,5 +456,11 @@ mod tests {
             stats_json(&s, Some(&s)).unwrap().to_string(),
             format!(r#"{{"bbox":{body},"segm":{body}}}"#)
         );
+        // And read back from those bytes (a training run's val.jsonl after a resume).
+        let back: CocoStats = serde_json::from_str(body).unwrap();
+        assert_eq!(back, s);
+        let missing = body.replace(r#""AR10":0.375,"#, "");
+        let err = serde_json::from_str::<CocoStats>(&missing).unwrap_err();
+        assert!(err.to_string().contains("AR10"), "{err}");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod coco_train;
 pub mod dds;
+pub mod synth;
 pub mod train;
 
 use std::path::PathBuf;
