@@ -316,6 +316,40 @@ fn resize_on_the_device_matches_the_cpu_op() {
 }
 
 #[test]
+fn bce_on_the_device_matches_the_cpu_loss_and_its_gradient() {
+    use candle_core::Var;
+    use yolact_ros2::train::loss::bce::binary_cross_entropy;
+    let Some(dev) = gpu("bce_on_the_device_matches_the_cpu_loss_and_its_gradient") else {
+        return;
+    };
+    let n = 4099;
+    let mut p = uniform(n, 3, 0.0, 1.0);
+    p[0] = 0.0;
+    p[1] = 1.0;
+    let t: Vec<f32> = (0..n).map(|i| (i % 3) as f32 / 2.0).collect();
+    let run = |d: &Device| {
+        let pv = Var::from_vec(p.clone(), n, d).unwrap();
+        let tt = Tensor::from_vec(t.clone(), n, d).unwrap();
+        let l = binary_cross_entropy(pv.as_tensor(), &tt).unwrap();
+        let g = l.sum_all().unwrap().backward().unwrap();
+        (l, g.get(pv.as_tensor()).unwrap().clone())
+    };
+    let ((lc, gc), (lg, gg)) = (run(&Device::Cpu), run(&dev));
+    let (dl, dg) = (max_abs_diff(&lg, &lc), max_abs_diff(&gg, &gc));
+    eprintln!("bce on the device vs the CPU: loss {dl:.2e}, gradient {dg:.2e}");
+    // logf / log1pf on the device are within 2 ulp of the host's; the values reach 100.
+    assert!(dl <= 1e-4, "loss differs by {dl}");
+    assert!(
+        dg <= 1e-3 * max_abs_diff(&gc, &gc.zeros_like().unwrap()),
+        "gradient differs by {dg}"
+    );
+    assert!(
+        lg.device().same_device(&dev),
+        "the loss stays on the device"
+    );
+}
+
+#[test]
 fn fused_preprocess_on_the_device_is_the_cpu_transform() {
     let Some(dev) = gpu("fused_preprocess_on_the_device_is_the_cpu_transform") else {
         return;

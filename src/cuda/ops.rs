@@ -90,6 +90,33 @@ fn deform_t<T: DeviceRepr>(
     Ok(out)
 }
 
+/// Elementwise binary cross-entropy of probabilities against targets (kernels/loss.cu), f32.
+pub(crate) fn bce(
+    (ps, pl): (&CudaStorage, &Layout),
+    (ts, tl): (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    let dev = ps.device.clone();
+    let (CudaStorageSlice::F32(p), CudaStorageSlice::F32(t)) = (&ps.slice, &ts.slice) else {
+        bail!(
+            "binary_cross_entropy: f32 operands only, got {:?} and {:?}",
+            ps.dtype(),
+            ts.dtype()
+        );
+    };
+    let n = pl.shape().elem_count();
+    let p = contiguous_view(p, pl, "binary_cross_entropy prediction")?;
+    let t = contiguous_view(t, tl, "binary_cross_entropy target")?;
+    // SAFETY: the kernel writes every one of the n elements; at least one, as in deform_t.
+    let out = unsafe { dev.alloc::<f32>(n.max(1))? };
+    let mut host = CudaHost::new(&dev);
+    let ptrs = (host.ptr_of(&p), host.ptr_of(&t), host.ptr_of(&out));
+    plan::bce(&mut host, ptrs, n).map_err(to_candle)?;
+    Ok(CudaStorage {
+        slice: CudaStorageSlice::F32(out),
+        device: dev,
+    })
+}
+
 /// Bilinear resize (align_corners=False) of contiguous (planes, h, w) data to (planes, oh, ow).
 pub(crate) fn resize_bilinear(
     s: &CudaStorage,

@@ -8,7 +8,7 @@
 //! shows up there instead of on the robot. Always compiled, with or without the `cuda` feature.
 
 use super::sources::{
-    KernelSource, DCN, DCN_CHANNEL_BLOCK, DECODE, FAST_NMS, MASKS, NMS_KMAX, NMS_THREADS,
+    KernelSource, DCN, DCN_CHANNEL_BLOCK, DECODE, FAST_NMS, LOSS, MASKS, NMS_KMAX, NMS_THREADS,
     PREPROCESS, RESIZE,
 };
 use crate::error::{Error, Result};
@@ -635,6 +635,29 @@ pub fn mask_sigmoid_crop<H: KernelHost>(
             Arg::I32(as_i32(wp, "mask width")?),
             Arg::I32(i32::from(crop)),
             Arg::Ptr(out),
+        ],
+    )
+}
+
+/// Elementwise binary cross-entropy of `n` probabilities `p` against targets `t` into `out`, all
+/// contiguous f32 (PyTorch's `binary_cross_entropy`, `reduction='none'`).
+pub fn bce<H: KernelHost>(
+    h: &mut H,
+    (p, t, out): (DevPtr, DevPtr, DevPtr),
+    n: usize,
+) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    h.launch(
+        &LOSS,
+        "bce_f32",
+        Launch::covering(n),
+        &[
+            Arg::Ptr(p),
+            Arg::Ptr(t),
+            Arg::Ptr(out),
+            Arg::I64(as_i64(n, "elements")?),
         ],
     )
 }

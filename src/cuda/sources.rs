@@ -79,7 +79,13 @@ pub const DECODE: KernelSource = KernelSource {
     entries: &["decode_boxes"],
 };
 
-pub const ALL: [KernelSource; 6] = [RESIZE, DCN, FAST_NMS, PREPROCESS, MASKS, DECODE];
+pub const LOSS: KernelSource = KernelSource {
+    module: "yolact_loss",
+    source: include_str!("../../kernels/loss.cu"),
+    entries: &["bce_f32"],
+};
+
+pub const ALL: [KernelSource; 7] = [RESIZE, DCN, FAST_NMS, PREPROCESS, MASKS, DECODE, LOSS];
 
 /// Channels per thread in `deform_im2col_*` (`DCN_CB` in kernels/dcn.cu).
 pub const DCN_CHANNEL_BLOCK: usize = 16;

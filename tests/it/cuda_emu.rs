@@ -1086,3 +1086,45 @@ fn deformable_backward_kernels_match_the_cpu_ops() {
         eprintln!("deform backward {d:?}: offset/mask identical, input identical in index order");
     }
 }
+
+#[test]
+fn bce_kernel_matches_the_cpu_loss_op() {
+    use yolact_ros2::train::loss::bce::binary_cross_entropy;
+    // Probabilities over (0, 1) plus the saturated and floor cases: exactly 0 and 1 (the -100
+    // floor on either log), denormal-small, one ulp below 1; soft and hard targets.
+    let mut p = uniform(997, 31, 0.0, 1.0);
+    p.extend([0.0, 1.0, 1e-40, 1.0 - f32::EPSILON / 2.0, 0.5, 1e-7]);
+    let n = p.len();
+    let t: Vec<f32> = (0..n)
+        .map(|i| match i % 3 {
+            0 => 0.0,
+            1 => 1.0,
+            _ => 0.3,
+        })
+        .collect();
+    let cpu = Device::Cpu;
+    let want = host_vec(
+        &binary_cross_entropy(
+            &Tensor::from_vec(p.clone(), n, &cpu).unwrap(),
+            &Tensor::from_vec(t.clone(), n, &cpu).unwrap(),
+        )
+        .unwrap(),
+    );
+    let mut h = EmuHost::new();
+    let ptrs = (h.upload(&p), h.upload(&t), h.alloc(n * 4, false).unwrap());
+    plan::bce(&mut h, ptrs, n).unwrap();
+    let got: Vec<f32> = h.read_vec(ptrs.2, n);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        // The same libm on both sides here; a GPU's logf may differ in the last bits.
+        assert!(
+            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+            "element {i}: p {} t {}: kernel {g}, cpu {w}",
+            p[i],
+            t[i]
+        );
+    }
+    assert!(want.contains(&100.0), "the floor case is covered");
+    // Nothing to compute: no launch.
+    let mut h = EmuHost::new();
+    plan::bce(&mut h, (DevPtr::NULL, DevPtr::NULL, DevPtr::NULL), 0).unwrap();
+}
