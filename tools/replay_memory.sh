@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Replay memory over a long bag (issue 15): writes an N-frame WxH rgb8 MCAP bag with rosbags,
-# replays it with synthetic weights on the CPU while sampling the process's resident set size
-# (VmRSS, every second), and prints the RSS after warm-up (the first 10% of the run), the peak
-# after warm-up, and their ratio. Flat memory = the peak after warm-up stays within a few percent.
+# Replay memory over a long bag (issues 15 and 13): replays an N-frame bag on the CPU while
+# sampling the process's resident set size (VmRSS, every second), and prints the RSS after warm-up
+# (the first 10% of the run), the peak after warm-up, and their ratio. Flat memory = the peak
+# after warm-up stays within a few percent.
 #
 #   tools/replay_memory.sh [FRAMES] [WIDTH] [HEIGHT] [CONFIG]
+#
+# CONFIG a model config: a WxH rgb8 MCAP bag of shifted noise written with rosbags, replayed with
+# synthetic weights. CONFIG `shipped`: a generated moving sequence (`yolact synth-scenes
+# --sequence FRAMES --seed 5`, colour, depth and camera info) replayed with the shipped model, depth
+# and 3D outputs included.
 #
 # Needs python3 with rosbags and numpy, and a release build (`cargo build --release`).
 set -euo pipefail
@@ -19,6 +24,15 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/replay_memory.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 
+if [ "$CFG" = shipped ]; then
+  "$BIN" synth-scenes --out "$WORK/seq" --sequence "$FRAMES" --seed 5 --size "${W}x${H}" >/dev/null
+  BAG=$WORK/seq/sequence.mcap
+  MODEL=()
+  WHAT="a generated ${W}x${H} sequence (colour, depth, camera info), the shipped model"
+else
+  BAG=$WORK/bag
+  MODEL=(--weights synthetic --config "$CFG")
+  WHAT="${W}x${H} rgb8 noise, config $CFG, synthetic weights"
 python3 - "$WORK/bag" "$FRAMES" "$W" "$H" <<'PY'
 import sys
 import numpy as np
@@ -41,10 +55,11 @@ with Writer(out, version=8, storage_plugin=StoragePlugin.MCAP) as w:
                     data=px.reshape(-1))
         w.write(c, t, ts.serialize_cdr(msg, 'sensor_msgs/msg/Image'))
 PY
+fi
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "bag: $FRAMES frames, ${W}x${H} rgb8, MCAP; config $CFG, synthetic weights, CPU"
-"$BIN" replay "$WORK/bag" --weights synthetic --config "$CFG" --device cpu \
+echo "bag: $FRAMES frames, MCAP; $WHAT; CPU"
+"$BIN" replay "$BAG" "${MODEL[@]}" --device cpu \
   --out "$WORK/out.mcap" --report "$WORK/report" >/dev/null 2>"$WORK/err.log" &
 pid=$!
 : >"$WORK/rss"
