@@ -21,7 +21,8 @@ CFG=${4:-yolact_resnet50}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${YOLACT_BIN:-$ROOT/target/release/yolact}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/replay_memory.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+# RSS_LOG=FILE keeps the samples ("seconds kB" per line).
+trap '[ -n "${RSS_LOG:-}" ] && cp "$WORK/rss" "$RSS_LOG"; rm -rf "$WORK"' EXIT
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 
 if [ "$CFG" = shipped ]; then
@@ -85,4 +86,7 @@ late = max(kb for _, kb in rows[cut:])
 print(f"samples {len(rows)} over {rows[-1][0]} s; RSS after warm-up ({rows[cut][0]} s) {warm / 1024:.1f} MB, "
       f"peak after warm-up {late / 1024:.1f} MB, ratio {late / warm:.3f}; "
       f"RSS at the end {rows[-1][1] / 1024:.1f} MB")
+# The trend: growth that keeps on (a leak) or that levels off (allocator, caches).
+deciles = [rows[min(len(rows) - 1, len(rows) * k // 10)] for k in range(1, 11)]
+print("RSS by tenth of the run, MB: " + ", ".join(f"{kb / 1024:.1f}" for _, kb in deciles))
 PY

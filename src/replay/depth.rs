@@ -242,7 +242,7 @@ struct Accum {
     sampled: u64,
     points: u64,
     /// Centroids per track id, in frame order.
-    tracks: BTreeMap<u32, Vec<[f64; 3]>>,
+    tracks: BTreeMap<u32, TrackAcc>,
 }
 
 impl Accum {
@@ -500,32 +500,58 @@ pub struct TrackJitter {
     pub step_mean_m: Option<f64>,
 }
 
+/// A track's centroids folded as they come (constant memory per track, however long the bag):
+/// count, running mean and sum of squared distances from it (Welford), the last centroid and the
+/// sum of the steps.
+#[derive(Debug, Clone, Default)]
+pub struct TrackAcc {
+    n: u64,
+    mean: [f64; 3],
+    m2: f64,
+    last: Option<[f64; 3]>,
+    steps: f64,
+}
+
+fn dist(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
+}
+
+impl TrackAcc {
+    pub fn push(&mut self, c: [f64; 3]) {
+        self.n += 1;
+        let before = self.mean;
+        let k = self.n as f64;
+        self.mean = std::array::from_fn(|i| before[i] + (c[i] - before[i]) / k);
+        self.m2 += (0..3)
+            .map(|i| (c[i] - before[i]) * (c[i] - self.mean[i]))
+            .sum::<f64>();
+        if let Some(l) = self.last {
+            self.steps += dist(&l, &c);
+        }
+        self.last = Some(c);
+    }
+
+    /// `None` before the first centroid.
+    pub fn jitter(&self) -> Option<TrackJitter> {
+        if self.n == 0 {
+            return None;
+        }
+        let several = self.n > 1;
+        Some(TrackJitter {
+            frames: self.n,
+            centroid_mean: self.mean,
+            jitter_rms_m: several.then(|| (self.m2.max(0.0) / self.n as f64).sqrt()),
+            step_mean_m: several.then(|| self.steps / (self.n - 1) as f64),
+        })
+    }
+}
+
 impl TrackJitter {
     /// `None` for no centroids.
     pub fn of(centroids: &[[f64; 3]]) -> Option<Self> {
-        if centroids.is_empty() {
-            return None;
-        }
-        let n = centroids.len() as f64;
-        let mean: [f64; 3] =
-            std::array::from_fn(|i| centroids.iter().map(|c| c[i]).sum::<f64>() / n);
-        let dist = |a: &[f64; 3], b: &[f64; 3]| {
-            ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
-        };
-        let several = centroids.len() > 1;
-        let rms = (centroids
-            .iter()
-            .map(|c| dist(c, &mean).powi(2))
-            .sum::<f64>()
-            / n)
-            .sqrt();
-        let steps: Vec<f64> = centroids.windows(2).map(|w| dist(&w[0], &w[1])).collect();
-        Some(TrackJitter {
-            frames: centroids.len() as u64,
-            centroid_mean: mean,
-            jitter_rms_m: several.then_some(rms),
-            step_mean_m: several.then(|| steps.iter().sum::<f64>() / steps.len() as f64),
-        })
+        let mut a = TrackAcc::default();
+        centroids.iter().for_each(|&c| a.push(c));
+        a.jitter()
     }
 }
 
@@ -573,7 +599,7 @@ impl DepthReport {
         let tracks: BTreeMap<u32, TrackJitter> = a
             .tracks
             .iter()
-            .filter_map(|(id, v)| TrackJitter::of(v).map(|j| (*id, j)))
+            .filter_map(|(id, a)| a.jitter().map(|j| (*id, j)))
             .collect();
         let mut j: Vec<f64> = tracks.values().filter_map(|t| t.jitter_rms_m).collect();
         let jitter_rms_m_median = crate::depth::robust::median(&mut j);
@@ -611,6 +637,56 @@ impl DepthReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The two-pass definition the streaming [`TrackAcc`] must equal.
+    fn two_pass(centroids: &[[f64; 3]]) -> TrackJitter {
+        let n = centroids.len() as f64;
+        let mean: [f64; 3] =
+            std::array::from_fn(|i| centroids.iter().map(|c| c[i]).sum::<f64>() / n);
+        let rms = (centroids
+            .iter()
+            .map(|c| dist(c, &mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
+        let steps: Vec<f64> = centroids.windows(2).map(|w| dist(&w[0], &w[1])).collect();
+        TrackJitter {
+            frames: centroids.len() as u64,
+            centroid_mean: mean,
+            jitter_rms_m: Some(rms),
+            step_mean_m: Some(steps.iter().sum::<f64>() / steps.len() as f64),
+        }
+    }
+
+    #[test]
+    fn streamed_track_jitter_equals_the_two_pass_one() {
+        // A slow drift at 1.5 m with millimetre noise: the case where a naive sum of squares
+        // would lose the jitter to cancellation.
+        let c: Vec<[f64; 3]> = (0..5000)
+            .map(|i| {
+                let t = i as f64;
+                [
+                    0.1 + 1e-4 * t + 1e-3 * (t * 1.7).sin(),
+                    -0.2 + 1e-3 * (t * 0.9).cos(),
+                    1.5,
+                ]
+            })
+            .collect();
+        let (got, want) = (TrackJitter::of(&c).unwrap(), two_pass(&c));
+        assert_eq!(got.frames, want.frames);
+        for i in 0..3 {
+            assert!((got.centroid_mean[i] - want.centroid_mean[i]).abs() < 1e-12);
+        }
+        let rel = |a: Option<f64>, b: Option<f64>| (a.unwrap() - b.unwrap()).abs() / b.unwrap();
+        assert!(rel(got.jitter_rms_m, want.jitter_rms_m) < 1e-9);
+        assert!(rel(got.step_mean_m, want.step_mean_m) < 1e-9);
+        let one = TrackJitter::of(&c[..1]).unwrap();
+        assert_eq!(
+            (one.frames, one.jitter_rms_m, one.step_mean_m),
+            (1, None, None)
+        );
+        assert!(TrackJitter::of(&[]).is_none());
+    }
 
     fn topic(name: &str, t: &str) -> TopicInfo {
         TopicInfo {

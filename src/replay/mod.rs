@@ -37,7 +37,9 @@ use crate::tracking::{MetricsConfig, StreamStability, TrackerConfig};
 
 pub use coco::{CocoCollector, CocoMatch, CocoMatcher, CocoSummary};
 pub use depth::{DepthOptions, DepthReport, DepthSelection, DepthTopics};
-pub use report::{FrameSample, Percentiles, Report, Skipped, TopicReport};
+pub use report::{
+    Decimated, FrameSample, LatencyHist, Percentiles, Report, Skipped, TopicReport, SERIES_MAX,
+};
 pub use writer::BagWriter;
 
 pub const DIAGNOSTICS_TOPIC: &str = "/diagnostics";
@@ -262,12 +264,12 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
         topics: BTreeMap::new(),
         interrupted: false,
         coco: None,
-        series: Vec::new(),
+        series: Decimated::new(SERIES_MAX),
         coco_records: None,
         depth: BTreeMap::new(),
     };
     let mut states: BTreeMap<String, TopicState> = BTreeMap::new();
-    let mut lat: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    let mut lat: BTreeMap<&'static str, LatencyHist> = BTreeMap::new();
     let mut last_log_ns = 0u64;
     // A write error stops the loop (the disk is full or gone) but the bag is still finished.
     let mut write_error = None;
@@ -427,21 +429,27 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
         }
         let total_ms = t0.elapsed().as_secs_f64() * 1e3;
         lat.entry("total").or_default().push(total_ms);
-        let mut latency_ms = vec![("decode", decode_ms)];
-        for (name, d) in StageTimes::NAMES.iter().zip(times.as_array()) {
-            latency_ms.push((*name, d.as_secs_f64() * 1e3));
+        if report.series.wants_next() {
+            let mut latency_ms = vec![("decode", decode_ms)];
+            for (name, d) in StageTimes::NAMES.iter().zip(times.as_array()) {
+                latency_ms.push((*name, d.as_secs_f64() * 1e3));
+            }
+            latency_ms.push(("total", total_ms));
+            let window = state.stability.snapshot().window;
+            report.series.push(FrameSample {
+                index: report.frames - 1,
+                topic_index: state.frames - 1,
+                topic: msg.topic.clone(),
+                log_time_ns: msg.log_time_ns,
+                latency_ms,
+                instances: inst.instances.len() as u64,
+                mask_stability: window.mask_stability_mean,
+                flicker_per_100: window.flicker_per_100_track_frames,
+                instances_mean: window.instances_per_frame_mean,
+            });
+        } else {
+            report.series.skip();
         }
-        latency_ms.push(("total", total_ms));
-        let window = state.stability.snapshot().window;
-        report.series.push(FrameSample {
-            topic: msg.topic.clone(),
-            log_time_ns: msg.log_time_ns,
-            latency_ms,
-            instances: inst.instances.len() as u64,
-            mask_stability: window.mask_stability_mean,
-            flicker_per_100: window.flicker_per_100_track_frames,
-            instances_mean: window.instances_per_frame_mean,
-        });
 
         if let Some(w) = out.as_mut() {
             let r = (|| -> Result<()> {
@@ -498,7 +506,7 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
         0.0
     };
     for (k, v) in lat {
-        if let Some(p) = Percentiles::of(&v) {
+        if let Some(p) = v.percentiles() {
             report.latency_ms.insert(k.to_string(), p);
         }
     }

@@ -249,9 +249,9 @@ fn save(img: &RgbImage, path: &Path) -> Result<()> {
 /// Per-frame latency of each stage and of the whole frame, over the processed-frame index.
 pub fn latency_panel(series: &[FrameSample]) -> Panel {
     let mut lines: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
-    for (i, f) in series.iter().enumerate() {
+    for f in series {
         for (stage, ms) in &f.latency_ms {
-            lines.entry(stage).or_default().push((i as f64, *ms));
+            lines.entry(stage).or_default().push((f.index as f64, *ms));
         }
     }
     // `total` first: it is the line people look for.
@@ -288,11 +288,7 @@ pub fn stability_panels(series: &[FrameSample]) -> Vec<Panel> {
             .iter()
             .map(|(t, fs)| Series {
                 name: (*t).into(),
-                points: fs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| (i as f64, get(f)))
-                    .collect(),
+                points: fs.iter().map(|f| (f.topic_index as f64, get(f))).collect(),
             })
             .collect(),
     };

@@ -15,6 +15,10 @@ use crate::tracking::metrics::StabilityReport;
 /// One processed frame, for the plots.
 #[derive(Debug, Clone)]
 pub struct FrameSample {
+    /// Processed frames before this one (all topics, bag order).
+    pub index: u64,
+    /// Processed frames of this topic before this one.
+    pub topic_index: u64,
     pub topic: String,
     pub log_time_ns: u64,
     /// Per stage (`decode`, the pipeline's stages, `total`), milliseconds.
@@ -36,7 +40,112 @@ pub struct Skipped {
     pub error: String,
 }
 
-/// Latency percentiles of one stage, in milliseconds (nearest rank).
+/// Points kept for the plots at most: beyond it every other point goes and the spacing doubles,
+/// so a replay's memory does not grow with the length of its bag.
+pub const SERIES_MAX: usize = 4096;
+
+/// Every `stride`-th of the items pushed, at most `cap` of them, evenly spaced from the first.
+#[derive(Debug, Clone)]
+pub struct Decimated<T> {
+    items: Vec<T>,
+    cap: usize,
+    stride: u64,
+    seen: u64,
+}
+
+impl<T> Decimated<T> {
+    pub fn new(cap: usize) -> Self {
+        Decimated {
+            items: Vec::new(),
+            cap: cap.max(2),
+            stride: 1,
+            seen: 0,
+        }
+    }
+
+    /// Whether the next push is kept (so a caller can skip building an item that would not be).
+    pub fn wants_next(&self) -> bool {
+        self.seen % self.stride == 0
+    }
+
+    pub fn push(&mut self, item: T) {
+        if self.wants_next() {
+            self.items.push(item);
+            if self.items.len() >= self.cap {
+                let mut k = 0;
+                self.items.retain(|_| {
+                    k += 1;
+                    k % 2 == 1
+                });
+                self.stride *= 2;
+            }
+        }
+        self.seen += 1;
+    }
+
+    /// Counts a push whose item was not built (`wants_next()` was false).
+    pub fn skip(&mut self) {
+        debug_assert!(!self.wants_next());
+        self.seen += 1;
+    }
+
+    pub fn items(&self) -> &[T] {
+        &self.items
+    }
+}
+
+/// Latency samples of one stage in constant memory: counts per bucket of 1% width (log scale)
+/// with the largest sample of each, the exact sum and maximum.
+#[derive(Debug, Clone, Default)]
+pub struct LatencyHist {
+    /// Bucket `floor(ln(ms) / ln(1.01))` (i32::MIN for ms <= 0) -> (count, largest sample).
+    buckets: BTreeMap<i32, (u64, f64)>,
+    n: u64,
+    sum: f64,
+}
+
+impl LatencyHist {
+    pub fn push(&mut self, ms: f64) {
+        let key = if ms > 0.0 {
+            (ms.ln() / 1.01f64.ln()).floor() as i32
+        } else {
+            i32::MIN
+        };
+        let b = self.buckets.entry(key).or_insert((0, f64::NEG_INFINITY));
+        b.0 += 1;
+        b.1 = b.1.max(ms);
+        self.n += 1;
+        self.sum += ms;
+    }
+
+    /// `None` for no samples.
+    pub fn percentiles(&self) -> Option<Percentiles> {
+        if self.n == 0 {
+            return None;
+        }
+        let rank = |p: f64| {
+            let k = ((p / 100.0 * self.n as f64).ceil() as u64).clamp(1, self.n);
+            let mut cum = 0;
+            for (count, max) in self.buckets.values() {
+                cum += count;
+                if cum >= k {
+                    return *max;
+                }
+            }
+            f64::NAN
+        };
+        Some(Percentiles {
+            p50: rank(50.0),
+            p90: rank(90.0),
+            p99: rank(99.0),
+            mean: self.sum / self.n as f64,
+            max: rank(100.0),
+        })
+    }
+}
+
+/// Latency percentiles of one stage, in milliseconds: nearest rank, to within 1% (the largest
+/// sample of the 1%-wide bucket that holds the rank; exact when samples are 1% apart).
 #[derive(Debug, Clone, Serialize)]
 pub struct Percentiles {
     pub p50: f64,
@@ -49,22 +158,9 @@ pub struct Percentiles {
 impl Percentiles {
     /// `None` for no samples.
     pub fn of(samples: &[f64]) -> Option<Self> {
-        if samples.is_empty() {
-            return None;
-        }
-        let mut s = samples.to_vec();
-        s.sort_by(f64::total_cmp);
-        let rank = |p: f64| {
-            let k = (p / 100.0 * s.len() as f64).ceil() as usize;
-            s[k.clamp(1, s.len()) - 1]
-        };
-        Some(Percentiles {
-            p50: rank(50.0),
-            p90: rank(90.0),
-            p99: rank(99.0),
-            mean: s.iter().sum::<f64>() / s.len() as f64,
-            max: s[s.len() - 1],
-        })
+        let mut h = LatencyHist::default();
+        samples.iter().for_each(|&v| h.push(v));
+        h.percentiles()
     }
 }
 
@@ -112,7 +208,7 @@ pub struct Report {
     /// 3D statistics per colour topic paired with a depth topic (empty without depth).
     pub depth: BTreeMap<String, DepthReport>,
     #[serde(skip)]
-    pub series: Vec<FrameSample>,
+    pub series: Decimated<FrameSample>,
     #[serde(skip)]
     pub coco_records: Option<CocoCollector>,
 }
@@ -132,7 +228,7 @@ impl Report {
         write_atomic(&p, json.as_bytes()).map_err(|e| Error::io(&p, e))?;
         let p = dir.join("report.md");
         write_atomic(&p, self.markdown().as_bytes()).map_err(|e| Error::io(&p, e))?;
-        super::plot::write_plots(&self.series, dir)
+        super::plot::write_plots(self.series.items(), dir)
     }
 
     pub fn markdown(&self) -> String {
@@ -356,6 +452,52 @@ mod tests {
     #[test]
     fn data_text_cannot_break_the_markdown() {
         assert_eq!(md("a\nb|c`d\r\ne"), "a b\\|c'd  e");
+    }
+
+    #[test]
+    fn decimated_keeps_evenly_spaced_items_within_its_cap() {
+        let mut d = Decimated::new(8);
+        for i in 0..100u64 {
+            if d.wants_next() {
+                d.push(i);
+            } else {
+                d.skip();
+            }
+        }
+        // 100 items: the spacing doubled from 1 to 16, the first kept.
+        assert_eq!(d.items(), &[0, 16, 32, 48, 64, 80, 96]);
+        let mut d = Decimated::new(8);
+        (0..5u64).for_each(|i| d.push(i));
+        assert_eq!(d.items(), &[0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn latency_percentiles_are_within_a_percent_and_memory_is_bounded() {
+        let mut h = LatencyHist::default();
+        let mut exact = Vec::new();
+        let mut x = 0x1234_5678u64;
+        for _ in 0..200_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let ms = 5.0 + (x >> 11) as f64 / (1u64 << 53) as f64 * 95.0;
+            h.push(ms);
+            exact.push(ms);
+        }
+        let want = {
+            let mut s = exact.clone();
+            s.sort_by(f64::total_cmp);
+            let r =
+                |p: f64| s[((p / 100.0 * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
+            (r(50.0), r(90.0), r(99.0), s[s.len() - 1])
+        };
+        let p = h.percentiles().unwrap();
+        for (got, want) in [(p.p50, want.0), (p.p90, want.1), (p.p99, want.2)] {
+            assert!(got >= want && got <= want * 1.01, "{got} vs {want}");
+        }
+        assert_eq!(p.max, want.3);
+        // 5..100 ms in 1% buckets: about 300 of them, whatever the sample count.
+        assert!(h.buckets.len() < 320, "{}", h.buckets.len());
     }
 
     #[test]
