@@ -170,8 +170,8 @@ impl Solver {
     fn mini() -> Self {
         Solver {
             lr: 4e-3,
-            lr_steps: vec![1_400, 1_800],
-            max_iter: 2_000,
+            lr_steps: vec![2_100, 2_700],
+            max_iter: 3_000,
             lr_warmup_until: 300,
             ..Solver::default()
         }

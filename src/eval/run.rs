@@ -23,15 +23,15 @@ pub struct EvalSet {
 
 impl EvalSet {
     /// Reads `ann` and pairs the files of `images` with its images by file name; at most
-    /// `max_images` of them (in path order). An error when no file matches.
+    /// `max_images` of them (in path order), and then the ground truth is that of those images
+    /// only. An error when no file matches.
     pub fn open(ann: &Path, images: &Path, max_images: Option<usize>) -> Result<Self> {
         let text = std::fs::read_to_string(ann).map_err(|e| Error::io(ann, e))?;
         let gt_json: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Invalid(format!("{}: {e}", ann.display())))?;
         let ids: HashMap<String, i64> = image_ids_by_file_name(&gt_json)
             .map_err(|e| Error::Invalid(format!("{}: {e}", ann.display())))?;
-        let gt = CocoGt::from_value(&gt_json)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", ann.display())))?;
+        let mut gt_json = gt_json;
         let mut files: Vec<(PathBuf, i64)> = std::fs::read_dir(images)
             .map_err(|e| Error::io(images, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -51,6 +51,22 @@ impl EvalSet {
                 ann.display()
             )));
         }
+        if max_images.is_some() {
+            // The images left out are not scored (COCOeval's params.imgIds): their objects would
+            // count as misses otherwise.
+            let kept: std::collections::HashSet<i64> = files.iter().map(|(_, id)| *id).collect();
+            for (list, key) in [("images", "id"), ("annotations", "image_id")] {
+                if let Some(v) = gt_json.get_mut(list).and_then(Value::as_array_mut) {
+                    v.retain(|x| {
+                        x.get(key)
+                            .and_then(Value::as_i64)
+                            .is_some_and(|i| kept.contains(&i))
+                    });
+                }
+            }
+        }
+        let gt = CocoGt::from_value(&gt_json)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", ann.display())))?;
         Ok(EvalSet { gt, gt_json, files })
     }
 }
