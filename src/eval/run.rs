@@ -27,11 +27,10 @@ impl EvalSet {
     /// only. An error when no file matches.
     pub fn open(ann: &Path, images: &Path, max_images: Option<usize>) -> Result<Self> {
         let text = std::fs::read_to_string(ann).map_err(|e| Error::io(ann, e))?;
-        let gt_json: Value = serde_json::from_str(&text)
+        let mut gt_json: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Invalid(format!("{}: {e}", ann.display())))?;
         let ids: HashMap<String, i64> = image_ids_by_file_name(&gt_json)
             .map_err(|e| Error::Invalid(format!("{}: {e}", ann.display())))?;
-        let mut gt_json = gt_json;
         let mut files: Vec<(PathBuf, i64)> = std::fs::read_dir(images)
             .map_err(|e| Error::io(images, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))

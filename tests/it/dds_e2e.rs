@@ -95,7 +95,7 @@ fn node_over_dds_against_a_cyclonedds_peer() {
 #[test]
 fn node_over_dds_publishes_masks_that_match_the_ground_truth() {
     use crate::support::synth::{
-        iou, place, read_json, row_major_mask, stills, truths, HEIGHT, WIDTH,
+        found_unoccluded, instance_mask, read_json, stills, truths, HEIGHT, WIDTH,
     };
     const IMAGES: u32 = 4;
     const MIN_FOUND: f64 = 0.55;
@@ -185,24 +185,14 @@ fn node_over_dds_publishes_masks_that_match_the_ground_truth() {
             .map(|i| {
                 let u = |k: &str| i[k].as_u64().unwrap() as usize;
                 let win = (u("mask_x"), u("mask_y"), u("mask_width"), u("mask_height"));
-                let mask = row_major_mask(i["mask_rle"].as_str().unwrap(), win.3, win.2);
                 let class = i["class_name"].as_str().unwrap().to_owned();
-                (class, place(&mask, win, WIDTH as usize, HEIGHT as usize))
+                (class, instance_mask(i["mask_rle"].as_str().unwrap(), win))
             })
             .collect();
         frames += 1;
-        for t in truth
-            .iter()
-            .filter(|t| t.image_id == image_id && t.unoccluded)
-        {
-            let best = masks
-                .iter()
-                .filter(|(c, _)| *c == t.class)
-                .map(|(_, mask)| iou(mask, &t.mask))
-                .fold(0.0f64, f64::max);
-            total += 1;
-            found += usize::from(best >= 0.8);
-        }
+        let (t, f) = found_unoccluded(&truth, image_id, &masks);
+        total += t;
+        found += f;
     }
     let share = found as f64 / total.max(1) as f64;
     eprintln!("node over DDS: {found} of {total} unoccluded objects at mask IoU >= 0.8 in {frames} frames");

@@ -9,8 +9,8 @@ use yolact_ros2::engine::preprocess::load_image;
 use yolact_ros2::engine::{Engine, InferOptions};
 use yolact_ros2::weights::shipped;
 
-use crate::support::synth::{iou, read_json, stills, truths};
-use crate::support::{pycocotools, text, yolact};
+use crate::support::synth::{found_unoccluded, read_json, stills, truths};
+use crate::support::{assert_pycocotools_agrees, text, yolact};
 
 /// Unoccluded objects whose best same-class detection has mask IoU >= 0.8: at least this share.
 const MIN_FOUND: f64 = 0.7;
@@ -38,15 +38,9 @@ fn infer_finds_the_unoccluded_objects_of_new_scenes_with_the_right_class() {
             .iter()
             .map(|d| (dets.label(d.class_id), d.mask.to_full()))
             .collect();
-        for t in truth.iter().filter(|t| t.image_id == id && t.unoccluded) {
-            let best = full
-                .iter()
-                .filter(|(label, _)| *label == t.class)
-                .map(|(_, m)| iou(m, &t.mask))
-                .fold(0.0f64, f64::max);
-            total += 1;
-            found += usize::from(best >= 0.8);
-        }
+        let (t, f) = found_unoccluded(&truth, id, &full);
+        total += t;
+        found += f;
     }
     let share = found as f64 / total.max(1) as f64;
     eprintln!("shipped model: {found} of {total} unoccluded objects found at mask IoU >= 0.8 ({share:.3})");
@@ -79,20 +73,7 @@ fn eval_of_held_out_scenes_runs_the_shipped_model_and_agrees_with_pycocotools() 
     assert!(o.status.success(), "{}", text(&o));
     let ours: Value = serde_json::from_slice(&o.stdout).unwrap();
     // YOLACT++: boxes are ranked by the class score (results_bbox.json), masks by the rescored one.
-    let boxes = pycocotools(&ann, &out.join("results_bbox.json"));
-    let masks = pycocotools(&ann, &out.join("results.json"));
-    for (kind, py) in [("bbox", &boxes), ("segm", &masks)] {
-        for k in ["AP", "AP50", "AP75", "AR100"] {
-            let (a, b) = (
-                ours[kind][k].as_f64().unwrap(),
-                py[kind][k].as_f64().unwrap(),
-            );
-            assert!(
-                (a - b).abs() < 1e-4,
-                "{kind} {k}: ours {a}, pycocotools {b}"
-            );
-        }
-    }
+    assert_pycocotools_agrees(&ours, &ann, &out, &["AP", "AP50", "AP75", "AR100"]);
     let (box_ap, mask_ap) = (
         ours["bbox"]["AP"].as_f64().unwrap(),
         ours["segm"]["AP"].as_f64().unwrap(),
@@ -150,18 +131,5 @@ fn eval_of_the_first_images_scores_them_alone() {
     keep(&mut gt["annotations"], "image_id");
     let cut = dir.path().join("cut.json");
     std::fs::write(&cut, serde_json::to_vec(&gt).unwrap()).unwrap();
-    let boxes = pycocotools(&cut, &out.join("results_bbox.json"));
-    let masks = pycocotools(&cut, &out.join("results.json"));
-    for (kind, py) in [("bbox", &boxes), ("segm", &masks)] {
-        for k in ["AP", "AP50", "AR100"] {
-            let (a, b) = (
-                ours[kind][k].as_f64().unwrap(),
-                py[kind][k].as_f64().unwrap(),
-            );
-            assert!(
-                (a - b).abs() < 1e-4,
-                "{kind} {k}: ours {a}, pycocotools on the cut {b}"
-            );
-        }
-    }
+    assert_pycocotools_agrees(&ours, &cut, &out, &["AP", "AP50", "AR100"]);
 }

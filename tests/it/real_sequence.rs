@@ -13,10 +13,8 @@ use serde_json::Value;
 use yolact_ros2::tracking::MotEvaluator;
 
 use crate::replay::read_ours;
-use crate::support::synth::{
-    match_masks, place, read_json, row_major_mask, sequence, truths, Truth, HEIGHT, WIDTH,
-};
-use crate::support::{pycocotools, text, yolact_cmd};
+use crate::support::synth::{instance_mask, match_masks, read_json, sequence, truths, Truth};
+use crate::support::{assert_pycocotools_agrees, text, yolact_cmd};
 
 const FRAMES: u32 = 100;
 const SEED: u32 = 4242;
@@ -65,22 +63,9 @@ fn replay_of_a_new_sequence_scores_its_masks_against_the_generator_and_agrees_wi
     let report = read_json(&rep.join("report.json"));
     let coco = &report["coco"];
     assert_eq!(coco["matched"].as_u64(), Some(u64::from(FRAMES)), "{coco}");
-    let ours = &coco["stats"];
+    let ours = coco["stats"].clone();
     let ann = seq.join("annotations.json");
-    let boxes = pycocotools(&ann, &rep.join("results_bbox.json"));
-    let masks = pycocotools(&ann, &rep.join("results.json"));
-    for (kind, py) in [("bbox", &boxes), ("segm", &masks)] {
-        for k in ["AP", "AP50", "AP75", "AR100"] {
-            let (a, b) = (
-                ours[kind][k].as_f64().unwrap(),
-                py[kind][k].as_f64().unwrap(),
-            );
-            assert!(
-                (a - b).abs() < 1e-4,
-                "{kind} {k}: replay {a}, pycocotools {b}"
-            );
-        }
-    }
+    assert_pycocotools_agrees(&ours, &ann, &rep, &["AP", "AP50", "AP75", "AR100"]);
     let (box_ap, mask_ap) = (
         ours["bbox"]["AP"].as_f64().unwrap(),
         ours["segm"]["AP"].as_f64().unwrap(),
@@ -130,7 +115,6 @@ fn tracks_of_a_new_sequence_keep_their_ids_and_the_stability_metrics_follow_the_
         .collect();
     let ours = read_ours(&out);
     assert_eq!(ours.instances.len() as u32, FRAMES);
-    let (w, h) = (WIDTH as usize, HEIGHT as usize);
     let mut mot = MotEvaluator::new();
     let mut gt_frames = Vec::new();
     for (_, _, msg) in &ours.instances {
@@ -147,8 +131,7 @@ fn tracks_of_a_new_sequence_keep_their_ids_and_the_stability_metrics_follow_the_
                     i.mask_width as usize,
                     i.mask_height as usize,
                 );
-                let m = row_major_mask(&i.mask_rle, win.3, win.2);
-                (i.class_name.clone(), place(&m, win, w, h))
+                (i.class_name.clone(), instance_mask(&i.mask_rle, win))
             })
             .collect();
         let pairs = match_masks(&here, &dets, 0.5);

@@ -102,6 +102,32 @@ print(json.dumps(out))
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// Asserts that `ours` (`{"bbox": {..}, "segm": {..}}` as `yolact eval`, `coco-eval` and the replay
+/// report print it) equals pycocotools on the same results within 1e-4 for `keys`: box AP from
+/// `dir/results_bbox.json` (YOLACT++ ranks boxes by the class score), mask AP from
+/// `dir/results.json`.
+pub fn assert_pycocotools_agrees(
+    ours: &serde_json::Value,
+    gt: &std::path::Path,
+    dir: &std::path::Path,
+    keys: &[&str],
+) {
+    let boxes = pycocotools(gt, &dir.join("results_bbox.json"));
+    let masks = pycocotools(gt, &dir.join("results.json"));
+    for (kind, py) in [("bbox", &boxes), ("segm", &masks)] {
+        for k in keys {
+            let (a, b) = (
+                ours[kind][k].as_f64().unwrap(),
+                py[kind][k].as_f64().unwrap(),
+            );
+            assert!(
+                (a - b).abs() < 1e-4,
+                "{kind} {k}: ours {a}, pycocotools {b}"
+            );
+        }
+    }
+}
+
 /// Held by the tests that need several GB each (a whole training step at 550): two of them at
 /// once on the test threads would take most of a 24 GB machine.
 pub fn heavy() -> std::sync::MutexGuard<'static, ()> {

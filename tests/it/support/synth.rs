@@ -90,6 +90,36 @@ pub fn place(
     full
 }
 
+/// A published instance's mask: the COCO RLE of its box window (`x, y, w, h`, column-major, as
+/// msg/Instance.msg says) as a full-frame row-major mask.
+pub fn instance_mask(rle: &str, window: (usize, usize, usize, usize)) -> Vec<u8> {
+    let m = row_major_mask(rle, window.3, window.2);
+    place(&m, window, WIDTH as usize, HEIGHT as usize)
+}
+
+/// Of the unoccluded ground-truth objects of `image_id`, (how many there are, how many have a
+/// same-class detection at mask IoU >= 0.8): the share issue 13 asks to be found.
+pub fn found_unoccluded(
+    truth: &[Truth],
+    image_id: i64,
+    detections: &[(String, Vec<u8>)],
+) -> (usize, usize) {
+    let mut n = (0, 0);
+    for t in truth
+        .iter()
+        .filter(|t| t.image_id == image_id && t.unoccluded)
+    {
+        let best = detections
+            .iter()
+            .filter(|(class, _)| *class == t.class)
+            .map(|(_, m)| iou(m, &t.mask))
+            .fold(0.0f64, f64::max);
+        n.0 += 1;
+        n.1 += usize::from(best >= 0.8);
+    }
+    n
+}
+
 pub fn iou(a: &[u8], b: &[u8]) -> f64 {
     let (mut inter, mut union) = (0u64, 0u64);
     for (&x, &y) in a.iter().zip(b) {
