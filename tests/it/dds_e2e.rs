@@ -118,7 +118,7 @@ fn node_over_dds_publishes_masks_that_match_the_ground_truth() {
         })
         .collect();
 
-    let domain = test_domain(3);
+    let domain = test_domain(4);
     let ns = format!("/dds_gt{}", std::process::id());
     let identity = NodeIdentity {
         name: "yolact".into(),
