@@ -45,11 +45,12 @@ impl Engine {
                 2,
                 mode,
                 |x| {
-                    let out = self.model.forward(x)?;
+                    // Coefficients before tanh, as Engine::finish_one takes them.
+                    let out = self.model.forward_t(x, false)?;
                     Ok(vec![
                         f32_of(&out.loc)?,
-                        f32_of(&out.conf)?,
-                        f32_of(&out.mask)?,
+                        f32_of(&crate::model::head::class_scores(&out.conf)?)?,
+                        f32_of(&out.coef)?,
                         f32_of(&out.proto)?,
                     ])
                 },
@@ -62,7 +63,8 @@ impl Engine {
         ))
     }
 
-    /// The graph's (loc, conf, mask coefficients, proto) for `img`, batch dimension kept. They
+    /// The graph's (loc, class scores, mask coefficients before tanh, proto) for `img`, batch
+    /// dimension kept. They
     /// live in the graph's memory: valid until its next launch.
     #[cfg(feature = "cuda")]
     fn graph_outputs(
@@ -130,7 +132,7 @@ impl Engine {
             Ok(RawFrame {
                 loc: loc.get(0)?.copy()?,
                 conf: conf.get(0)?.copy()?,
-                mask: coef.get(0)?.copy()?,
+                mask: coef.get(0)?.tanh()?,
                 priors: self.priors.clone(),
                 proto: proto.get(0)?.copy()?,
             })

@@ -285,7 +285,7 @@ impl Engine {
         let proto = self.model.protonet(&p[0])?;
         clock.mark()?;
         let (loc, conf, coef) = self.model.heads(&p)?;
-        let (conf, coef) = head::activate(&conf, &coef)?;
+        let conf = head::class_scores(&conf)?;
         // Decode, NMS and mask assembly always run in f32.
         let (loc, conf, coef, proto) = (
             f32_of(&loc)?,
@@ -311,7 +311,8 @@ impl Engine {
         Ok(dets.into_iter().zip(times).collect())
     }
 
-    /// Decode, NMS and masks of one image of a batch.
+    /// Decode, NMS and masks of one image of a batch. `coef` holds the mask coefficients before
+    /// their tanh, which is taken here for the rows NMS keeps ([`head::class_scores`]).
     #[allow(clippy::too_many_arguments)]
     fn finish_one(
         &self,
@@ -328,7 +329,8 @@ impl Engine {
             kind: opts.nms,
             ..NmsOptions::from_config(&self.cfg)
         };
-        let dets = self.backend.detect(&boxes, conf, coef, &nms)?;
+        let mut dets = self.backend.detect(&boxes, conf, coef, &nms)?;
+        dets.coefs = dets.coefs.tanh()?;
         clock.mark()?;
 
         let (w, h) = img.dimensions();

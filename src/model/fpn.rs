@@ -4,7 +4,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{relu_t, Conv2d, Mode};
+use super::layers::{Conv2d, Mode};
 use crate::ops::interp::resize_bilinear;
 
 #[derive(Debug, Clone)]
@@ -58,21 +58,21 @@ impl Fpn {
         let mut laterals: Vec<Tensor> = Vec::with_capacity(3);
         for (i, lat) in self.lat.iter().enumerate() {
             let ci = &c[2 - i];
-            let l = lat.forward_t(ci, mode)?;
-            let l = match laterals.last() {
+            let up = match laterals.last() {
                 Some(prev) => {
                     let (_, _, h, w) = ci.dims4()?;
-                    (resize_bilinear(prev, h, w)? + l)?
+                    Some(resize_bilinear(prev, h, w)?)
                 }
-                None => l,
+                None => None,
             };
+            let l = lat.forward_fused_t(ci, up.as_ref(), false, mode)?;
             laterals.push(l);
         }
         // laterals = [L5, L4, L3]; pred_layers[i] pairs with laterals[i].
         let mut p: Vec<Tensor> = laterals
             .iter()
             .zip(&self.pred)
-            .map(|(l, conv)| relu_t(&conv.forward_t(l, mode)?, mode))
+            .map(|(l, conv)| conv.forward_fused_t(l, None, true, mode))
             .collect::<Result<Vec<_>>>()?;
         p.reverse(); // [P3, P4, P5]
         let mut x = p[2].clone();

@@ -309,6 +309,22 @@ impl Conv2d {
         xp.conv2d(&self.weight, 0, s, 1, 1)
     }
 
+    /// relu?(forward_t(x) + residual) as `mode` needs it: at inference the addition and the ReLU
+    /// ride on the conv's output pass (a separate pass over a small map costs as much as its
+    /// GEMM on two cores); training composes the ops so gradients reach every input.
+    pub fn forward_fused_t(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        if !mode.is_train() {
+            return self.fused(x, residual, relu);
+        }
+        compose(self.forward_t(x, mode)?, residual, relu, mode)
+    }
+
     /// relu(forward(x)), the ReLU folded into the conv's output pass.
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         self.fused(x, None, true)
@@ -401,6 +417,34 @@ impl ConvBn {
             Some(bn) => bn.forward_t(&y, mode),
             None => Ok(y),
         }
+    }
+
+    /// relu?(forward_t(x) + residual): one output pass once the norm is absorbed
+    /// ([`Conv2d::forward_fused_t`]).
+    pub fn forward_fused_t(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        match &self.bn {
+            None => self.conv.forward_fused_t(x, residual, relu, mode),
+            Some(_) => compose(self.forward_t(x, mode)?, residual, relu, mode),
+        }
+    }
+}
+
+/// relu?(y + residual) as separate ops (the training form of the fused convs).
+fn compose(y: Tensor, residual: Option<&Tensor>, relu: bool, mode: Mode) -> Result<Tensor> {
+    let y = match residual {
+        Some(r) => (y + r)?,
+        None => y,
+    };
+    if relu {
+        relu_t(&y, mode)
+    } else {
+        Ok(y)
     }
 }
 

@@ -4,7 +4,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{global_max_pool_t, relu_t, Conv2d, Mode};
+use super::layers::{global_max_pool_t, Conv2d, Mode};
 
 #[derive(Debug, Clone)]
 pub struct MaskIouNet {
@@ -50,7 +50,7 @@ impl MaskIouNet {
     pub fn forward_t(&self, masks: &Tensor, mode: Mode) -> Result<Tensor> {
         let mut x = masks.clone();
         for conv in &self.convs {
-            x = relu_t(&conv.forward_t(&x, mode)?, mode)?;
+            x = conv.forward_fused_t(&x, None, true, mode)?;
         }
         global_max_pool_t(&x, mode)
     }

@@ -4,7 +4,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{relu_t, Conv2d, Mode};
+use super::layers::{Conv2d, Mode};
 use crate::ops::interp::resize_bilinear;
 
 #[derive(Debug, Clone)]
@@ -47,14 +47,15 @@ impl ProtoNet {
     pub fn forward_t(&self, p3: &Tensor, mode: Mode) -> Result<Tensor> {
         let mut x = p3.clone();
         for conv in &self.pre {
-            x = relu_t(&conv.forward_t(&x, mode)?, mode)?;
+            x = conv.forward_fused_t(&x, None, true, mode)?;
         }
         let (_, _, h, w) = x.dims4()?;
         // The ReLU the reference applies after the upsample is a no-op on non-negative input, and
         // its gradient too: an upsampled 0 has only zero (ReLU-blocked) sources with weight > 0.
         let x = resize_bilinear(&x, 2 * h, 2 * w)?;
-        let x = relu_t(&self.post.forward_t(&x, mode)?, mode)?;
-        relu_t(&self.out.forward_t(&x, mode)?, mode)?
+        let x = self.post.forward_fused_t(&x, None, true, mode)?;
+        self.out
+            .forward_fused_t(&x, None, true, mode)?
             .permute((0, 2, 3, 1))?
             .contiguous()
     }

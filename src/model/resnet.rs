@@ -96,14 +96,13 @@ impl Bottleneck {
     }
 
     pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = relu_t(&self.conv1.forward_t(x, mode)?, mode)?;
+        let y = self.conv1.forward_fused_t(x, None, true, mode)?;
         let y = relu_t(&self.conv2.forward_t(&y, mode)?, mode)?;
-        let y = self.conv3.forward_t(&y, mode)?;
         let shortcut = match &self.downsample {
             Some(ds) => ds.forward_t(x, mode)?,
             None => x.clone(),
         };
-        relu_t(&(y + shortcut)?, mode)
+        self.conv3.forward_fused_t(&y, Some(&shortcut), true, mode)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -169,15 +168,12 @@ impl ResNet {
     /// Runs the stem and stages up to the highest index in `keep`, returning the outputs of the
     /// stages listed in `keep` (in stage order).
     pub fn forward_t(&self, x: &Tensor, keep: &[usize], mode: Mode) -> Result<Vec<Tensor>> {
-        let x = relu_t(&self.stem.forward_t(x, mode)?, mode)?;
-        // MaxPool 3x3 / 2 / pad 1. Its input is post-ReLU (>= 0) and every window holds at least one
-        // real pixel, so zero padding gives the same maxima as the reference's -inf padding.
+        let x = self.stem.forward_fused_t(x, None, true, mode)?;
+        // MaxPool 3x3 / 2 / pad 1 (-inf padding, as the reference).
         let mut x = if mode.is_train() {
             max_pool_3x3_s2_train(&x)?
         } else {
-            x.pad_with_zeros(2, 1, 1)?
-                .pad_with_zeros(3, 1, 1)?
-                .max_pool2d_with_stride(3, 2)?
+            crate::ops::pool::max_pool2d_eval(&x, 3, 2, 1)?
         };
         let last = keep.iter().copied().max().unwrap_or(0);
         let mut outs = Vec::with_capacity(keep.len());

@@ -199,6 +199,34 @@ pub(crate) fn axis_taps<A: Acc>(in_size: usize, out_size: usize) -> Vec<Tap<A>> 
         .collect()
 }
 
+/// [`resize_bilinear`] of packed (h, w) byte planes (an image's channels) to f32 planes, the
+/// same arithmetic as on their f32 values: the preprocessing of a frame in one pass per plane
+/// instead of a conversion, a copy and a resize.
+pub fn resize_u8_planes(
+    src: &[u8],
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Result<Vec<f32>> {
+    if h == 0 || w == 0 || out_h == 0 || out_w == 0 || src.len() % (h * w) != 0 {
+        bail!(
+            "resize_u8_planes: {} bytes do not form {h}x{w} planes, or an empty size \
+             ({out_h}x{out_w})",
+            src.len()
+        );
+    }
+    Ok(resize_planes::<u8, f32, f32>(
+        src,
+        h,
+        w,
+        out_h,
+        out_w,
+        f32::from,
+        |a| a,
+    ))
+}
+
 /// Resizes `planes` contiguous (h, w) planes from `src` into a new buffer of
 /// planes × out_h × out_w, converting each element to the accumulation type `A` and back.
 fn resize_planes<T, U, A>(

@@ -5,7 +5,8 @@
 //! `gather`), so they run and differentiate on every device; the inference pools stay the plain
 //! candle ops. NaN inputs are not handled as PyTorch does (which lets a NaN win).
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
 
 /// `max_pool2d(x, k, stride, padding)` over (N, C, H, W), padding with −∞ as PyTorch
 /// (`padding` ≤ k / 2, so every window holds a real element), floor output size.
@@ -100,4 +101,87 @@ fn pad_neg_inf(x: &Tensor, dim: usize, before: usize, after: usize) -> Result<Te
         parts.push(side(after)?);
     }
     Tensor::cat(&parts, dim)
+}
+
+/// [`max_pool2d`]'s values without its gradient rule: on the CPU for f32 one pass over each
+/// plane in parallel (the stem's pool is a tenth of a small model's backbone as tensor ops);
+/// elsewhere the same ops as [`max_pool2d`].
+pub fn max_pool2d_eval(x: &Tensor, k: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        return max_pool2d(&x.detach(), k, stride, padding);
+    }
+    let (_, _, h, w) = x.dims4()?;
+    if k == 0 || stride == 0 || 2 * padding > k || h + 2 * padding < k || w + 2 * padding < k {
+        candle_core::bail!(
+            "max_pool2d: kernel {k}, stride {stride}, padding {padding} do not fit {h}x{w}"
+        );
+    }
+    x.contiguous()?
+        .apply_op1_no_bwd(&MaxPool { k, stride, padding })
+}
+
+struct MaxPool {
+    k: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "max_pool2d_eval"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = layout.shape().dims4()?;
+        let (k, s, p) = (self.k, self.stride, self.padding);
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let src = super::im2col::f32_slice(storage, layout)?;
+        let mut out = vec![0f32; n * c * ho * wo];
+        out.par_chunks_mut(ho * wo)
+            .zip(src.par_chunks(h * w))
+            .for_each(|(o, plane)| {
+                for oy in 0..ho {
+                    // Window rows and columns clipped to the plane: the -inf padding never wins.
+                    let y0 = (oy * s).saturating_sub(p);
+                    let y1 = (oy * s + k - p).min(h);
+                    for ox in 0..wo {
+                        let x0 = (ox * s).saturating_sub(p);
+                        let x1 = (ox * s + k - p).min(w);
+                        let mut m = f32::NEG_INFINITY;
+                        for row in plane[y0 * w..y1 * w].chunks_exact(w) {
+                            for &v in &row[x0..x1] {
+                                // NaN propagates, as PyTorch's max pool.
+                                if v > m || v.is_nan() {
+                                    m = v;
+                                }
+                            }
+                        }
+                        o[oy * wo + ox] = m;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn the_eval_pool_equals_the_training_pool() {
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 11, 8), &Device::Cpu).unwrap();
+        for (k, s, p) in [(3, 2, 1), (3, 1, 1), (2, 2, 0), (3, 3, 0), (2, 2, 1)] {
+            let want = max_pool2d(&x, k, s, p).unwrap();
+            let got = max_pool2d_eval(&x, k, s, p).unwrap();
+            assert_eq!(got.dims(), want.dims(), "k {k} s {s} p {p}");
+            let (g, w) = (
+                got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            assert_eq!(g, w, "k {k} s {s} p {p}");
+        }
+        assert!(max_pool2d_eval(&x, 3, 2, 2).is_err());
+    }
 }
