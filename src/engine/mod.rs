@@ -263,6 +263,12 @@ impl Engine {
         imgs: &[RgbImage],
         opts: &InferOptions,
     ) -> Result<Vec<(Detections, StageTimes)>> {
+        // The frame runs on a worker of rayon's pool: each parallel op then splits onto the local
+        // queue with one sibling to wake, instead of the caller blocking while every op's work is
+        // injected from outside (a wake-up round trip per op, and a frame has a hundred of them).
+        if rayon::current_thread_index().is_none() {
+            return rayon::scope(|_| self.infer_batch(imgs, opts));
+        }
         if imgs.is_empty() {
             return Ok(Vec::new());
         }
