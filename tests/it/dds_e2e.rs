@@ -90,15 +90,15 @@ fn node_over_dds_against_a_cyclonedds_peer() {
 
 /// The shipped model in the node (its default weights), fed generated scenes it never saw by the
 /// Cyclone peer: the InstanceArrays it publishes carry masks that cover the scenes' real objects
-/// (unoccluded ground-truth objects with a same-class mask at IoU >= 0.8, the share that
-/// `real_objects::` measures for `infer`, less a margin).
+/// (unoccluded ground-truth objects with a same-class mask at IoU >= 0.8: issue 13's goal, as
+/// `real_objects::` holds `infer` to it).
 #[test]
 fn node_over_dds_publishes_masks_that_match_the_ground_truth() {
     use crate::support::synth::{
         found_unoccluded, instance_mask, read_json, stills, truths, HEIGHT, WIDTH,
     };
     const IMAGES: u32 = 4;
-    const MIN_FOUND: f64 = 0.55;
+    const MIN_FOUND: f64 = 0.9;
     if !peer_available() {
         return;
     }

@@ -1,8 +1,8 @@
 //! The shipped model (`yolact_plus_mini`, models/yolact_plus_mini) on generated scenes it never saw
 //! (seeds other than its training set's 1 and validation set's 2): what it finds is checked against
-//! the generator's exact ground truth, not against the model's own output. The thresholds are the
-//! shipped model's measured figures less a margin (models/yolact_plus_mini/README.md); issue 13's
-//! goals are above them.
+//! the generator's exact ground truth, not against the model's own output. The thresholds are
+//! issue 13's goals; the shipped model's measured figures are above them
+//! (models/yolact_plus_mini/README.md).
 
 use serde_json::Value;
 use yolact_ros2::engine::preprocess::load_image;
@@ -12,11 +12,12 @@ use yolact_ros2::weights::shipped;
 use crate::support::synth::{found_unoccluded, read_json, stills, truths};
 use crate::support::{assert_pycocotools_agrees, text, yolact};
 
-/// Unoccluded objects whose best same-class detection has mask IoU >= 0.8: at least this share.
-const MIN_FOUND: f64 = 0.7;
-/// Held-out box and mask AP@[.5:.95] at least.
+/// Unoccluded objects whose best same-class detection has mask IoU >= 0.8: at least this share
+/// (issue 13's goal).
+const MIN_FOUND: f64 = 0.9;
+/// Held-out box and mask AP@[.5:.95] at least (issue 13's goal).
 const MIN_BOX_AP: f64 = 0.6;
-const MIN_MASK_AP: f64 = 0.52;
+const MIN_MASK_AP: f64 = 0.6;
 
 #[test]
 fn infer_finds_the_unoccluded_objects_of_new_scenes_with_the_right_class() {
