@@ -9,6 +9,7 @@
 //! mask-IoU terms) -> [`optim`] (SGD, learning-rate schedule, checkpoints).
 
 pub mod data;
+pub mod health;
 pub mod init;
 pub mod loss;
 pub mod optim;

@@ -255,6 +255,7 @@ pub fn train(
             {
                 let t = Instant::now();
                 let entry = validate(&store, &cfg, &opts.device, set, it)?;
+                warn_dead_outputs(&store, &cfg, it)?;
                 append_line(&val_path, &entry)?;
                 val_history.push(entry.clone());
                 write_map_plot(&opts.out, &val_history)?;
@@ -301,6 +302,7 @@ pub fn train(
             write_plot(&opts.out, &history)?;
         }
     }
+    warn_dead_outputs(&store, &cfg, it)?;
     let state = state_at(it, &loader);
     checkpoint::save(
         &latest_path(&opts.out),
@@ -387,6 +389,16 @@ fn resume(opts: &TrainOptions, names: &[String]) -> Result<Run> {
         sgd,
         start: state,
     })
+}
+
+/// Logs [`super::health::dead_maskiou_warning`] at validations and at the end (a class may not
+/// have been in any batch yet in the first iterations).
+fn warn_dead_outputs(store: &WeightStore, cfg: &YolactConfig, iteration: u64) -> Result<()> {
+    let dead = super::health::dead_maskiou_classes(store, cfg)?;
+    if let Some(w) = super::health::dead_maskiou_warning(&dead, iteration) {
+        log::warn!("{w}");
+    }
+    Ok(())
 }
 
 /// Scores the current weights on `set` with the inference engine (batch norms folded, running
