@@ -43,9 +43,16 @@ fn decode_ops(loc: &Tensor, priors: &Tensor) -> Result<Tensor> {
 /// ten passes over the priors.
 fn decode_host(loc: &Tensor, priors: &Tensor) -> Result<Tensor> {
     let l = loc.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let p = priors.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let p = priors
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let mut out = vec![0f32; l.len()];
-    for ((o, l), p) in out.chunks_exact_mut(4).zip(l.chunks_exact(4)).zip(p.chunks_exact(4)) {
+    for ((o, l), p) in out
+        .chunks_exact_mut(4)
+        .zip(l.chunks_exact(4))
+        .zip(p.chunks_exact(4))
+    {
         for i in 0..2 {
             let cxy = p[i] + l[i] * 0.1 * p[i + 2];
             let wh = p[i + 2] * (l[i + 2] * 0.2).exp();
@@ -79,7 +86,10 @@ mod tests {
         let dev = Device::Cpu;
         let loc = Tensor::randn(0f32, 2.0, (500, 4), &dev).unwrap();
         let priors = Tensor::rand(0.01f32, 1.0, (500, 4), &dev).unwrap();
-        let host = decode_host(&loc, &priors).unwrap().to_vec2::<f32>().unwrap();
+        let host = decode_host(&loc, &priors)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let ops = decode_ops(&loc, &priors).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(host, ops);
     }

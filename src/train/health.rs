@@ -53,10 +53,14 @@ mod tests {
 
     #[test]
     fn a_bias_still_at_zero_names_its_class() {
-        let cfg = YolactConfig::by_name("yolact_plus_mini").unwrap().with_classes(
-            "five",
-            ["book", "cup", "sports ball", "carrot", "donut"].map(String::from).to_vec(),
-        );
+        let cfg = YolactConfig::by_name("yolact_plus_mini")
+            .unwrap()
+            .with_classes(
+                "five",
+                ["book", "cup", "sports ball", "carrot", "donut"]
+                    .map(String::from)
+                    .to_vec(),
+            );
         let mut sd = StateDict::new();
         let bias = Tensor::new(&[0.55f32, 0.49, 0.48, 0.0, 0.56], &Device::Cpu).unwrap();
         sd.insert(MASKIOU_LAST_BIAS.into(), bias);
@@ -64,7 +68,10 @@ mod tests {
         let dead = dead_maskiou_classes(&store, &cfg).unwrap();
         assert_eq!(dead, ["carrot"]);
         let w = dead_maskiou_warning(&dead, 3000).unwrap();
-        assert!(w.contains("carrot") && w.contains("revive_maskiou.py"), "{w}");
+        assert!(
+            w.contains("carrot") && w.contains("revive_maskiou.py"),
+            "{w}"
+        );
         assert!(dead_maskiou_warning(&[], 3000).is_none());
 
         let live = WeightStore::from_partial(StateDict::new(), &Device::Cpu).unwrap();
