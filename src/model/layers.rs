@@ -325,16 +325,6 @@ impl Conv2d {
         compose(self.forward_t(x, mode)?, residual, relu, mode)
     }
 
-    /// relu(forward(x)), the ReLU folded into the conv's output pass.
-    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        self.fused(x, None, true)
-    }
-
-    /// relu(forward(x) + residual), as at the end of a ResNet bottleneck, in one output pass.
-    pub fn forward_add_relu(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        self.fused(x, Some(residual), true)
-    }
-
     fn fused(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         crate::ops::im2col::conv2d_fused(
             x,
@@ -839,15 +829,23 @@ mod tests {
         let x = tu::rand_input(2, 5, 9, 8);
         let res = tu::rand_input(2, 6, 9, 8);
         let lin = tu::conv(&Nd::from_tensor(&x), &wn, Some(&b), 1, 1);
-        let err = tu::rel_err(&conv.forward_relu(&x).unwrap(), &lin.relu());
+        let err = tu::rel_err(
+            &conv.forward_fused_t(&x, None, true, Mode::Eval).unwrap(),
+            &lin.relu(),
+        );
         assert!(err < 1e-5, "relu {err}");
         let want = lin.add(&Nd::from_tensor(&res)).relu();
-        let err = tu::rel_err(&conv.forward_add_relu(&x, &res).unwrap(), &want);
+        let err = tu::rel_err(
+            &conv
+                .forward_fused_t(&x, Some(&res), true, Mode::Eval)
+                .unwrap(),
+            &want,
+        );
         assert!(err < 1e-5, "add relu {err}");
         // Half the outputs are negative before the ReLU, so a missing ReLU cannot pass.
         assert!(lin.data.iter().any(|&v| v < 0.0));
         assert!(conv
-            .forward_add_relu(&x, &tu::rand_input(2, 6, 9, 7))
+            .forward_fused_t(&x, Some(&tu::rand_input(2, 6, 9, 7)), true, Mode::Eval)
             .is_err());
     }
 
