@@ -233,14 +233,21 @@ fn conv_image(
         if g.is_pointwise() {
             gemm_into(x[j0..].as_ptr(), npix as isize);
         } else {
+            // Taken out of the cell, not borrowed: while a parallel GEMM waits, rayon lets this
+            // worker run another conv's band (another frame's, in a batch), which then starts
+            // with an empty buffer of its own instead of finding this one borrowed.
+            let mut cols = COLS.with(|cell| cell.take());
+            if cols.len() < kdim * n {
+                cols.resize(kdim * n, 0.0);
+            }
+            let band_cols = &mut cols[..kdim * n];
+            g.fill_band(x, h, w, oy0, oy1, band_cols);
+            gemm_into(band_cols.as_ptr(), n as isize);
             COLS.with(|cell| {
-                let mut cols = cell.borrow_mut();
-                if cols.len() < kdim * n {
-                    cols.resize(kdim * n, 0.0);
+                // Keep the larger buffer if a stolen job left one behind.
+                if cell.borrow().len() < cols.len() {
+                    cell.replace(cols);
                 }
-                let cols = &mut cols[..kdim * n];
-                g.fill_band(x, h, w, oy0, oy1, cols);
-                gemm_into(cols.as_ptr(), n as isize);
             });
         }
         if relu {
@@ -559,6 +566,59 @@ mod tests {
         }
         assert!(band_rows(2304, 256, 138, 138).is_some());
         assert!(band_rows(9, 4, 1, 1).is_none());
+    }
+
+    /// Two callers' convs on one pool, as two engines' frames are: a worker waiting inside a
+    /// parallel single-band GEMM steals a band of the other conv and runs it on the same thread
+    /// while the first still uses its column buffer (this panicked with "RefCell already
+    /// borrowed" in the parity tests). Each must still get the right answer.
+    #[test]
+    fn concurrent_convs_on_one_pool_share_no_column_buffer() {
+        let shapes = [(256, 256, 3, 1, 1, 20, 20), (64, 24, 3, 1, 1, 160, 29)];
+        let cases: Vec<_> = shapes
+            .iter()
+            .map(|&(c, o, k, s, p, h, w)| {
+                let x = tu::rand_input(1, c, h, w);
+                let wt = tu::rand_input(o, c, k, k);
+                let want = tu::conv(&Nd::from_tensor(&x), &Nd::from_tensor(&wt), None, s, p);
+                (x, wt, s, p, want)
+            })
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            assert!(
+                band_rows(256 * 9, 256, 20, 20).is_none(),
+                "first shape: one band"
+            );
+            assert!(
+                band_rows(64 * 9, 24, 160, 29).is_some(),
+                "second shape: banded"
+            );
+        });
+        // Each frame enters the pool from outside, as `Engine::infer_batch` does from the
+        // caller's thread, so a waiting worker's queue holds only GEMM halves to steal.
+        let worst = std::thread::scope(|s| {
+            let runs: Vec<_> = cases
+                .iter()
+                .map(|(x, wt, st, p, want)| {
+                    let pool = &pool;
+                    s.spawn(move || {
+                        (0..40)
+                            .map(|_| {
+                                pool.install(|| tu::rel_err(&conv2d(x, wt, *st, *p).unwrap(), want))
+                            })
+                            .fold(0.0, f64::max)
+                    })
+                })
+                .collect();
+            runs.into_iter()
+                .map(|r| r.join().expect("a conv panicked"))
+                .fold(0.0, f64::max)
+        });
+        assert!(worst < 1e-5, "{worst}");
     }
 
     #[test]
