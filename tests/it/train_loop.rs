@@ -208,7 +208,10 @@ fn an_overfit_model_finds_the_objects_it_was_trained_on() {
     opts.config = overfit_config();
     opts.augment = false;
     opts.batch = 4;
-    opts.lr = Some(4e-3);
+    // At 4e-3 this reached 1.0 on an AVX-512 machine, but on an AVX2 one the mask branch died
+    // at iteration ~100 (mask loss stuck at 6.048, no gradient: mask AP50 0); 2e-3 still
+    // oscillated with seed 1. At 1e-3 seeds 1, 2 and 7 all end at mask AP50 1.0.
+    opts.lr = Some(1e-3);
     opts.log_every = 50;
     opts.val = Some(Validation {
         ann: ann.clone(),
