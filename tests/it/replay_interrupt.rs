@@ -89,16 +89,33 @@ fn start(out: &Path, rep: &Path, extra: &[&str]) -> Running {
 
 impl Running {
     /// Waits for the `n`-th `frame done` line (a frame is logged done just before it is
-    /// written, so after the n-th line at least n - 1 frames are written and flushed).
+    /// written).
     fn wait_frames(&mut self, n: usize) {
-        let mut seen = 0;
-        while seen < n {
+        let mut done = 0;
+        self.wait_until(&format!("{n} frames done"), |l| {
+            done += usize::from(l.contains("frame done"));
+            done >= n
+        });
+    }
+
+    /// Waits until the output writer says it has flushed at least `n` frames to the file.
+    fn wait_flushed(&mut self, n: usize) {
+        self.wait_until(&format!("{n} frames flushed"), |l| {
+            l.split_once(": flushed, ")
+                .and_then(|(_, t)| t.strip_suffix(" frames")?.parse::<usize>().ok())
+                .is_some_and(|k| k >= n)
+        });
+    }
+
+    /// Reads stderr lines until `enough` says so.
+    fn wait_until(&mut self, what: &str, mut enough: impl FnMut(&str) -> bool) {
+        loop {
             match self.lines.recv_timeout(Duration::from_secs(300)) {
-                Ok(l) if l.contains("frame done") => seen += 1,
+                Ok(l) if enough(&l) => return,
                 Ok(_) => continue,
                 Err(e) => {
                     let _ = self.child.kill();
-                    panic!("only {seen} frames finished: {e}");
+                    panic!("waiting for {what}: {e}");
                 }
             }
         }
@@ -231,7 +248,7 @@ fn sigkill_leaves_a_recoverable_partial_and_resume_completes_it() {
     let rep = dir.path().join("report");
     let partial = yolact_ros2::bag::out_path::partial_path(&out);
     let mut run = start(&out, &rep, &[]);
-    run.wait_frames(3);
+    run.wait_flushed(2);
     run.signal("KILL");
     let (code, err) = run.finish();
     assert_eq!(code, None, "killed by a signal: {err}");
@@ -251,7 +268,7 @@ fn sigkill_leaves_a_recoverable_partial_and_resume_completes_it() {
     let (inst, det) = frames_in(&partial);
     assert!(
         inst.len() >= 2,
-        "the frames before the third were flushed: {inst:?}"
+        "the frames flushed before the kill are in the file: {inst:?}"
     );
     let good = good_frames();
     for f in &inst {
