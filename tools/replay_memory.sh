@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Replay memory over a long bag (issues 15 and 13): replays an N-frame bag on the CPU while
 # sampling the process's resident set size (VmRSS, every second), and prints the RSS after warm-up
-# (the first 10% of the run), the peak after warm-up, and their ratio. Flat memory = the peak
-# after warm-up stays within a few percent.
+# (the first 10% of the run), the peak after warm-up, and their ratio; then the same peak over
+# the peak during warm-up, and the peak and median RSS by tenth of the run. Flat memory = the
+# peak after warm-up stays within a few percent.
 #
 #   tools/replay_memory.sh [FRAMES] [WIDTH] [HEIGHT] [CONFIG]
 #
@@ -86,7 +87,16 @@ late = max(kb for _, kb in rows[cut:])
 print(f"samples {len(rows)} over {rows[-1][0]} s; RSS after warm-up ({rows[cut][0]} s) {warm / 1024:.1f} MB, "
       f"peak after warm-up {late / 1024:.1f} MB, ratio {late / warm:.3f}; "
       f"RSS at the end {rows[-1][1] / 1024:.1f} MB")
+# One sample at 10% lands anywhere in a frame's working set (a few MB up or down); the peak of
+# the warm-up is the working set itself, so this ratio is growth beyond what warm-up needed.
+warm_peak = max(kb for _, kb in rows[:cut + 1])
+print(f"peak during warm-up {warm_peak / 1024:.1f} MB; peak after warm-up / peak during warm-up "
+      f"{late / warm_peak:.3f}")
 # The trend: growth that keeps on (a leak) or that levels off (allocator, caches).
 deciles = [rows[min(len(rows) - 1, len(rows) * k // 10)] for k in range(1, 11)]
 print("RSS by tenth of the run, MB: " + ", ".join(f"{kb / 1024:.1f}" for _, kb in deciles))
+tenths = [[kb for _, kb in rows[len(rows) * k // 10:len(rows) * (k + 1) // 10]] for k in range(10)]
+print("peak by tenth, MB: " + ", ".join(f"{max(t) / 1024:.1f}" for t in tenths if t))
+print("median by tenth, MB: "
+      + ", ".join(f"{sorted(t)[len(t) // 2] / 1024:.1f}" for t in tenths if t))
 PY
