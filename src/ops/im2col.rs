@@ -234,8 +234,9 @@ fn conv_image(
             gemm_into(x[j0..].as_ptr(), npix as isize);
         } else {
             // Taken out of the cell, not borrowed: while a parallel GEMM waits, rayon lets this
-            // worker run another conv's band (another frame's, in a batch), which then starts
-            // with an empty buffer of its own instead of finding this one borrowed.
+            // worker run a band of another caller's conv (another engine's or camera's frame),
+            // which then starts with an empty buffer of its own instead of finding this one
+            // borrowed.
             let mut cols = COLS.with(|cell| cell.take());
             if cols.len() < kdim * n {
                 cols.resize(kdim * n, 0.0);

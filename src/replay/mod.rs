@@ -8,8 +8,8 @@
 //! a final `/diagnostics` message carries the run's metrics. A frame
 //! that cannot be decoded or segmented is skipped and counted with its reason; a storage read
 //! error (a damaged chunk, a cut-off file) is recorded with its kind and reading goes on (as
-//! [`crate::bag::BagReader::messages`] does). The output bag is written as `OUT.partial.mcap`, a
-//! chunk of whole frames handed to the OS each second, and renamed to `OUT` when finished; it is
+//! [`crate::bag::BagReader::messages`] does). The output bag is written as `OUT.partial.mcap`,
+//! handed to the OS a chunk each second, and renamed to `OUT` when finished; it is
 //! finished even when the loop stops early, so processed frames are never lost (and after a
 //! SIGKILL, `--resume` or `yolact bag-recover` gets them back from `OUT.partial.mcap`).
 

@@ -28,7 +28,7 @@ pub struct BagWriter {
     /// The same open file, for fsync (the mcap writer owns the other handle).
     sync: File,
     last_flush: Instant,
-    /// Frames ended so far, for the flush log line.
+    /// `end_frame` calls so far (a batch of 3D outputs counts as one), for the flush log line.
     frames: u64,
     schemas: BTreeMap<String, u16>,
     channels: BTreeMap<String, u16>,
