@@ -8,7 +8,7 @@
 //! output, with the bias pre-loaded so the GEMM accumulates onto it. Bands run in parallel on
 //! rayon. A 1x1 stride-1 conv needs no columns: its band of the input already is the right matrix.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -23,7 +23,7 @@ const MIN_BAND_COLS: usize = 64;
 
 thread_local! {
     /// Reused column buffer of each rayon worker; grows to the largest band seen.
-    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static COLS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Geometry of one conv: square kernel `k`, `stride`, zero padding `pad`, dilation 1, groups 1.
@@ -246,9 +246,8 @@ fn conv_image(
             gemm_into(band_cols.as_ptr(), n as isize);
             COLS.with(|cell| {
                 // Keep the larger buffer if a stolen job left one behind.
-                if cell.borrow().len() < cols.len() {
-                    cell.replace(cols);
-                }
+                let left = cell.take();
+                cell.set(if left.len() > cols.len() { left } else { cols });
             });
         }
         if relu {
@@ -571,8 +570,9 @@ mod tests {
 
     /// Two callers' convs on one pool, as two engines' frames are: a worker waiting inside a
     /// parallel single-band GEMM steals a band of the other conv and runs it on the same thread
-    /// while the first still uses its column buffer (this panicked with "RefCell already
-    /// borrowed" in the parity tests). Each must still get the right answer.
+    /// while the first still uses its column buffer (a buffer borrowed from a RefCell across the
+    /// GEMM panicked with "already borrowed" in the parity tests). Each must still get the right
+    /// answer.
     #[test]
     fn concurrent_convs_on_one_pool_share_no_column_buffer() {
         let shapes = [(256, 256, 3, 1, 1, 20, 20), (64, 24, 3, 1, 1, 160, 29)];
