@@ -12,6 +12,14 @@
 # --sequence FRAMES --seed 5`, colour, depth and camera info) replayed with the shipped model, depth
 # and 3D outputs included.
 #
+# Besides the RSS each second, the script resets the kernel's peak-RSS mark every second
+# (/proc/PID/clear_refs, 5) and reads it back (VmHWM) a second later: the true peak of each
+# second, which a snapshot misses when a frame's working set comes and goes between two samples.
+#
+# RSS_LOG=FILE keeps the samples ("seconds rss_kB peak_kB" per line) and FILE.log the replay's
+# log, with the output writer's "flushed, N frames" each second (which frame ran when).
+# SEQ_DIR=DIR keeps the generated sequence in DIR and reuses it when it is already there.
+#
 # Needs python3 with rosbags and numpy, and a release build (`cargo build --release`).
 set -euo pipefail
 
@@ -22,13 +30,14 @@ CFG=${4:-yolact_resnet50}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${YOLACT_BIN:-$ROOT/target/release/yolact}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/replay_memory.XXXXXX")
-# RSS_LOG=FILE keeps the samples ("seconds kB" per line).
-trap '[ -n "${RSS_LOG:-}" ] && cp "$WORK/rss" "$RSS_LOG"; rm -rf "$WORK"' EXIT
+trap '[ -n "${RSS_LOG:-}" ] && cp "$WORK/rss" "$RSS_LOG" && cp "$WORK/err.log" "$RSS_LOG.log"; rm -rf "$WORK"' EXIT
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 
 if [ "$CFG" = shipped ]; then
-  "$BIN" synth-scenes --out "$WORK/seq" --sequence "$FRAMES" --seed 5 --size "${W}x${H}" >/dev/null
-  BAG=$WORK/seq/sequence.mcap
+  SEQ=${SEQ_DIR:-$WORK/seq}
+  [ -e "$SEQ/sequence.mcap" ] ||
+    "$BIN" synth-scenes --out "$SEQ" --sequence "$FRAMES" --seed 5 --size "${W}x${H}" >/dev/null
+  BAG=$SEQ/sequence.mcap
   MODEL=()
   WHAT="a generated ${W}x${H} sequence (colour, depth, camera info), the shipped model"
 else
@@ -61,13 +70,15 @@ fi
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "bag: $FRAMES frames, MCAP; $WHAT; CPU"
-"$BIN" replay "$BAG" "${MODEL[@]}" --device cpu \
+RUST_LOG=${RUST_LOG:-info,yolact_ros2::replay::writer=debug} "$BIN" replay "$BAG" "${MODEL[@]}" --device cpu \
   --out "$WORK/out.mcap" --report "$WORK/report" >/dev/null 2>"$WORK/err.log" &
 pid=$!
 : >"$WORK/rss"
 start=$(date +%s)
 while kill -0 "$pid" 2>/dev/null; do
-  kb=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+  kb=$(awk '/^VmRSS/ {r = $2} /^VmHWM/ {h = $2} END {if (r) print r, h}' \
+    "/proc/$pid/status" 2>/dev/null || true)
+  echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
   [ -n "$kb" ] && echo "$(( $(date +%s) - start )) $kb" >>"$WORK/rss"
   sleep 1
 done
@@ -82,21 +93,31 @@ rows = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if l.strip()]
 if len(rows) < 20:
     sys.exit(f"only {len(rows)} RSS samples: use a longer bag")
 cut = max(1, len(rows) // 10)
-warm = rows[cut][1]
-late = max(kb for _, kb in rows[cut:])
-print(f"samples {len(rows)} over {rows[-1][0]} s; RSS after warm-up ({rows[cut][0]} s) {warm / 1024:.1f} MB, "
-      f"peak after warm-up {late / 1024:.1f} MB, ratio {late / warm:.3f}; "
-      f"RSS at the end {rows[-1][1] / 1024:.1f} MB")
-# One sample at 10% lands anywhere in a frame's working set (a few MB up or down); the peak of
-# the warm-up is the working set itself, so this ratio is growth beyond what warm-up needed.
-warm_peak = max(kb for _, kb in rows[:cut + 1])
-print(f"peak during warm-up {warm_peak / 1024:.1f} MB; peak after warm-up / peak during warm-up "
-      f"{late / warm_peak:.3f}")
-# The trend: growth that keeps on (a leak) or that levels off (allocator, caches).
-deciles = [rows[min(len(rows) - 1, len(rows) * k // 10)] for k in range(1, 11)]
-print("RSS by tenth of the run, MB: " + ", ".join(f"{kb / 1024:.1f}" for _, kb in deciles))
-tenths = [[kb for _, kb in rows[len(rows) * k // 10:len(rows) * (k + 1) // 10]] for k in range(10)]
-print("peak by tenth, MB: " + ", ".join(f"{max(t) / 1024:.1f}" for t in tenths if t))
-print("median by tenth, MB: "
-      + ", ".join(f"{sorted(t)[len(t) // 2] / 1024:.1f}" for t in tenths if t))
+
+
+def report(what, col):
+    kb = [r[col] for r in rows]
+    warm, late = kb[cut], max(kb[cut:])
+    print(f"{what}: after warm-up ({rows[cut][0]} s) {warm / 1024:.1f} MB, peak after warm-up "
+          f"{late / 1024:.1f} MB, ratio {late / warm:.3f}; at the end {kb[-1] / 1024:.1f} MB")
+    # One sample at 10% lands anywhere in a frame's working set (a few MB up or down); the peak
+    # of the warm-up is the working set itself, so this ratio is growth beyond what warm-up needed.
+    warm_peak = max(kb[:cut + 1])
+    print(f"  peak during warm-up {warm_peak / 1024:.1f} MB; peak after warm-up / peak during "
+          f"warm-up {late / warm_peak:.3f}; 99th percentile after warm-up / warm-up peak "
+          f"{sorted(kb[cut:])[int(0.99 * (len(kb) - cut))] / warm_peak:.3f}")
+    tenths = [kb[len(kb) * k // 10:len(kb) * (k + 1) // 10] for k in range(10)]
+    # The trend: growth that keeps on (a leak) or that levels off (allocator, caches).
+    print("  peak by tenth, MB: " + ", ".join(f"{max(t) / 1024:.1f}" for t in tenths if t))
+    print("  median by tenth, MB: "
+          + ", ".join(f"{sorted(t)[len(t) // 2] / 1024:.1f}" for t in tenths if t))
+    top = sorted(range(cut, len(kb)), key=lambda i: -kb[i])[:5]
+    print("  highest after warm-up (s: MB): "
+          + ", ".join(f"{rows[i][0]}: {kb[i] / 1024:.1f}" for i in sorted(top)))
+
+
+print(f"samples {len(rows)} over {rows[-1][0]} s")
+report("RSS each second", 1)
+if all(len(r) > 2 for r in rows):
+    report("peak within each second (VmHWM, reset each second)", 2)
 PY

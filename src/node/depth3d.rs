@@ -32,6 +32,10 @@ pub struct DepthCounters {
     pub located: u64,
     /// Instances with too few valid depth points (no box published).
     pub not_enough_depth: u64,
+    /// Pairs that arrived before any CameraInfo: skipped. Normal for the first frames after start
+    /// (best-effort CameraInfo, topics matched one by one), so not an error; a warning on
+    /// `/diagnostics` only while no CameraInfo has ever come (a wrong `camera_info` topic).
+    pub waiting_for_info: u64,
     /// Pairs that could not be used (bad CameraInfo, undecodable depth, sizes), with the last reason.
     pub errors: u64,
     pub last_error: Option<String>,
@@ -102,8 +106,18 @@ pub(super) fn process(st: &Mutex<DepthState>, p: &DepthParams, pubs: &Publishers
         let mut g = lock(st);
         (g.pairer.poll(), g.info.clone())
     };
+    let Some(info) = info else {
+        if !pairs.is_empty() {
+            let mut g = lock(st);
+            if g.counters.waiting_for_info == 0 {
+                log::info!("depth: no camera_info received yet; depth frames wait for one");
+            }
+            g.counters.waiting_for_info += pairs.len() as u64;
+        }
+        return;
+    };
     for pair in pairs {
-        if let Err(e) = one_pair(st, p, pubs, &pair.colour, &pair.depth, info.as_ref()) {
+        if let Err(e) = one_pair(st, p, pubs, &pair.colour, &pair.depth, &info) {
             error(st, e);
         }
     }
@@ -115,9 +129,8 @@ fn one_pair(
     pubs: &Publishers<'_>,
     colour: &ColourFrame,
     depth_cdr: &[u8],
-    info: Option<&CameraInfo>,
+    info: &CameraInfo,
 ) -> Result<(), String> {
-    let info = info.ok_or("no camera_info received yet for the depth image")?;
     let want_points = pubs
         .points
         .is_some_and(|q| q.subscription_count() != Some(0));
@@ -191,6 +204,10 @@ pub(super) fn diagnostic_values(stats: &PairerStats, c: &DepthCounters) -> Vec<(
             c.not_enough_depth.to_string(),
         ),
         ("depth.camera_infos".into(), c.camera_infos.to_string()),
+        (
+            "depth.waiting_for_camera_info".into(),
+            c.waiting_for_info.to_string(),
+        ),
         ("depth.published".into(), c.published.to_string()),
         (
             "depth.clouds_published".into(),
@@ -202,4 +219,87 @@ pub(super) fn diagnostic_values(stats: &PairerStats, c: &DepthCounters) -> Vec<(
         v.push(("depth.last_error".into(), e.clone()));
     }
     v
+}
+
+/// Why a camera's depth status is at least WARN, if it is: frames that failed (with the last
+/// reason), or depth frames that keep waiting because no CameraInfo has ever arrived.
+pub(super) fn warning(c: &DepthCounters) -> Option<String> {
+    if c.errors > 0 {
+        let why = c.last_error.as_deref().unwrap_or("");
+        Some(format!("{} depth frames unusable: {why}", c.errors))
+    } else if c.camera_infos == 0 && c.waiting_for_info > 0 {
+        Some(format!(
+            "{} depth frames waiting: no camera_info received",
+            c.waiting_for_info
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bag::{Header, Time};
+
+    fn params() -> DepthParams {
+        DepthParams {
+            slop_s: 0.01,
+            queue_size: 4,
+            scale: None,
+            options: Default::default(),
+        }
+    }
+
+    fn colour() -> ColourFrame {
+        ColourFrame {
+            dets: Detections {
+                width: 8,
+                height: 6,
+                config: "test".into(),
+                class_names: None,
+                items: Vec::new(),
+            },
+            track_ids: Vec::new(),
+        }
+    }
+
+    fn pair_at(st: &Mutex<DepthState>, stamp: i64, depth: Vec<u8>) {
+        let mut g = lock(st);
+        g.pairer.push_colour(stamp, colour());
+        g.pairer.push_depth(stamp, depth);
+    }
+
+    const NO_PUBS: Publishers<'static> = Publishers {
+        detections: None,
+        points: None,
+    };
+
+    #[test]
+    fn depth_before_any_camera_info_waits_and_warns_only_while_none_came() {
+        let p = params();
+        let st = Mutex::new(DepthState::new(&p));
+        pair_at(&st, 1_000, Vec::new());
+        process(&st, &p, &NO_PUBS);
+        let c = lock(&st).counters.clone();
+        assert_eq!((c.waiting_for_info, c.errors), (1, 0), "{c:?}");
+        let w = warning(&c).expect("a warning while no camera_info came");
+        assert!(w.contains("no camera_info received"), "{w}");
+
+        let header = Header {
+            stamp: Time { sec: 0, nanosec: 0 },
+            frame_id: "cam".into(),
+        };
+        let info = CameraInfo::pinhole(header, 8, 6, 5.0, 5.0, 3.5, 2.5);
+        sink_info(&st, info.to_cdr().unwrap());
+        let c = lock(&st).counters.clone();
+        assert_eq!(warning(&c), None, "{c:?}");
+
+        // With a CameraInfo, a depth frame that does not decode is an error, with its reason.
+        pair_at(&st, 2_000, vec![1, 2, 3]);
+        process(&st, &p, &NO_PUBS);
+        let c = lock(&st).counters.clone();
+        assert_eq!((c.waiting_for_info, c.errors), (1, 1), "{c:?}");
+        assert!(warning(&c).is_some_and(|w| w.starts_with("1 depth frames unusable")));
+    }
 }

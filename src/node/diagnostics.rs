@@ -144,8 +144,9 @@ pub struct CameraContext {
     pub inference_errors_total: u64,
     pub last_batch_size: usize,
     pub stability: Option<StabilityReport>,
-    /// The `depth.*` values and the depth error total, for a camera with a depth topic.
-    pub depth: Option<(Vec<(String, String)>, u64)>,
+    /// The `depth.*` values and why the depth input warns (if it does), for a camera with a
+    /// depth topic.
+    pub depth: Option<(Vec<(String, String)>, Option<String>)>,
 }
 
 /// One camera's `DiagnosticStatus`.
@@ -161,16 +162,12 @@ pub fn camera_status(
         .collect::<Vec<_>>()
         .join(", ");
     let (mut lvl, mut message) = level(s, p, (!note.is_empty()).then_some(note.as_str()));
-    // A depth input that fails (bad CameraInfo, wrong encoding) is at least WARN, with why.
-    if let Some((values, errors)) = &c.depth {
-        if *errors > 0 && (lvl == OK || lvl == WARN) {
-            let why = values
-                .iter()
-                .find(|(k, _)| k == "depth.last_error")
-                .map_or("", |(_, v)| v.as_str());
-            let text = format!("{errors} depth frames unusable: {why}");
+    // A depth input that fails (bad CameraInfo, wrong encoding) or never gets a CameraInfo is at
+    // least WARN, with why.
+    if let Some((_, Some(text))) = &c.depth {
+        if lvl == OK || lvl == WARN {
             message = if lvl == OK {
-                text
+                text.clone()
             } else {
                 format!("{message}; {text}")
             };

@@ -353,7 +353,10 @@ pub(super) fn diagnostics_loop(s: &Shared, stop: &mpsc::Receiver<()>) {
                     {
                         s.depth.get(i).map(|d| {
                             let (ps, dc) = lock(d).snapshot();
-                            (super::depth3d::diagnostic_values(&ps, &dc), dc.errors)
+                            (
+                                super::depth3d::diagnostic_values(&ps, &dc),
+                                super::depth3d::warning(&dc),
+                            )
                         })
                     } else {
                         None
