@@ -144,9 +144,17 @@ pub struct CameraContext {
     pub inference_errors_total: u64,
     pub last_batch_size: usize,
     pub stability: Option<StabilityReport>,
-    /// The `depth.*` values and why the depth input warns (if it does), for a camera with a
-    /// depth topic.
-    pub depth: Option<(Vec<(String, String)>, Option<String>)>,
+    /// For a camera with a depth topic.
+    pub depth: Option<DepthDiagnostics>,
+}
+
+/// A camera's depth input on `/diagnostics`.
+#[derive(Debug, Clone)]
+pub struct DepthDiagnostics {
+    /// The `depth.*` key-values.
+    pub values: Vec<(String, String)>,
+    /// Why the depth input makes the level at least WARN, if it does.
+    pub warning: Option<String>,
 }
 
 /// One camera's `DiagnosticStatus`.
@@ -164,7 +172,7 @@ pub fn camera_status(
     let (mut lvl, mut message) = level(s, p, (!note.is_empty()).then_some(note.as_str()));
     // A depth input that fails (bad CameraInfo, wrong encoding) or never gets a CameraInfo is at
     // least WARN, with why.
-    if let Some((_, Some(text))) = &c.depth {
+    if let Some(text) = c.depth.as_ref().and_then(|d| d.warning.as_ref()) {
         if lvl == OK || lvl == WARN {
             message = if lvl == OK {
                 text.clone()
@@ -202,8 +210,8 @@ pub fn camera_status(
     for (reason, n, msg) in &c.decode_reasons {
         values.push((format!("decode_errors.{reason}"), format!("{n} ({msg})")));
     }
-    if let Some((depth, _)) = &c.depth {
-        values.extend(depth.iter().cloned());
+    if let Some(d) = &c.depth {
+        values.extend(d.values.iter().cloned());
     }
     if let Some(st) = &c.stability {
         for (scope, stats) in [("window", &st.window), ("run", &st.run)] {

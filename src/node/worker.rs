@@ -353,10 +353,10 @@ pub(super) fn diagnostics_loop(s: &Shared, stop: &mpsc::Receiver<()>) {
                     {
                         s.depth.get(i).map(|d| {
                             let (ps, dc) = lock(d).snapshot();
-                            (
-                                super::depth3d::diagnostic_values(&ps, &dc),
-                                super::depth3d::warning(&dc),
-                            )
+                            super::diagnostics::DepthDiagnostics {
+                                values: super::depth3d::diagnostic_values(&ps, &dc),
+                                warning: super::depth3d::warning(&dc),
+                            }
                         })
                     } else {
                         None
