@@ -24,6 +24,18 @@ use std::path::{Path, PathBuf};
 pub use cdr::{CdrReader, CdrWriter, Header, Time};
 pub use image_msg::{decode_image, CompressedImageMsg, DecodedImage, ImageMsg};
 
+/// How every MCAP file this crate writes is written (replay outputs, recovered bags, generated
+/// sequences): zstd chunks compressed on the calling thread. The mcap crate's default is
+/// multithreaded zstd with a worker per physical core, whose context allocates about 50 MB of job
+/// and round buffers (heaptrack, 300-frame replay) and touches a varying part of them: that
+/// swing was most of a long replay's RSS peaks, and the extra thread competed with inference for
+/// the cores. Single-threaded, the context is a few MB and stays the same size.
+pub fn mcap_write_options(profile: &str) -> mcap::WriteOptions {
+    mcap::WriteOptions::new()
+        .profile(profile)
+        .compression_threads(0)
+}
+
 /// Everything that can go wrong while reading a bag or decoding one of its messages.
 #[derive(Debug, thiserror::Error)]
 pub enum BagError {

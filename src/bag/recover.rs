@@ -36,8 +36,7 @@ pub struct RawCopier<W: Write + Seek> {
 
 impl<W: Write + Seek> RawCopier<W> {
     pub fn new(out: W, profile: &str, label: &Path) -> Result<Self, BagError> {
-        let writer = mcap::WriteOptions::new()
-            .profile(profile)
+        let writer = super::mcap_write_options(profile)
             .create(out)
             .map_err(|e| write_err(label, e))?;
         Ok(RawCopier {

@@ -103,6 +103,8 @@ fn secs(t: Time) -> f64 {
 }
 
 struct TopicState {
+    /// Shared by the frame samples of the plots.
+    topic: std::sync::Arc<str>,
     msg_type: String,
     frames: u64,
     skipped: u64,
@@ -335,6 +337,7 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
                 let stability =
                     StreamStability::new(TrackerConfig::default(), MetricsConfig::default())?;
                 states.entry(msg.topic.clone()).or_insert(TopicState {
+                    topic: msg.topic.as_str().into(),
                     msg_type: msg.msg_type.clone(),
                     frames: 0,
                     skipped: 0,
@@ -430,18 +433,15 @@ pub fn replay(engine: &Engine, bag: &Path, opts: &ReplayOptions) -> Result<Repor
         let total_ms = t0.elapsed().as_secs_f64() * 1e3;
         lat.entry("total").or_default().push(total_ms);
         if report.series.wants_next() {
-            let mut latency_ms = vec![("decode", decode_ms)];
-            for (name, d) in StageTimes::NAMES.iter().zip(times.as_array()) {
-                latency_ms.push((*name, d.as_secs_f64() * 1e3));
-            }
-            latency_ms.push(("total", total_ms));
             let window = state.stability.snapshot().window;
             report.series.push(FrameSample {
                 index: report.frames - 1,
                 topic_index: state.frames - 1,
-                topic: msg.topic.clone(),
+                topic: state.topic.clone(),
                 log_time_ns: msg.log_time_ns,
-                latency_ms,
+                decode_ms,
+                stage_ms: times.as_array().map(|d| d.as_secs_f64() * 1e3),
+                total_ms,
                 instances: inst.instances.len() as u64,
                 mask_stability: window.mask_stability_mean,
                 flicker_per_100: window.flicker_per_100_track_frames,

@@ -250,8 +250,8 @@ fn save(img: &RgbImage, path: &Path) -> Result<()> {
 pub fn latency_panel(series: &[FrameSample]) -> Panel {
     let mut lines: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for f in series {
-        for (stage, ms) in &f.latency_ms {
-            lines.entry(stage).or_default().push((f.index as f64, *ms));
+        for (stage, ms) in f.latencies() {
+            lines.entry(stage).or_default().push((f.index as f64, ms));
         }
     }
     // `total` first: it is the line people look for.

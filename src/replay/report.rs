@@ -3,31 +3,45 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::coco::{CocoCollector, CocoSummary};
 use super::depth::DepthReport;
 use crate::bag::out_path::write_atomic;
+use crate::engine::StageTimes;
 use crate::error::{Error, Result};
 use crate::tracking::metrics::StabilityReport;
 
-/// One processed frame, for the plots.
+/// One processed frame, for the plots. Plain numbers only: up to [`SERIES_MAX`] of them live for
+/// the whole replay, so a sample owns no heap memory (the topic is shared, the latencies inline).
 #[derive(Debug, Clone)]
 pub struct FrameSample {
     /// Processed frames before this one (all topics, bag order).
     pub index: u64,
     /// Processed frames of this topic before this one.
     pub topic_index: u64,
-    pub topic: String,
+    pub topic: Arc<str>,
     pub log_time_ns: u64,
-    /// Per stage (`decode`, the pipeline's stages, `total`), milliseconds.
-    pub latency_ms: Vec<(&'static str, f64)>,
+    pub decode_ms: f64,
+    /// The pipeline's stages, in [`StageTimes::NAMES`] order.
+    pub stage_ms: [f64; StageTimes::NAMES.len()],
+    pub total_ms: f64,
     pub instances: u64,
     /// The topic's sliding-window stability after this frame (NaN when there is no sample yet).
     pub mask_stability: f64,
     pub flicker_per_100: f64,
     pub instances_mean: f64,
+}
+
+impl FrameSample {
+    /// Per stage (`decode`, the pipeline's stages, `total`), milliseconds.
+    pub fn latencies(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        std::iter::once(("decode", self.decode_ms))
+            .chain(StageTimes::NAMES.iter().copied().zip(self.stage_ms))
+            .chain(std::iter::once(("total", self.total_ms)))
+    }
 }
 
 /// A frame that was not processed, and why.
@@ -55,9 +69,12 @@ pub struct Decimated<T> {
 
 impl<T> Decimated<T> {
     pub fn new(cap: usize) -> Self {
+        let cap = cap.max(2);
         Decimated {
-            items: Vec::new(),
-            cap: cap.max(2),
+            // All of it now: growing by doubling would leave the freed smaller buffers behind as
+            // heap holes while a long replay runs.
+            items: Vec::with_capacity(cap),
+            cap,
             stride: 1,
             seen: 0,
         }
@@ -452,6 +469,32 @@ mod tests {
     #[test]
     fn data_text_cannot_break_the_markdown() {
         assert_eq!(md("a\nb|c`d\r\ne"), "a b\\|c'd  e");
+    }
+
+    #[test]
+    fn a_frame_sample_lists_decode_the_stages_in_order_then_total() {
+        let f = FrameSample {
+            index: 0,
+            topic_index: 0,
+            topic: "/cam".into(),
+            log_time_ns: 0,
+            decode_ms: 1.5,
+            stage_ms: std::array::from_fn(|i| 10.0 + i as f64),
+            total_ms: 99.0,
+            instances: 0,
+            mask_stability: f64::NAN,
+            flicker_per_100: f64::NAN,
+            instances_mean: f64::NAN,
+        };
+        let got: Vec<(&str, f64)> = f.latencies().collect();
+        assert_eq!(got.len(), StageTimes::NAMES.len() + 2);
+        assert_eq!(got[0], ("decode", 1.5));
+        assert_eq!(got[1], (StageTimes::NAMES[0], 10.0));
+        assert_eq!(
+            got[got.len() - 2].1,
+            10.0 + (StageTimes::NAMES.len() - 1) as f64
+        );
+        assert_eq!(got[got.len() - 1], ("total", 99.0));
     }
 
     #[test]

@@ -47,8 +47,7 @@ impl BagWriter {
         let partial = partial_path(path);
         let file = File::create(&partial).map_err(|e| Error::io(&partial, e))?;
         let sync = file.try_clone().map_err(|e| Error::io(&partial, e))?;
-        let writer = mcap::WriteOptions::new()
-            .profile("ros2")
+        let writer = crate::bag::mcap_write_options("ros2")
             .create(BufWriter::new(file))
             .map_err(|e| mcap_err(path, e))?;
         Ok(BagWriter {
